@@ -1,0 +1,132 @@
+"""The ``ingest`` flow: mining ingestion with exact and perceptual dedup into the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from pathlib import PurePosixPath
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from schemas.settings import DedupSettings, IngestSettings, default_workers
+from schemas.taxonomy import load_taxonomy
+from tasks import progress
+from tasks.catalog import Catalog
+from tasks.dedup import KnownImages
+from tasks.ingest import (
+    InspectedInput, build_records, commit_window, decide_window, inspect_chunk,
+    load_known_images, seen_submission_ids,
+)
+from tasks.intake import PlannedInput, parse_submissions, plan_inputs
+from tasks.storage import SourceError, Storage, open_storage
+from tasks.summary import summarize_run, summary_markdown
+
+DEFAULT_ROOT = "./hagrid-root"
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def read_submissions_table(uri: str, *, endpoint_url: str | None) -> Any:
+    """Fetch and parse the submissions table (local path or ``s3://``)."""
+    parent, name = str(PurePosixPath(uri).parent), PurePosixPath(uri).name
+    if uri.startswith("s3://"):
+        parent = uri.rsplit("/", 1)[0]
+    store = open_storage(parent, endpoint_url=endpoint_url)
+    try:
+        data = store.read_bytes(name)
+    except FileNotFoundError as exc:
+        raise SourceError(f"submissions table not found: {uri}") from exc
+    except Exception as exc:
+        raise SourceError(f"cannot read submissions table {uri}: {exc}") from exc
+    return parse_submissions(data, name=name)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def list_source(source: Storage) -> list[str]:
+    """Every key of the source (the broken-source check happens here)."""
+    source.check()
+    return source.list()
+
+
+@task(cache_policy=NO_CACHE)
+def inspect_chunk_task(source: Storage, root: Storage, items: list[PlannedInput],
+                       settings: IngestSettings) -> list[InspectedInput]:
+    """Read, check, hash and store one chunk of inputs."""
+    return inspect_chunk(source, root, items, settings=settings)
+
+
+@task(cache_policy=NO_CACHE)
+def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: KnownImages,
+                      *, source_uri: str, batch_id: str, salt: str) -> Any:
+    """Duplicate decisions for a window, then its catalog batch, committed atomically."""
+    decisions = decide_window(inspected, known)
+    subs, images = build_records(inspected, decisions, source=source_uri, batch_id=batch_id,
+                                 salt=salt, now=dt.datetime.now(dt.timezone.utc))
+    commit_window(catalog, batch_id=batch_id, submissions=subs, images=images,
+                  inspected=inspected, decisions=decisions)
+    return subs
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=default_workers()),
+      log_prints=True)
+def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
+           taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
+           radius: int = 10, min_similarity: float = 0.90,
+           s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
+
+    Every input ends in ``catalog/submissions`` exactly once, accepted or rejected with a
+    reason; accepted images are stored under ``objects/`` and listed in ``catalog/images``.
+    Reruns skip inputs already recorded; a killed run resumes from its last committed batch.
+    """
+    started = time.perf_counter()
+    settings = IngestSettings(min_side=min_side, taxonomy=taxonomy, commit_every=commit_every,
+                              chunk_size=chunk_size,
+                              dedup=DedupSettings(radius=radius, min_similarity=min_similarity))
+    src = open_storage(source, endpoint_url=s3_endpoint_url)
+    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    catalog.remove_uncommitted()
+    table = read_submissions_table(submissions, endpoint_url=s3_endpoint_url)
+    planned = plan_inputs(table, source=src.uri, source_keys=list_source(src),
+                          taxonomy=load_taxonomy(settings.taxonomy))
+    seen = seen_submission_ids(catalog)
+    todo = [p for p in planned if p.submission_id not in seen]
+    known = load_known_images(catalog, settings=settings)
+    results = run_windows(src, catalog, todo, known, settings=settings)
+    kept = {r["image_id"]: r["file"] for t in results for r in
+            t.select(["image_id", "file"]).to_pylist() if r["image_id"]}
+    summary = summarize_run(results, kept_files=kept, skipped=len(planned) - len(todo),
+                            elapsed_s=time.perf_counter() - started)
+    summary["root"] = catalog.root.uri
+    create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
+                             description=f"ingest of {source}")
+    get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
+                          summary["rejected"], summary["reasons"])
+    return summary
+
+
+def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known: KnownImages,
+                *, settings: IngestSettings) -> list[Any]:
+    """Inspect each window of inputs in parallel chunks, then decide and commit it in order."""
+    salt = catalog.salt()
+    run_stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_tag = f"{run_stamp}-{secrets.token_hex(3)}"
+    results, done = [], 0
+    progress.report("ingest", 0, len(todo))
+    for w, start in enumerate(range(0, len(todo), settings.commit_every)):
+        window = todo[start:start + settings.commit_every]
+        chunks = [window[i:i + settings.chunk_size]
+                  for i in range(0, len(window), settings.chunk_size)]
+        futures = [inspect_chunk_task.submit(src, catalog.root, c, settings) for c in chunks]
+        inspected: list[InspectedInput] = []
+        for fut, chunk in zip(futures, chunks):
+            inspected += fut.result()
+            done += len(chunk)
+            progress.report("ingest", done, len(todo))
+        results.append(decide_and_commit(catalog, inspected, known, source_uri=src.uri,
+                                         batch_id=f"{run_tag}-{w:05d}", salt=salt))
+    return results

@@ -1,0 +1,43 @@
+"""Settings of the ingestion stage: one frozen record, passed explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from schemas.taxonomy import DEFAULT_TAXONOMY
+
+
+def default_workers() -> int:
+    """Parallel workers for decoding: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    """Near-duplicate decision: a phash radius proposes, a second independent check confirms.
+
+    ``radius`` is the Hamming radius on the 64-bit DCT hash within which two images are
+    candidates. ``min_similarity`` is the threshold of the confirming check: the best
+    shift-tolerant Pearson correlation of the two 16x16 grey thumbnails.
+    """
+
+    radius: int = 10
+    min_similarity: float = 0.90
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Everything the ``ingest`` flow decides with, besides its inputs."""
+
+    min_side: int = 720
+    max_pixels: int = 100_000_000
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "MPO")
+    taxonomy: str = DEFAULT_TAXONOMY
+    chunk_size: int = 256  # images per Prefect task (per-task overhead is ~10-15 ms)
+    commit_every: int = 2048  # rows per committed catalog batch
+    workers: int = field(default_factory=default_workers)
+    dedup: DedupSettings = field(default_factory=DedupSettings)

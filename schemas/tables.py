@@ -1,0 +1,56 @@
+"""Parquet schemas of the catalog tables. Every record shape is declared here, once."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SUBMISSIONS = pa.schema(
+    [
+        pa.field("submission_id", pa.string(), nullable=False),  # stable identity of an input
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # the source URI it came from
+        pa.field("file", pa.string(), nullable=False),  # path relative to the source
+        pa.field("row_index", pa.int64()),  # row in the submissions table; null: no row
+        pa.field("user_id", pa.string()),  # RAW worker id: this table only
+        pa.field("user_key", pa.string()),  # the pseudonymous id used everywhere else
+        pa.field("gesture", pa.string()),
+        pa.field("submitted_at", pa.string()),
+        pa.field("sha256", pa.string()),  # null when the file could not be read
+        pa.field("bytes", pa.int64()),
+        pa.field("outcome", pa.string(), nullable=False),  # schemas.reasons.Outcome
+        pa.field("reason", pa.string()),  # schemas.reasons.Reason, null when accepted
+        pa.field("detail", pa.string()),  # a human-readable explanation of the reason
+        pa.field("image_id", pa.string()),  # set when accepted
+        pa.field("duplicate_of", pa.string()),  # the image_id that was kept, for duplicates
+        pa.field("duplicate_distance", pa.int16()),  # phash Hamming distance to it
+        pa.field("duplicate_similarity", pa.float32()),  # confirming check's score
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+IMAGES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # UUID form of sha256[:32]
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("object_key", pa.string(), nullable=False),  # under the dataset root
+        pa.field("format", pa.string(), nullable=False),  # JPEG / PNG / WEBP
+        pa.field("width", pa.int32(), nullable=False),  # after EXIF orientation
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("orientation", pa.int8(), nullable=False),  # EXIF tag, 1 when absent
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),  # pseudonymous (salted hash)
+        pa.field("gesture", pa.string(), nullable=False),
+        pa.field("submitted_at", pa.string()),
+        pa.field("submission_id", pa.string(), nullable=False),
+        pa.field("phash", pa.uint64(), nullable=False),
+        pa.field("phash_mirror", pa.uint64(), nullable=False),
+        pa.field("thumb", pa.binary(), nullable=False),  # 16x16 grey, the confirming check
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+CATALOG_TABLES: dict[str, pa.Schema] = {"submissions": SUBMISSIONS, "images": IMAGES}
+
+# Columns that describe a run rather than the data: ignored when comparing two catalogs.
+RUN_COLUMNS = ("batch_id", "ingested_at")

@@ -1,0 +1,190 @@
+"""Per-image inspection: decode once (small), orient, check, and compute the dedup features.
+
+Pure functions over bytes: no I/O, no Prefect. JPEGs are decoded at 1/8 scale with libjpeg's
+DCT scaling (Pillow ``draft``), which is enough for perceptual hashing and far cheaper than a
+full decode; the decoder still reads the whole entropy-coded stream, so truncation and
+corruption are caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from schemas.reasons import Reason
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+HASH_SIZE = 8  # 8x8 low-frequency DCT coefficients -> 64-bit hash
+DCT_SIZE = 32
+THUMB_SIZE = 16
+_ORIENT_OPS: dict[int, tuple[Image.Transpose, ...]] = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    m[0] /= np.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+_DCT = _dct_matrix(DCT_SIZE)
+_BIT_WEIGHTS = (np.uint64(1) << np.arange(64, dtype=np.uint64)).astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """What inspection learned about a readable, in-spec image."""
+
+    sha256: str
+    bytes: int
+    format: str
+    width: int  # after EXIF orientation
+    height: int
+    orientation: int
+    phash: int
+    phash_mirror: int
+    thumb: bytes  # THUMB_SIZE x THUMB_SIZE grey, row-major uint8
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an input cannot be accepted, before any duplicate check."""
+
+    reason: Reason
+    detail: str
+    sha256: str | None = None
+    bytes: int | None = None
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data`` (hashlib releases the GIL for large buffers)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def phash_bits(grey32: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a 32x32 grey array: low 8x8 coefficients vs their median."""
+    coeffs = (_DCT @ grey32 @ _DCT.T)[:HASH_SIZE, :HASH_SIZE]
+    bits = (coeffs > np.median(coeffs)).reshape(-1)
+    return int(_BIT_WEIGHTS[bits].sum(dtype=np.uint64))
+
+
+def mirrored_phash_bits(grey32: np.ndarray) -> int:
+    """The perceptual hash of the horizontally mirrored image."""
+    return phash_bits(grey32[:, ::-1])
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is not a broken photo
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _decode_small_grey(im: Image.Image) -> Image.Image:
+    """Decode at about 1/8 scale in grey (JPEG DCT scaling); other formats fully, then reduce."""
+    w, h = im.size
+    if im.format in ("JPEG", "MPO"):
+        im.draft("L", (max(1, w // 8), max(1, h // 8)))
+    im.load()
+    small = im if im.mode == "L" else im.convert("L")
+    if small.width > 2 * w // 8 + 2:  # not draft-scaled (PNG, WebP): reduce now
+        small = small.reduce(max(1, min(w, h) // 135))
+    return small
+
+
+def _features(small: Image.Image, orientation: int) -> tuple[int, int, bytes]:
+    for op in _ORIENT_OPS.get(orientation, ()):
+        small = small.transpose(op)
+    grey32 = np.asarray(
+        small.resize((DCT_SIZE, DCT_SIZE), Image.Resampling.BOX), dtype=np.float32
+    )
+    thumb = small.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BOX).tobytes()
+    return phash_bits(grey32), mirrored_phash_bits(grey32), thumb
+
+
+def _open_checked(data: bytes, *, formats: tuple[str, ...], max_pixels: int,
+                  min_side: int) -> Image.Image | Rejection:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return Rejection(Reason.NOT_AN_IMAGE, "no image format recognised")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Rejection(Reason.DECOMPRESSION_BOMB, str(exc))
+    except Exception as exc:  # header present but broken
+        return Rejection(Reason.UNREADABLE, f"cannot parse header: {exc}")
+    w, h = im.size
+    if im.format not in formats:
+        return Rejection(Reason.UNSUPPORTED_FORMAT, f"format {im.format} not in {formats}")
+    if w * h > max_pixels:
+        return Rejection(Reason.DECOMPRESSION_BOMB, f"declares {w}x{h} = {w * h} pixels")
+    if min(w, h) < min_side:
+        return Rejection(Reason.TOO_SMALL, f"{w}x{h}: short side below {min_side}px")
+    return im
+
+
+def inspect_image(data: bytes, *, formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "MPO"),
+                  max_pixels: int = 100_000_000, min_side: int = 720) -> ImageFeatures | Rejection:
+    """Check one file's bytes and compute its features, or say why it is rejected."""
+    if not data:
+        return Rejection(Reason.EMPTY_FILE, "zero bytes", sha256_hex(data), 0)
+    digest, size = sha256_hex(data), len(data)
+    opened = _open_checked(data, formats=formats, max_pixels=max_pixels, min_side=min_side)
+    if isinstance(opened, Rejection):
+        return Rejection(opened.reason, opened.detail, digest, size)
+    orientation = _orientation(opened)
+    w, h = opened.size  # the declared size: draft() below shrinks opened.size
+    try:
+        small = _decode_small_grey(opened)
+    except Exception as exc:  # truncated or corrupt entropy data, bad PNG chunks, ...
+        return Rejection(Reason.UNREADABLE, f"decoder failed: {exc}", digest, size)
+    phash, mirror, thumb = _features(small, orientation)
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return ImageFeatures(digest, size, str(opened.format), w, h, orientation, phash, mirror, thumb)
+
+
+def thumb_similarity(a: bytes, b: bytes, *, mirror_b: bool = False, max_shift: int = 1) -> float:
+    """Shift-tolerant Pearson correlation of two grey thumbnails, in [-1, 1].
+
+    The confirming check for near duplicates, independent of the DCT hash: it looks at the
+    pixels in space, tolerates a few percent of crop (a shift of up to ``max_shift`` thumbnail
+    pixels) and any brightness/contrast change (correlation is affine-invariant).
+    """
+    x = np.frombuffer(a, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    y = np.frombuffer(b, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    if mirror_b:
+        y = y[:, ::-1]
+    best = -1.0
+    n = THUMB_SIZE
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            xs = x[max(0, dy):n + min(0, dy), max(0, dx):n + min(0, dx)]
+            ys = y[max(0, -dy):n + min(0, -dy), max(0, -dx):n + min(0, -dx)]
+            best = max(best, _pearson(xs, ys))
+    return best
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    xc = x - x.mean()
+    yc = y - y.mean()
+    denom = float(np.sqrt((xc * xc).sum() * (yc * yc).sum()))
+    if denom < 1e-6:  # a flat thumbnail: equal only if both are flat and the same
+        return 1.0 if np.allclose(x, y, atol=2.0) else 0.0
+    return float((xc * yc).sum() / denom)
