@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -11,7 +12,6 @@ from pathlib import PurePosixPath
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from schemas.reasons import Reason
@@ -54,17 +54,38 @@ def parse_submissions(data: bytes, *, name: str) -> pa.Table:
                 io.BytesIO(data), convert_options=pacsv.ConvertOptions(column_types=types)
             )
         elif suffix in (".jsonl", ".ndjson", ".json"):
-            table = pajson.read_json(io.BytesIO(data))
+            table = _read_jsonl(data)
         elif suffix in (".parquet", ".pq"):
             table = pq.read_table(io.BytesIO(data))
         else:
             raise SourceError(f"{name}: unknown table format {suffix!r} (csv, jsonl, parquet)")
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{name}: malformed submissions table: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise SourceError(f"{name}: submissions table lacks column(s) {missing}")
     return _as_strings(table)
+
+
+def _read_jsonl(data: bytes) -> pa.Table:
+    """One JSON object per line; values of the known columns become strings."""
+    rows = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise pa.ArrowInvalid(f"line {number}: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise pa.ArrowInvalid(f"line {number}: not a JSON object")
+        rows.append(obj)
+    names = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if any(c in r for r in rows)]
+    return pa.table({c: pa.array([_text(r.get(c)) for r in rows], pa.string()) for c in names})
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _as_strings(table: pa.Table) -> pa.Table:
