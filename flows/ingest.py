@@ -75,7 +75,7 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
       log_prints=True)
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
-           radius: int = 10, min_similarity: float = 0.90,
+           radius: int = 12, min_similarity: float = 0.95,
            s3_endpoint_url: str | None = None) -> dict[str, Any]:
     """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
 

@@ -25,8 +25,8 @@ class DedupSettings:
     shift-tolerant Pearson correlation of the two 16x16 grey thumbnails.
     """
 
-    radius: int = 10
-    min_similarity: float = 0.90
+    radius: int = 12
+    min_similarity: float = 0.95
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,12 @@ import numpy as np
 from schemas.reasons import Reason
 from schemas.settings import DedupSettings
 from tasks.hash_index import HammingIndex
-from tasks.image_features import thumb_similarity
+from tasks.image_features import coarse_similarities, thumb_similarities, thumbs_array
+
+
+# The coarse 8x8 correlation every confirmed pair clears with a wide margin: it only saves the
+# costly crop-tolerant check from candidates that are plainly different photos.
+COARSE_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,19 +136,27 @@ def decide_duplicates(items: Sequence[DedupItem], known: KnownImages,
 
 def _decide_one(item: DedupItem, cands: list[_Candidate], known: KnownImages,
                 accepted: dict[int, int]) -> DuplicateDecision | None:
+    """Exact match first; else the best confirmed candidate (plain before mirrored)."""
     if item.sha256 in known.by_sha:
         return DuplicateDecision(Reason.EXACT_DUPLICATE, known.by_sha[item.sha256], 0, 1.0)
     best: tuple[tuple[bool, float, int], DuplicateDecision] | None = None
-    for c in cands:
-        at = accepted.get(-c.target - 1) if c.target < 0 else c.target
-        if at is None:  # that earlier row of the window was itself rejected
+    for mirrored in (False, True):
+        chosen = [(c, at) for c in cands if c.mirrored is mirrored
+                  for at in [accepted.get(-c.target - 1) if c.target < 0 else c.target]
+                  if at is not None]  # None: that earlier row of the window was rejected
+        if not chosen:
             continue
-        target_id, target_thumb = known.ids[at], known.thumbs[at]
-        sim = thumb_similarity(target_thumb, item.thumb, mirror_b=c.mirrored)
-        if sim < known.settings.min_similarity:
+        targets = thumbs_array([known.thumbs[at] for _, at in chosen])
+        keep = coarse_similarities(item.thumb, targets, mirror_query=mirrored) >= COARSE_FLOOR
+        if not keep.any():
             continue
-        reason = Reason.MIRRORED_DUPLICATE if c.mirrored else Reason.NEAR_DUPLICATE
-        rank = (not c.mirrored, sim, -c.distance)
-        if best is None or rank > best[0]:
-            best = (rank, DuplicateDecision(reason, target_id, c.distance, round(sim, 4)))
+        chosen = [x for x, k in zip(chosen, keep) if k]
+        sims = thumb_similarities(item.thumb, targets[keep], mirror_query=mirrored)
+        for (c, at), sim in zip(chosen, sims.tolist()):
+            if sim < known.settings.min_similarity:
+                continue
+            reason = Reason.MIRRORED_DUPLICATE if mirrored else Reason.NEAR_DUPLICATE
+            rank = (not mirrored, sim, -c.distance)
+            if best is None or rank > best[0]:
+                best = (rank, DuplicateDecision(reason, known.ids[at], c.distance, round(sim, 4)))
     return None if best is None else best[1]

@@ -21,7 +21,7 @@ from schemas.reasons import Reason
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 HASH_SIZE = 8  # 8x8 low-frequency DCT coefficients -> 64-bit hash
 DCT_SIZE = 32
-THUMB_SIZE = 16
+THUMB_SIZE = 32
 _ORIENT_OPS: dict[int, tuple[Image.Transpose, ...]] = {
     2: (Image.Transpose.FLIP_LEFT_RIGHT,),
     3: (Image.Transpose.ROTATE_180,),
@@ -160,31 +160,86 @@ def inspect_image(data: bytes, *, formats: tuple[str, ...] = ("JPEG", "PNG", "WE
     return ImageFeatures(digest, size, str(opened.format), w, h, orientation, phash, mirror, thumb)
 
 
-def thumb_similarity(a: bytes, b: bytes, *, mirror_b: bool = False, max_shift: int = 1) -> float:
-    """Shift-tolerant Pearson correlation of two grey thumbnails, in [-1, 1].
+def _crop_resamplers(size: int, margins: tuple[float, ...]) -> np.ndarray:
+    """Linear-interpolation matrices that crop ``lo``/``hi`` pixels off an axis and resample."""
+    mats = []
+    for lo in margins:
+        for hi in margins:
+            pos = lo + (np.arange(size) + 0.5) * (size - lo - hi) / size - 0.5
+            pos = np.clip(pos, 0, size - 1)
+            left = np.floor(pos).astype(int)
+            right = np.minimum(left + 1, size - 1)
+            frac = (pos - left).astype(np.float32)
+            m = np.zeros((size, size), np.float32)
+            m[np.arange(size), left] += 1 - frac
+            m[np.arange(size), right] += frac
+            mats.append(m)
+    return np.stack(mats)
 
-    The confirming check for near duplicates, independent of the DCT hash: it looks at the
-    pixels in space, tolerates a few percent of crop (a shift of up to ``max_shift`` thumbnail
-    pixels) and any brightness/contrast change (correlation is affine-invariant).
+
+# Crops of up to ~5% per side in steps of ~2.5%: every (top, bottom) x (left, right) pair.
+_RESAMPLERS = _crop_resamplers(THUMB_SIZE, (0.0, 0.8, 1.6))
+
+
+def _standardise(flat: np.ndarray) -> np.ndarray:
+    """Rows minus their mean, divided by their norm (so a dot product is a Pearson r)."""
+    flat = flat - flat.mean(axis=-1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=-1, keepdims=True), 1e-6)
+
+
+def _aligned_views(x: np.ndarray) -> np.ndarray:
+    """Every crop-and-resample of each image in ``x`` (k, n, n): (k, views, n*n), standardised."""
+    n, r = THUMB_SIZE, len(_RESAMPLERS)
+    stacked = _RESAMPLERS.reshape(r * n, n)
+    views = (stacked @ x) @ stacked.T  # (k, r*y, c*x): two large matmuls, not k*r*r small ones
+    views = views.reshape(-1, r, n, r, n).transpose(0, 1, 3, 2, 4)
+    return _standardise(views.reshape(x.shape[0], r * r, n * n))
+
+
+def thumbs_array(thumbs: list[bytes]) -> np.ndarray:
+    """Thumbnails as a (k, n, n) uint8 array."""
+    flat = np.frombuffer(b"".join(thumbs), dtype=np.uint8)
+    return flat.reshape(len(thumbs), THUMB_SIZE, THUMB_SIZE)
+
+
+def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False
+                       ) -> np.ndarray:
+    """Crop-tolerant Pearson correlation of one thumbnail with each of ``targets`` (k, n, n).
+
+    The confirming check for near duplicates, independent of the DCT hash: it compares pixels
+    in space, searching crops of up to ~5% per side of either image (a resubmission may be
+    the cropped one or the original), and is invariant to brightness and contrast.
     """
-    x = np.frombuffer(a, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
-    y = np.frombuffer(b, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
-    if mirror_b:
-        y = y[:, ::-1]
-    best = -1.0
-    n = THUMB_SIZE
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            xs = x[max(0, dy):n + min(0, dy), max(0, dx):n + min(0, dx)]
-            ys = y[max(0, -dy):n + min(0, -dy), max(0, -dx):n + min(0, -dx)]
-            best = max(best, _pearson(xs, ys))
-    return best
+    q = np.frombuffer(query, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    if mirror_query:
+        q = np.ascontiguousarray(q[:, ::-1])
+    t = np.asarray(targets, dtype=np.float32).reshape(-1, THUMB_SIZE, THUMB_SIZE)
+    if len(t) == 0:
+        return np.empty(0, np.float32)
+    q_flat = _standardise(q.reshape(-1))
+    t_flat = _standardise(t.reshape(len(t), -1))
+    query_cropped = (_aligned_views(q[None])[0] @ t_flat.T).max(axis=0)
+    target_cropped = (_aligned_views(t) @ q_flat).max(axis=1)
+    sims = np.maximum(query_cropped, target_cropped)
+    flat = (t.reshape(len(t), -1).std(axis=1) < 1.0) | (q.std() < 1.0)
+    if flat.any():  # a flat image: equal only if both are flat and alike
+        alike = np.abs(t.reshape(len(t), -1) - q.reshape(-1)).max(axis=1) <= 2.0
+        sims = np.where(flat, alike.astype(np.float32), sims)
+    return sims
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    xc = x - x.mean()
-    yc = y - y.mean()
-    denom = float(np.sqrt((xc * xc).sum() * (yc * yc).sum()))
-    if denom < 1e-6:  # a flat thumbnail: equal only if both are flat and the same
-        return 1.0 if np.allclose(x, y, atol=2.0) else 0.0
-    return float((xc * yc).sum() / denom)
+def coarse_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False
+                        ) -> np.ndarray:
+    """Plain Pearson correlation of 8x8 block means: a cheap, crop-robust pre-filter."""
+    q = np.frombuffer(query, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    if mirror_query:
+        q = q[:, ::-1]
+    b = THUMB_SIZE // 8
+    q8 = q.reshape(8, b, 8, b).mean(axis=(1, 3)).reshape(-1)
+    t8 = np.asarray(targets, np.float32).reshape(-1, 8, b, 8, b).mean(axis=(2, 4))
+    return _standardise(t8.reshape(len(t8), -1)) @ _standardise(q8)
+
+
+def thumb_similarity(a: bytes, b: bytes, *, mirror_b: bool = False) -> float:
+    """``thumb_similarities`` of a single pair (``b`` mirrored when asked)."""
+    return float(thumb_similarities(b, thumbs_array([a]), mirror_query=mirror_b)[0])

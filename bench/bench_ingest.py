@@ -1,0 +1,109 @@
+"""Ingest throughput through the Prefect flow vs imagededup and the decode floor, same run.
+
+    .venv/bin/python bench/bench_ingest.py --n 1000 --repeat 3
+
+Generates (once) n FullHD JPEGs (quality ~90) with ``hagrid synth`` into bench/_data, then, per
+repeat and interleaved: the decode floor (1/8-scale grey draft decode over 2 processes),
+imagededup's ``PHash().encode_images`` (in .venv-bench, see bench/setup_bench_env.sh), and the
+``ingest`` flow end to end into a fresh root (ephemeral Prefect, started by a warm-up run that
+is not timed). Prints a Markdown section with medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.baselines import BENCH_PYTHON, jpeg_files, time_decode_floor, time_imagededup  # noqa: E402
+
+
+def _dataset(n: int, seed: int) -> Path:
+    from tasks.synth import generate_batch
+
+    out = Path(__file__).parent / "_data" / f"ingest-{n}-{seed}"
+    if not (out / "submissions.csv").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        generate_batch(out, n=n, seed=seed, dup_rate=0.0, problems=False, workers=2)
+    return out
+
+
+def _time_ingest(batch: Path, work: Path) -> tuple[float, dict]:
+    from flows.ingest import ingest
+
+    root = Path(tempfile.mkdtemp(dir=work))
+    start = time.perf_counter()
+    summary = ingest(source=str(batch), submissions=str(batch / "submissions.csv"),
+                     root=str(root))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(root)
+    return seconds, summary
+
+
+def _warm(files: list[Path]) -> None:
+    for f in files:
+        f.read_bytes()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print (and save) the Markdown section."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results_ingest.md")
+    args = ap.parse_args(argv)
+    batch = _dataset(args.n, args.seed)
+    files = jpeg_files(batch / "photos")
+    work = Path(__file__).parent / "_work"
+    work.mkdir(exist_ok=True)
+    _warm(files)
+    small = _dataset(40, 99)
+    _time_ingest(small, work)  # starts Prefect's ephemeral server; not timed
+    floor, dedup, ours = [], [], []
+    for _ in range(args.repeat):
+        floor.append(time_decode_floor(files, workers=2))
+        dedup.append(time_imagededup(batch / "photos", python=str(BENCH_PYTHON)))
+        seconds, summary = _time_ingest(batch, work)
+        assert summary["inputs"] == len(files), summary
+        ours.append(seconds)
+    text = _report(len(files), floor, dedup, ours, args)
+    print(text)
+    args.out.write_text(text)
+
+
+def _report(n: int, floor: list[float], dedup: list[float], ours: list[float],
+            args: argparse.Namespace) -> str:
+    f, d, o = (statistics.median(x) for x in (floor, dedup, ours))
+    mb = sum(p.stat().st_size for p in jpeg_files(_dataset(args.n, args.seed) / "photos")) / n / 1e6
+    rows = [
+        ("decode floor (draft 1/8 grey, 2 processes)", f, floor),
+        ("imagededup PHash().encode_images (2 processes)", d, dedup),
+        ("hagrid ingest flow, end to end (2 threads)", o, ours),
+    ]
+    lines = [
+        "## Ingest throughput", "",
+        f"`.venv/bin/python bench/bench_ingest.py --n {args.n} --repeat {args.repeat}` "
+        f"({n} FullHD JPEGs, quality ~90, {mb:.2f} MB average, page cache warm; 2 cores; "
+        f"median of {args.repeat} interleaved runs)", "",
+        "| what | median s | images/s | runs (s) |", "|---|---:|---:|---|",
+    ]
+    lines += [f"| {name} | {m:.2f} | {n / m:.0f} | {', '.join(f'{x:.2f}' for x in runs)} |"
+              for name, m, runs in rows]
+    lines += ["", f"- ingest vs imagededup: **{d / o:.2f}x** (target >= 3x)",
+              f"- ingest vs decode floor: **{f / o:.0%}** of the floor's throughput "
+              "(target >= 85%)", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

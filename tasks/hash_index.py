@@ -1,0 +1,831 @@
+"""Exact Hamming-radius search over 64-bit perceptual hashes (multi-index hashing).
+
+The 64 bits are permuted and cut into ``m`` contiguous blocks.  Block ``k`` is probed at
+radius ``s_k`` (``-1`` = not probed).  If ``sum(s_k + 1) >= r + 1`` then any two codes within
+distance ``r`` differ in at most ``s_k`` bits of some block ``k`` (generalised pigeonhole), so
+probing every block key within ``s_k`` of the query's key and verifying each candidate with a
+full popcount finds every pair: no false negatives.  A block probed at its full width covers
+everything by itself (that is the brute-force plan).  A pair is reported only by the first
+block that can find it, so it is never reported twice and no set is needed.
+
+Each block is a CSR bucket table with direct addressing: the codes sorted by block key
+(a counting sort) and ``starts`` of length ``2**width + 1``.  The bit permutation is chosen
+greedily on a sample so that biased or correlated bits do not pile into one block (which
+would make some buckets huge), and the number of blocks and the per-block radii are chosen
+by a cost model whose candidate counts are measured on the data itself.
+
+All-pairs search walks bucket pairs instead of items: for every non-empty bucket it probes
+the neighbour keys above its own and compares the two buckets' items, so each pair is met
+once and probe costs are shared by all items of a bucket.  Kernels are numba
+``parallel=True`` loops; each task writes into its own slice of an output buffer sized from
+an estimate, and the few tasks that overflow are simply rerun with an exact size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import comb
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+__all__ = ["HammingIndex", "PairsResult", "all_pairs", "hamming_distance"]
+
+_CODE_BITS = 64
+_MAX_BLOCK_BITS = 22
+_PLAN_SAMPLE = 16_384
+_PLAN_QUERIES = 256
+_PLAN_MAX_MASKS = 4_096
+_TASKS_PER_THREAD = 32
+_QUERY_COST_CANDIDATE = 1.0
+_PAIR_OVERSIZE = 1.25
+_SCAN_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class PairsResult:
+    """Pairs within a Hamming radius, sorted by ``left`` then ``right``.
+
+    ``left`` is the query index (or the smaller item index for all-pairs), ``right`` the
+    item index and ``distance`` the Hamming distance between the two codes.
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    distance: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.left.shape[0])
+
+
+def hamming_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise Hamming distance (popcount of xor) of two uint64 arrays, as uint8."""
+    xor = np.bitwise_xor(_as_codes(a), _as_codes(b))
+    return np.bitwise_count(xor).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+
+@intrinsic
+def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """LLVM ``ctpop`` on a uint64 (vpopcntq where the CPU has it)."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@njit(cache=True)
+def _masks_up_to(width, max_weight):  # type: ignore[no-untyped-def]
+    """All ``width``-bit masks of weight <= ``max_weight``, ordered by weight (Gosper's hack)."""
+    total = 0
+    for w in range(max_weight + 1):
+        c = 1
+        for i in range(w):
+            c = c * (width - i) // (i + 1)
+        total += c
+    out = np.empty(total, np.uint64)
+    out[0] = np.uint64(0)
+    pos = 1
+    limit = np.uint64(1) << np.uint64(width)
+    for w in range(1, max_weight + 1):
+        v = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+        while v < limit:
+            out[pos] = v
+            pos += 1
+            low = v & (~v + np.uint64(1))
+            ripple = v + low
+            v = (((ripple ^ v) >> np.uint64(2)) // low) | ripple
+    return out
+
+
+@njit(cache=True)
+def _permute_bits(codes, bit_order):  # type: ignore[no-untyped-def]
+    """Bit ``p`` of each output code is bit ``bit_order[p]`` of the input code."""
+    out = np.zeros(codes.shape[0], np.uint64)
+    for p in range(bit_order.shape[0]):
+        src = np.uint64(bit_order[p])
+        dst = np.uint64(p)
+        for i in range(codes.shape[0]):
+            out[i] |= ((codes[i] >> src) & np.uint64(1)) << dst
+    return out
+
+
+@njit(cache=True)
+def _bucket_block(pcodes, shift, width):  # type: ignore[no-untyped-def]
+    """Counting sort of codes by one block key: (sorted codes, original ids, starts)."""
+    n = pcodes.shape[0]
+    key_mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+    starts = np.zeros((1 << width) + 1, np.int32)
+    for i in range(n):
+        starts[np.int64((pcodes[i] >> shift) & key_mask) + 1] += 1
+    for b in range(1 << width):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    sorted_codes = np.empty(n, np.uint64)
+    ids = np.empty(n, np.int32)
+    for i in range(n):
+        key = np.int64((pcodes[i] >> shift) & key_mask)
+        slot = fill[key]
+        fill[key] = slot + 1
+        sorted_codes[slot] = pcodes[i]
+        ids[slot] = i
+    return sorted_codes, ids, starts
+
+
+@njit(cache=True, inline="always")
+def _found_earlier(xor, block, shifts, key_masks, radii):  # type: ignore[no-untyped-def]
+    """True if a block before ``block`` also finds this pair (it reports it instead)."""
+    for k in range(block):
+        if radii[k] >= 0 and _popcount((xor >> shifts[k]) & key_masks[k]) <= np.uint64(radii[k]):
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _any_within(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
+    """Branch-free (vectorisable) count of codes[lo:hi] within ``radius`` of ``x``."""
+    hits = 0
+    for j in range(np.uint64(lo), np.uint64(hi)):  # unsigned index: no wraparound, vectorises
+        hits += _popcount(x ^ codes[j]) <= radius
+    return hits
+
+
+@njit(cache=True, inline="always")
+def _scan_range(x, u, codes_k, ids_k, lo, hi, k, shifts, key_masks, radii, radius, ordered,
+                left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
+    """Append every code in ``codes_k[lo:hi]`` within ``radius`` of ``x`` as a pair with ``u``.
+
+    Chunks of 32 are screened with the vectorised count first; only chunks with a hit are
+    walked one by one.  ``ordered`` emits (min, max) of the two ids, else (u, item).
+    """
+    for c0 in range(lo, hi, _SCAN_CHUNK):
+        c1 = min(c0 + _SCAN_CHUNK, hi)
+        if _any_within(x, codes_k, c0, c1, radius) == 0:
+            continue
+        for j in range(c0, c1):
+            xor = x ^ codes_k[j]
+            d = _popcount(xor)
+            if d <= radius and not _found_earlier(xor, k, shifts, key_masks, radii):
+                if cnt < cap:
+                    v = ids_k[j]
+                    left[pos + cnt] = min(u, v) if ordered else u
+                    right[pos + cnt] = max(u, v) if ordered else v
+                    dist[pos + cnt] = d
+                cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _sort_segment(right, dist, lo, hi):  # type: ignore[no-untyped-def]
+    """Sort ``right[lo:hi]`` ascending, carrying ``dist`` along."""
+    if hi - lo > 32:
+        order = np.argsort(right[lo:hi], kind="mergesort") + lo
+        right[lo:hi] = right[order]
+        dist[lo:hi] = dist[order]
+        return
+    for i in range(lo + 1, hi):
+        r, d = right[i], dist[i]
+        j = i - 1
+        while j >= lo and right[j] > r:
+            right[j + 1] = right[j]
+            dist[j + 1] = dist[j]
+            j -= 1
+        right[j + 1] = r
+        dist[j + 1] = d
+
+
+@njit(cache=True)
+def _query_one(x, q, codes, ids, starts, start_off, shifts, key_masks, masks, mask_off,
+               radii, radius, left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
+    """Probe every block for one (permuted) query code; append hits, return the new count."""
+    r = np.uint64(radius)
+    for k in range(shifts.shape[0]):
+        if radii[k] < 0:
+            continue
+        key = (x >> shifts[k]) & key_masks[k]
+        for mi in range(mask_off[k], mask_off[k + 1]):
+            b = start_off[k] + np.int64(key ^ masks[mi])
+            lo, hi = np.int64(starts[b]), np.int64(starts[b + 1])
+            cnt = _scan_range(x, q, codes[k], ids[k], lo, hi, k, shifts, key_masks, radii, r,
+                              False, left, right, dist, pos, cap, cnt)
+    return cnt
+
+
+@njit(parallel=True, cache=True)
+def _query_kernel(queries, bounds, tasks, codes, ids, starts, start_off, shifts, key_masks,
+                  masks, mask_off, radii, radius, caps, slot_off, left, right, dist,
+                  counts):  # type: ignore[no-untyped-def]
+    """Run query chunks ``tasks`` in parallel; each chunk owns ``caps[t]`` output slots."""
+    for ti in prange(tasks.shape[0]):
+        t = tasks[ti]
+        pos, cap, cnt = slot_off[ti], caps[ti], 0
+        for q in range(bounds[t], bounds[t + 1]):
+            first = cnt
+            cnt = _query_one(queries[q], q, codes, ids, starts, start_off, shifts, key_masks,
+                             masks, mask_off, radii, radius, left, right, dist, pos, cap, cnt)
+            if cnt <= cap:
+                _sort_segment(right, dist, pos + first, pos + cnt)
+        counts[ti] = cnt
+
+
+@njit(cache=True)
+def _bucket_pairs(codes_k, ids_k, a0, a1, c0, c1, same, k, shifts, key_masks, radii, radius,
+                  left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
+    """Compare the items of buckets [a0, a1) and [c0, c1) (i < j when ``same``)."""
+    r = np.uint64(radius)
+    for i in range(a0, a1):
+        lo = i + 1 if same else c0
+        cnt = _scan_range(codes_k[i], ids_k[i], codes_k, ids_k, lo, c1, k, shifts, key_masks,
+                          radii, r, True, left, right, dist, pos, cap, cnt)
+    return cnt
+
+
+@njit(cache=True)
+def _all_pairs_task(k, buckets, codes, ids, starts, start_off, shifts, key_masks, masks,
+                    mask_off, radii, radius, left, right, dist, pos, cap):  # type: ignore[no-untyped-def]
+    """All pairs first found by block ``k`` whose smaller bucket key is in ``buckets``."""
+    cnt = 0
+    codes_k, ids_k = codes[k], ids[k]
+    for key in buckets:
+        b = start_off[k] + key
+        a0, a1 = np.int64(starts[b]), np.int64(starts[b + 1])
+        for mi in range(mask_off[k], mask_off[k + 1]):
+            other = np.int64(np.uint64(key) ^ masks[mi])
+            if other < key:
+                continue
+            c = start_off[k] + other
+            c0, c1 = np.int64(starts[c]), np.int64(starts[c + 1])
+            if c1 > c0:
+                cnt = _bucket_pairs(codes_k, ids_k, a0, a1, c0, c1, other == key, k, shifts,
+                                    key_masks, radii, radius, left, right, dist, pos, cap, cnt)
+    return cnt
+
+
+@njit(parallel=True, cache=True)
+def _all_pairs_kernel(tasks, task_block, task_buckets, task_off, codes, ids, starts, start_off,
+                      shifts, key_masks, masks, mask_off, radii, radius, caps, slot_off, left,
+                      right, dist, counts):  # type: ignore[no-untyped-def]
+    """Run all-pairs ``tasks`` in parallel; each owns ``caps[i]`` output slots."""
+    for ti in prange(tasks.shape[0]):
+        t = tasks[ti]
+        buckets = task_buckets[task_off[t]:task_off[t + 1]]
+        counts[ti] = _all_pairs_task(task_block[t], buckets, codes, ids, starts, start_off,
+                                     shifts, key_masks, masks, mask_off, radii, radius, left,
+                                     right, dist, slot_off[ti], caps[ti])
+
+
+@njit(parallel=True, cache=True)
+def _sort_pairs(left, right, dist, n_items):  # type: ignore[no-untyped-def]
+    """Sort pairs by (left, right): counting sort on left, then sort each left's group."""
+    starts = np.zeros(n_items + 1, np.int64)
+    for i in range(left.shape[0]):
+        starts[left[i] + 1] += 1
+    for i in range(n_items):
+        starts[i + 1] += starts[i]
+    fill = starts[:-1].copy()
+    out_left = np.empty(left.shape[0], np.int64)
+    out_right = np.empty(left.shape[0], np.int64)
+    out_dist = np.empty(left.shape[0], np.uint8)
+    for i in range(left.shape[0]):
+        slot = fill[left[i]]
+        fill[left[i]] = slot + 1
+        out_left[slot] = left[i]
+        out_right[slot] = right[i]
+        out_dist[slot] = dist[i]
+    for g in prange(n_items):
+        _sort_segment(out_right, out_dist, starts[g], starts[g + 1])
+    return out_left, out_right, out_dist
+
+
+# ------------------------------------------------------------------ planning (numba parts)
+
+
+@njit(cache=True)
+def _split_collisions(group, sizes, n_groups, bits):  # type: ignore[no-untyped-def]
+    """Colliding sample pairs after splitting every group by ``bits`` (0/1 per item)."""
+    ones = np.zeros(n_groups, np.int64)
+    for i in range(group.shape[0]):
+        ones[group[i]] += bits[i]
+    total = 0
+    for g in range(n_groups):
+        zeros = sizes[g] - ones[g]
+        total += ones[g] * (ones[g] - 1) + zeros * (zeros - 1)
+    return total
+
+
+@njit(cache=True)
+def _split_groups(group, sizes, n_groups, bits):  # type: ignore[no-untyped-def]
+    """Refine the grouping by ``bits``: new compact group ids and sizes."""
+    new_id = np.full(2 * n_groups, -1, np.int64)
+    new_sizes = np.zeros(2 * n_groups, np.int64)
+    out = np.empty_like(group)
+    count = 0
+    for i in range(group.shape[0]):
+        slot = 2 * group[i] + bits[i]
+        if new_id[slot] < 0:
+            new_id[slot] = count
+            count += 1
+        out[i] = new_id[slot]
+        new_sizes[new_id[slot]] += 1
+    return out, new_sizes[:count], count
+
+
+@njit(cache=True)
+def _greedy_bit_order(bit_matrix, widths):  # type: ignore[no-untyped-def]
+    """Assign bits to blocks so that every block's key collides as rarely as possible.
+
+    Water-filling: the block whose key currently collides most (on the sample) takes the
+    remaining bit that splits its groups best, which accounts for bias and correlation.
+    """
+    m, n = widths.shape[0], bit_matrix.shape[1]
+    groups = np.zeros((m, n), np.int64)
+    sizes = np.zeros((m, n), np.int64)
+    sizes[:, 0] = n
+    n_groups = np.ones(m, np.int64)
+    coll = np.full(m, n * (n - 1), np.int64)
+    filled = np.zeros(m, np.int64)
+    used = np.zeros(_CODE_BITS, np.bool_)
+    assigned = np.empty((m, _CODE_BITS), np.int64)
+    for _ in range(_CODE_BITS):
+        k, worst = -1, -1
+        for kk in range(m):
+            if filled[kk] < widths[kk] and coll[kk] > worst:
+                k, worst = kk, coll[kk]
+        best_bit, best = -1, np.iinfo(np.int64).max
+        for bit in range(_CODE_BITS):
+            if not used[bit]:
+                c = _split_collisions(groups[k], sizes[k], n_groups[k], bit_matrix[bit])
+                if c < best:
+                    best_bit, best = bit, c
+        g, s, ng = _split_groups(groups[k], sizes[k], n_groups[k], bit_matrix[best_bit])
+        groups[k], n_groups[k] = g, ng
+        sizes[k, :ng] = s
+        coll[k] = best
+        used[best_bit] = True
+        assigned[k, filled[k]] = best_bit
+        filled[k] += 1
+    order = np.empty(_CODE_BITS, np.int64)
+    pos = 0
+    for k in range(m):
+        order[pos:pos + widths[k]] = assigned[k, :widths[k]]
+        pos += widths[k]
+    return order
+
+
+@njit(cache=True)
+def _candidates_by_weight(item_keys, query_keys, width, masks, max_weight):  # type: ignore[no-untyped-def]
+    """Mean bucket size met per query at each probe weight, and the non-empty bucket count.
+
+    ``query_keys`` are drawn from the items, so each query's own slot is not counted.
+    """
+    counts = np.zeros(1 << width, np.int64)
+    for key in item_keys:
+        counts[key] += 1
+    nonempty = 0
+    for c in counts:
+        nonempty += c > 0
+    per_weight = np.zeros(max_weight + 1, np.float64)
+    for key in query_keys:
+        for mask in masks:
+            per_weight[_popcount(mask)] += counts[np.int64(np.uint64(key) ^ mask)]
+        per_weight[0] -= 1
+    return per_weight / max(query_keys.shape[0], 1), nonempty
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class _BlockProfile:
+    """Measured cost inputs of one block: bucket items met per query by probe weight."""
+
+    width: int
+    candidates: np.ndarray
+    nonempty: float
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A bit permutation cut into contiguous blocks, with per-block cost profiles."""
+
+    bit_order: np.ndarray
+    widths: tuple[int, ...]
+    profiles: tuple[_BlockProfile, ...]
+
+    @property
+    def shifts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.widths)[:-1]]).astype(np.uint64)
+
+    @property
+    def key_masks(self) -> np.ndarray:
+        return np.array([(1 << w) - 1 for w in self.widths], dtype=np.uint64)
+
+
+def _probe_cost(width: int) -> float:
+    """Cost of one bucket probe relative to one candidate check (cache-miss aware)."""
+    table_bytes = 4 << width
+    if table_bytes <= 1 << 20:
+        return 3.0
+    return 8.0 if table_bytes <= 1 << 24 else 20.0
+
+
+def _block_cost(profile: _BlockProfile, radius: int, *, n_items: int, self_join: bool) -> float:
+    """Expected work per query (or per item for all-pairs) of probing one block at ``radius``."""
+    if radius < 0:
+        return 0.0
+    b = profile.width
+    probes = sum(comb(b, w) for w in range(radius + 1))
+    measured = float(profile.candidates[: radius + 1].sum())
+    unmeasured = sum(comb(b, w) for w in range(profile.candidates.shape[0], radius + 1))
+    candidates = min(float(n_items), measured + n_items * unmeasured / 2.0**b)
+    if not self_join:
+        return probes * _probe_cost(b) + candidates * _QUERY_COST_CANDIDATE
+    probes_per_item = probes * profile.nonempty / max(n_items, 1)
+    return 0.5 * (probes_per_item * _probe_cost(b) + candidates * _QUERY_COST_CANDIDATE)
+
+
+def _allocate_radii(
+    layout: _Layout, radius: int, *, n_items: int, self_join: bool
+) -> tuple[np.ndarray, float]:
+    """Cheapest exact per-block radii and their cost.
+
+    Exact when ``sum(s_k + 1) >= radius + 1`` (dynamic programme over blocks) or when a single
+    block is probed at its full width (a scan), whichever is cheaper.
+    """
+    need, m = radius + 1, len(layout.profiles)
+    best = np.full((m + 1, need + 1), np.inf)
+    best[0, 0] = 0.0
+    pick = np.zeros((m, need + 1, 2), np.int64)  # (radius chosen, coverage before)
+    for k, p in enumerate(layout.profiles):
+        for s in range(-1, min(p.width, radius) + 1):
+            c = _block_cost(p, s, n_items=n_items, self_join=self_join)
+            for have in range(need + 1):
+                reach = min(need, have + s + 1)
+                if best[k, have] + c < best[k + 1, reach]:
+                    best[k + 1, reach] = best[k, have] + c
+                    pick[k, reach] = (s, have)
+    radii, cost = np.full(m, -1, np.int64), float(best[m, need])
+    if np.isfinite(cost):
+        have = need
+        for k in range(m - 1, -1, -1):
+            radii[k], have = pick[k, have]
+    for k, p in enumerate(layout.profiles):
+        c = _block_cost(p, p.width, n_items=n_items, self_join=self_join)
+        if c < cost:
+            radii, cost = np.full(m, -1, np.int64), c
+            radii[k] = p.width
+    return radii, cost
+
+
+def _near_equal_widths(m: int) -> tuple[int, ...]:
+    q, rem = divmod(_CODE_BITS, m)
+    return (q + 1,) * rem + (q,) * (m - rem)
+
+
+def _sample(codes: np.ndarray, size: int) -> np.ndarray:
+    """A deterministic random sample of ``size`` codes (all of them if there are fewer)."""
+    if codes.shape[0] <= size:
+        return codes
+    rng = np.random.default_rng(0x5EED)
+    return codes[np.sort(rng.choice(codes.shape[0], size, replace=False))]
+
+
+def _profile_layout(
+    sample: np.ndarray, bit_order: np.ndarray, widths: tuple[int, ...], *, n_items: int
+) -> _Layout:
+    """Measure, on the sample, the bucket items each block meets per query by probe weight."""
+    pcodes = _permute_bits(sample, bit_order)
+    queries = _sample(pcodes, _PLAN_QUERIES)
+    scale = (n_items - 1) / max(pcodes.shape[0] - 1, 1)
+    profiles, shift = [], 0
+    for w in widths:
+        max_weight = 0
+        while max_weight < w and sum(comb(w, i) for i in range(max_weight + 2)) <= _PLAN_MAX_MASKS:
+            max_weight += 1
+        mask = np.uint64((1 << w) - 1)
+        item_keys = ((pcodes >> np.uint64(shift)) & mask).astype(np.int64)
+        query_keys = ((queries >> np.uint64(shift)) & mask).astype(np.int64)
+        masks = _masks_up_to(w, max_weight)
+        per_weight, nonempty = _candidates_by_weight(item_keys, query_keys, w, masks, max_weight)
+        growth = min(2.0**w, nonempty * n_items / pcodes.shape[0])
+        profiles.append(_BlockProfile(w, np.maximum(per_weight * scale, 0.0), growth))
+        shift += w
+    return _Layout(bit_order, widths, tuple(profiles))
+
+
+def _bit_matrix(sample: np.ndarray) -> np.ndarray:
+    """(64, n) matrix of the sample's bits, as int64 0/1."""
+    shifts = np.arange(_CODE_BITS, dtype=np.uint64)[:, None]
+    return ((sample[None, :] >> shifts) & np.uint64(1)).astype(np.int64)
+
+
+def _scan_layout(n_items: int) -> _Layout:
+    """One zero-width block: a plain scan over all items (used for tiny inputs)."""
+    profile = _BlockProfile(0, np.array([float(max(n_items - 1, 0))]), 1.0)
+    return _Layout(np.arange(_CODE_BITS, dtype=np.int64), (0,), (profile,))
+
+
+def _plan_layout(
+    codes: np.ndarray, radius: int, *, self_join: bool
+) -> tuple[_Layout, np.ndarray]:
+    """Pick the block layout and per-block radii with the least expected work."""
+    n = codes.shape[0]
+    best = _scan_layout(n)
+    best_radii, best_cost = _allocate_radii(best, radius, n_items=n, self_join=self_join)
+    if n < 64:
+        return best, best_radii
+    sample = _sample(codes, 1 << 18)
+    bits = _bit_matrix(_sample(sample, _PLAN_SAMPLE))
+    max_bits = min(_MAX_BLOCK_BITS, max(8, int(n).bit_length() + 2))
+    for m in range(3, 9):
+        widths = _near_equal_widths(m)
+        if widths[0] > max_bits:
+            continue
+        order = _greedy_bit_order(bits, np.array(widths, dtype=np.int64))
+        layout = _profile_layout(sample, order, widths, n_items=n)
+        radii, cost = _allocate_radii(layout, radius, n_items=n, self_join=self_join)
+        if cost < best_cost:
+            best, best_radii, best_cost = layout, radii, cost
+    return best, best_radii
+
+
+# ------------------------------------------------------------------------ tables and runs
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per-block CSR bucket tables over the permuted codes."""
+
+    codes: np.ndarray  # (m, n) uint64, permuted codes sorted by block key
+    ids: np.ndarray  # (m, n) int32, original item index of each sorted code
+    starts: np.ndarray  # int32, the blocks' bucket starts (2**width + 1 each) concatenated
+    start_off: np.ndarray  # int64 (m,), where each block's starts begin
+
+
+@dataclass(frozen=True)
+class _Probes:
+    """The probe masks of every block for one choice of per-block radii."""
+
+    radii: np.ndarray
+    masks: np.ndarray
+    mask_off: np.ndarray
+
+
+def _build_tables(pcodes: np.ndarray, layout: _Layout) -> _Tables:
+    m, n = len(layout.widths), pcodes.shape[0]
+    codes = np.empty((m, n), np.uint64)
+    ids = np.empty((m, n), np.int32)
+    starts = []
+    for k, (shift, width) in enumerate(zip(layout.shifts, layout.widths, strict=True)):
+        codes[k], ids[k], block_starts = _bucket_block(pcodes, shift, width)
+        starts.append(block_starts)
+    start_off = np.concatenate([[0], np.cumsum([s.shape[0] for s in starts])[:-1]])
+    return _Tables(codes, ids, np.concatenate(starts), start_off.astype(np.int64))
+
+
+def _probes(layout: _Layout, radii: np.ndarray) -> _Probes:
+    masks = [_masks_up_to(w, int(s)) if s >= 0 else np.empty(0, np.uint64)
+             for w, s in zip(layout.widths, radii, strict=True)]
+    mask_off = np.concatenate([[0], np.cumsum([x.shape[0] for x in masks])]).astype(np.int64)
+    return _Probes(radii.astype(np.int64), np.concatenate(masks), mask_off)
+
+
+def _fill_slots(
+    run: Callable[..., None], tasks: np.ndarray, caps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``tasks``, each into its own slice of ``caps[i]`` slots; return buffers and counts."""
+    slot_off = np.concatenate([[0], np.cumsum(caps)]).astype(np.int64)
+    left = np.empty(slot_off[-1], np.int32)
+    right = np.empty(slot_off[-1], np.int32)
+    dist = np.empty(slot_off[-1], np.uint8)
+    counts = np.zeros(tasks.shape[0], np.int64)
+    run(tasks, caps.astype(np.int64), slot_off, left, right, dist, counts)
+    return left, right, dist, counts, slot_off
+
+
+def _run_tasks(
+    run: Callable[..., None], caps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run every task with a guessed capacity, rerun the overflowed ones exactly, concatenate."""
+    tasks = np.arange(caps.shape[0], dtype=np.int64)
+    first = _fill_slots(run, tasks, caps)
+    counts = first[3]
+    over = np.flatnonzero(counts > caps)
+    second = _fill_slots(run, over, counts[over]) if over.size else first
+    rerun_at = {int(t): i for i, t in enumerate(over)}
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for t in range(caps.shape[0]):
+        i = rerun_at.get(t)
+        buffers, slot = (first, t) if i is None else (second, i)
+        lo = buffers[4][slot]
+        for part, array in zip(parts, buffers[:3], strict=True):
+            part.append(array[lo : lo + counts[t]])
+    left, right, dist = (np.concatenate(p) for p in parts)
+    return left, right, dist
+
+
+def _query_tables(
+    pqueries: np.ndarray,
+    tables: _Tables,
+    layout: _Layout,
+    probes: _Probes,
+    radius: int,
+    *,
+    hits_per_query: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (query, item, distance) within ``radius``, sorted by query then item."""
+    n_queries = pqueries.shape[0]
+    n_tasks = max(1, min(n_queries, numba.get_num_threads() * _TASKS_PER_THREAD))
+    bounds = np.linspace(0, n_queries, n_tasks + 1).round().astype(np.int64)
+    caps = np.ceil(np.diff(bounds) * hits_per_query * _PAIR_OVERSIZE).astype(np.int64) + 64
+    shifts, key_masks = layout.shifts, layout.key_masks
+
+    def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
+        _query_kernel(pqueries, bounds, tasks, tables.codes, tables.ids, tables.starts,
+                      tables.start_off, shifts, key_masks, probes.masks, probes.mask_off,
+                      probes.radii, radius, caps, *buffers)
+
+    return _run_tasks(run, caps)
+
+
+def _reporting_blocks(
+    xor: np.ndarray, layout: _Layout, radii: np.ndarray
+) -> np.ndarray:
+    """For each pair's xor, the first block whose probes find it (the one that reports it)."""
+    block = np.full(xor.shape[0], -1, np.int64)
+    for k, (shift, mask) in enumerate(zip(layout.shifts, layout.key_masks, strict=True)):
+        if radii[k] < 0:
+            continue
+        hit = (np.bitwise_count((xor >> shift) & mask) <= radii[k]) & (block < 0)
+        block[hit] = k
+    return block
+
+
+def _pairs_per_block(
+    pcodes: np.ndarray, tables: _Tables, layout: _Layout, probes: _Probes, radius: int
+) -> np.ndarray:
+    """Estimated all-pairs output of each block, from a sample of items queried as queries."""
+    n = pcodes.shape[0]
+    picks = np.unique(np.random.default_rng(0x5EED).integers(0, n, min(n, _PLAN_QUERIES)))
+    left, right, _ = _query_tables(pcodes[picks], tables, layout, probes, radius,
+                                   hits_per_query=8.0)
+    other = right != picks[left]
+    xor = pcodes[picks[left[other]]] ^ pcodes[right[other]]
+    block = _reporting_blocks(xor, layout, probes.radii)
+    hits = np.bincount(block, minlength=len(layout.widths))
+    return hits * n / (2.0 * picks.shape[0])
+
+
+def _all_pairs_tasks(
+    tables: _Tables, layout: _Layout, probes: _Probes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tasks (block, strided slice of its non-empty buckets), interleaved across blocks."""
+    active = [k for k in range(len(layout.widths)) if probes.radii[k] >= 0]
+    phases = max(1, numba.get_num_threads() * _TASKS_PER_THREAD // len(active))
+    nonempty = []
+    for k in active:
+        lo = tables.start_off[k]
+        block_starts = tables.starts[lo : lo + (1 << layout.widths[k]) + 1]
+        nonempty.append(np.flatnonzero(np.diff(block_starts)).astype(np.int64))
+    task_block, buckets = [], []
+    for p in range(phases):
+        for k, keys in zip(active, nonempty, strict=True):
+            task_block.append(k)
+            buckets.append(keys[p::phases])
+    task_off = np.concatenate([[0], np.cumsum([b.shape[0] for b in buckets])]).astype(np.int64)
+    return np.array(task_block, np.int64), np.concatenate(buckets), task_off
+
+
+def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: int) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]:
+    """Unsorted all-pairs (smaller id, larger id, distance) over permuted codes."""
+    tables = _build_tables(pcodes, layout)
+    probes = _probes(layout, radii)
+    expected = _pairs_per_block(pcodes, tables, layout, probes, radius)
+    task_block, task_buckets, task_off = _all_pairs_tasks(tables, layout, probes)
+    phases = task_block.shape[0] // max(1, int((probes.radii >= 0).sum()))
+    caps = np.ceil(expected[task_block] * _PAIR_OVERSIZE / phases).astype(np.int64) + 256
+    shifts, key_masks = layout.shifts, layout.key_masks
+
+    def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
+        _all_pairs_kernel(tasks, task_block, task_buckets, task_off, tables.codes, tables.ids,
+                          tables.starts, tables.start_off, shifts, key_masks, probes.masks,
+                          probes.mask_off, probes.radii, radius, caps, *buffers)
+
+    return _run_tasks(run, caps)
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def _as_codes(codes: np.ndarray) -> np.ndarray:
+    """Validate a 1-D array of 64-bit codes; integer input is reinterpreted as uint64."""
+    arr = np.asarray(codes)
+    if arr.ndim != 1:
+        raise ValueError(f"codes must be a 1-D array, got shape {arr.shape}")
+    if arr.dtype != np.uint64:
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"codes must be uint64, got {arr.dtype}")
+        arr = arr.astype(np.int64).view(np.uint64) if arr.dtype.kind == "i" else arr.astype(
+            np.uint64
+        )
+    if arr.shape[0] >= np.iinfo(np.int32).max:
+        raise ValueError("at most 2**31 - 2 codes are supported")
+    return np.ascontiguousarray(arr)
+
+
+def _check_radius(radius: int) -> int:
+    if not 0 <= int(radius) <= _CODE_BITS:
+        raise ValueError(f"radius must be in 0..{_CODE_BITS}, got {radius}")
+    return int(radius)
+
+
+def _empty_pairs() -> PairsResult:
+    return PairsResult(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8))
+
+
+class HammingIndex:
+    """Multi-index hashing over 64-bit codes: exact (no false negatives) radius search.
+
+    The layout (bit permutation, number of blocks) is planned for ``radius``; queries at any
+    other radius are still exact, the per-block probe radii are re-planned for them.
+    """
+
+    def __init__(self, codes: np.ndarray, *, radius: int) -> None:
+        codes = _as_codes(codes)
+        self.radius = _check_radius(radius)
+        self.n_items = int(codes.shape[0])
+        self._layout, radii = _plan_layout(codes, self.radius, self_join=False)
+        self._pcodes = _permute_bits(codes, self._layout.bit_order)
+        self._tables = _build_tables(self._pcodes, self._layout)
+        self._probes = {self.radius: _probes(self._layout, radii)}
+        self._hits_per_query = self._sample_hits()
+
+    @classmethod
+    def build(cls, codes: np.ndarray, *, radius: int) -> HammingIndex:
+        """Bucket ``codes`` for search at ``radius`` (same as the constructor)."""
+        return cls(codes, radius=radius)
+
+    @property
+    def block_widths(self) -> tuple[int, ...]:
+        """Bits per block of the chosen layout."""
+        return self._layout.widths
+
+    def block_radii(self, radius: int | None = None) -> tuple[int, ...]:
+        """Probe radius of each block for a query radius (-1: block not probed)."""
+        return tuple(int(s) for s in self._probes_for(radius).radii)
+
+    def query(self, queries: np.ndarray, *, radius: int | None = None) -> PairsResult:
+        """Every (query index, item index, distance) with distance <= radius.
+
+        ``radius`` defaults to the build radius; any radius in 0..64 gives exact results.
+        Sorted by query index, then item index.
+        """
+        queries = _as_codes(queries)
+        r = self.radius if radius is None else _check_radius(radius)
+        if queries.shape[0] == 0 or self.n_items == 0:
+            return _empty_pairs()
+        pqueries = _permute_bits(queries, self._layout.bit_order)
+        left, right, dist = _query_tables(pqueries, self._tables, self._layout,
+                                          self._probes_for(r), r,
+                                          hits_per_query=self._hits_per_query)
+        return PairsResult(left.astype(np.int64), right.astype(np.int64), dist)
+
+    def _probes_for(self, radius: int | None) -> _Probes:
+        r = self.radius if radius is None else _check_radius(radius)
+        if r not in self._probes:
+            radii, _ = _allocate_radii(self._layout, r, n_items=self.n_items, self_join=False)
+            self._probes[r] = _probes(self._layout, radii)
+        return self._probes[r]
+
+    def _sample_hits(self) -> float:
+        """Mean hits per query at the build radius, measured on a sample of the items."""
+        if self.n_items == 0:
+            return 0.0
+        sample = _sample(self._pcodes, _PLAN_QUERIES)
+        left, _, _ = _query_tables(sample, self._tables, self._layout, self._probes[self.radius],
+                                   self.radius, hits_per_query=8.0)
+        return left.shape[0] / sample.shape[0]
+
+
+def all_pairs(codes: np.ndarray, *, radius: int) -> PairsResult:
+    """Every pair ``i < j`` with ``popcount(codes[i] ^ codes[j]) <= radius``, each exactly once.
+
+    Sorted by ``left`` (= i), then ``right`` (= j).
+    """
+    codes = _as_codes(codes)
+    radius = _check_radius(radius)
+    if codes.shape[0] < 2:
+        return _empty_pairs()
+    layout, radii = _plan_layout(codes, radius, self_join=True)
+    pcodes = _permute_bits(codes, layout.bit_order)
+    left, right, dist = _self_join(pcodes, layout, radii, radius)
+    left, right, dist = _sort_pairs(left, right, dist, codes.shape[0])
+    return PairsResult(left, right, dist)

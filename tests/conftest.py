@@ -1,0 +1,46 @@
+"""Shared fixtures: one Prefect test harness per session, generated crowd batches, servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+from tests.servers import S3Endpoint, moto_s3_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect server and database for every flow run of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def crowd_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic crowd batch with every planted resubmission kind and problem."""
+    from tasks.synth import generate_batch
+
+    out = tmp_path_factory.mktemp("crowd") / "batch"
+    generate_batch(out, n=60, seed=11, workers=2)
+    return out
+
+
+def read_truth(batch: Path) -> list[dict]:
+    """The generator's ground truth, one dict per file or row."""
+    return [json.loads(line) for line in (batch / "truth.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """A real S3-protocol server (moto) on 127.0.0.1."""
+    with moto_s3_server() as endpoint:
+        yield endpoint
