@@ -55,6 +55,7 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
     from flows.ingest import ingest
     from tasks import progress
 
+    preflight(source, submissions, s3_endpoint_url=s3_endpoint_url)
     flow = ingest if workers is None else ingest.with_options(
         task_runner=ThreadPoolTaskRunner(max_workers=workers))
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -67,6 +68,15 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
                         commit_every=commit_every, s3_endpoint_url=s3_endpoint_url)
         finally:
             progress.set_listener(None)
+
+
+def preflight(source: str, submissions: str, *, s3_endpoint_url: str | None) -> None:
+    """Fail fast, before Prefect starts, when the source or the table is broken."""
+    from flows.ingest import read_submissions_table
+    from tasks.storage import open_storage
+
+    open_storage(source, endpoint_url=s3_endpoint_url).check()
+    read_submissions_table.fn(submissions, endpoint_url=s3_endpoint_url)
 
 
 @app.command()

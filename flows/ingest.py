@@ -75,7 +75,7 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
       log_prints=True)
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
-           radius: int = 12, min_similarity: float = 0.95,
+           radius: int = 12, min_similarity: float = 0.95, max_local_residual: float = 0.63,
            s3_endpoint_url: str | None = None) -> dict[str, Any]:
     """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
 
@@ -86,7 +86,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
     started = time.perf_counter()
     settings = IngestSettings(min_side=min_side, taxonomy=taxonomy, commit_every=commit_every,
                               chunk_size=chunk_size,
-                              dedup=DedupSettings(radius=radius, min_similarity=min_similarity))
+                              dedup=DedupSettings(radius=radius, min_similarity=min_similarity,
+                                                  max_local_residual=max_local_residual))
     src = open_storage(source, endpoint_url=s3_endpoint_url)
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
     catalog.remove_uncommitted()

@@ -151,9 +151,10 @@ def _decide_one(item: DedupItem, cands: list[_Candidate], known: KnownImages,
         if not keep.any():
             continue
         chosen = [x for x, k in zip(chosen, keep) if k]
-        sims = thumb_similarities(item.thumb, targets[keep], mirror_query=mirrored)
-        for (c, at), sim in zip(chosen, sims.tolist()):
-            if sim < known.settings.min_similarity:
+        match = thumb_similarities(item.thumb, targets[keep], mirror_query=mirrored)
+        scores = zip(chosen, match.similarity.tolist(), match.local_residual.tolist())
+        for (c, at), sim, local in scores:
+            if sim < known.settings.min_similarity or local > known.settings.max_local_residual:
                 continue
             reason = Reason.MIRRORED_DUPLICATE if mirrored else Reason.NEAR_DUPLICATE
             rank = (not mirrored, sim, -c.distance)

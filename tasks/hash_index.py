@@ -43,6 +43,7 @@ _TASKS_PER_THREAD = 32
 _QUERY_COST_CANDIDATE = 1.0
 _PAIR_OVERSIZE = 1.25
 _SCAN_CHUNK = 32
+_SCAN_TILE = 2048
 
 
 @dataclass(frozen=True)
@@ -234,36 +235,51 @@ def _query_kernel(queries, bounds, tasks, codes, ids, starts, start_off, shifts,
         counts[ti] = cnt
 
 
-@njit(cache=True)
-def _bucket_pairs(codes_k, ids_k, a0, a1, c0, c1, same, k, shifts, key_masks, radii, radius,
-                  left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
-    """Compare the items of buckets [a0, a1) and [c0, c1) (i < j when ``same``)."""
-    r = np.uint64(radius)
-    for i in range(a0, a1):
-        lo = i + 1 if same else c0
-        cnt = _scan_range(codes_k[i], ids_k[i], codes_k, ids_k, lo, c1, k, shifts, key_masks,
-                          radii, r, True, left, right, dist, pos, cap, cnt)
-    return cnt
+@njit(cache=True, inline="always")
+def _append_range(buf_codes, buf_ids, filled, codes_k, ids_k, lo, hi):  # type: ignore[no-untyped-def]
+    """Copy ``codes_k[lo:hi]`` (and ids) to the end of the buffers, growing them if needed."""
+    n = hi - lo
+    if filled + n > buf_codes.shape[0]:
+        size = max(2 * buf_codes.shape[0], filled + n)
+        grown_codes = np.empty(size, np.uint64)
+        grown_ids = np.empty(size, np.int32)
+        grown_codes[:filled] = buf_codes[:filled]
+        grown_ids[:filled] = buf_ids[:filled]
+        buf_codes, buf_ids = grown_codes, grown_ids
+    buf_codes[filled:filled + n] = codes_k[lo:hi]
+    buf_ids[filled:filled + n] = ids_k[lo:hi]
+    return buf_codes, buf_ids, filled + n
 
 
 @njit(cache=True)
 def _all_pairs_task(k, buckets, codes, ids, starts, start_off, shifts, key_masks, masks,
                     mask_off, radii, radius, left, right, dist, pos, cap):  # type: ignore[no-untyped-def]
-    """All pairs first found by block ``k`` whose smaller bucket key is in ``buckets``."""
-    cnt = 0
+    """All pairs first found by block ``k`` whose smaller bucket key is in ``buckets``.
+
+    A bucket and its neighbours with larger keys are copied into one contiguous buffer so
+    that each of the bucket's items is compared against them in one long vectorised scan.
+    """
+    cnt, r = 0, np.uint64(radius)
     codes_k, ids_k = codes[k], ids[k]
+    buf_codes = np.empty(4096, np.uint64)
+    buf_ids = np.empty(4096, np.int32)
     for key in buckets:
         b = start_off[k] + key
-        a0, a1 = np.int64(starts[b]), np.int64(starts[b + 1])
-        for mi in range(mask_off[k], mask_off[k + 1]):
+        buf_codes, buf_ids, filled = _append_range(buf_codes, buf_ids, 0, codes_k, ids_k,
+                                                   starts[b], starts[b + 1])
+        own = filled
+        for mi in range(mask_off[k] + 1, mask_off[k + 1]):  # masks[mask_off[k]] is 0: own key
             other = np.int64(np.uint64(key) ^ masks[mi])
-            if other < key:
-                continue
-            c = start_off[k] + other
-            c0, c1 = np.int64(starts[c]), np.int64(starts[c + 1])
-            if c1 > c0:
-                cnt = _bucket_pairs(codes_k, ids_k, a0, a1, c0, c1, other == key, k, shifts,
-                                    key_masks, radii, radius, left, right, dist, pos, cap, cnt)
+            if other > key:
+                c = start_off[k] + other
+                buf_codes, buf_ids, filled = _append_range(buf_codes, buf_ids, filled, codes_k,
+                                                           ids_k, starts[c], starts[c + 1])
+        for t0 in range(0, filled, _SCAN_TILE):  # tiles stay in L1 while every item passes
+            t1 = min(t0 + _SCAN_TILE, filled)
+            for i in range(min(own, t1 - 1)):
+                cnt = _scan_range(buf_codes[i], buf_ids[i], buf_codes, buf_ids, max(i + 1, t0),
+                                  t1, k, shifts, key_masks, radii, r, True, left, right, dist,
+                                  pos, cap, cnt)
     return cnt
 
 

@@ -202,30 +202,58 @@ def thumbs_array(thumbs: list[bytes]) -> np.ndarray:
     return flat.reshape(len(thumbs), THUMB_SIZE, THUMB_SIZE)
 
 
+@dataclass(frozen=True)
+class ThumbMatch:
+    """The confirming check's scores for each target: global and worst local agreement."""
+
+    similarity: np.ndarray  # best crop-tolerant Pearson r, in [-1, 1]
+    local_residual: np.ndarray  # worst 4x4-block mean |residual| after that fit, in std units
+
+
 def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False
-                       ) -> np.ndarray:
-    """Crop-tolerant Pearson correlation of one thumbnail with each of ``targets`` (k, n, n).
+                       ) -> ThumbMatch:
+    """Crop-tolerant comparison of one thumbnail with each of ``targets`` (k, n, n).
 
     The confirming check for near duplicates, independent of the DCT hash: it compares pixels
     in space, searching crops of up to ~5% per side of either image (a resubmission may be
-    the cropped one or the original), and is invariant to brightness and contrast.
+    the cropped one or the original), invariant to brightness and contrast. Besides the
+    global correlation it reports the worst local disagreement, so two photos of the same
+    room that differ in one region (another person) are told apart.
     """
     q = np.frombuffer(query, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
     if mirror_query:
         q = np.ascontiguousarray(q[:, ::-1])
     t = np.asarray(targets, dtype=np.float32).reshape(-1, THUMB_SIZE, THUMB_SIZE)
-    if len(t) == 0:
-        return np.empty(0, np.float32)
+    k = len(t)
+    if k == 0:
+        return ThumbMatch(np.empty(0, np.float32), np.empty(0, np.float32))
     q_flat = _standardise(q.reshape(-1))
-    t_flat = _standardise(t.reshape(len(t), -1))
-    query_cropped = (_aligned_views(q[None])[0] @ t_flat.T).max(axis=0)
-    target_cropped = (_aligned_views(t) @ q_flat).max(axis=1)
-    sims = np.maximum(query_cropped, target_cropped)
-    flat = (t.reshape(len(t), -1).std(axis=1) < 1.0) | (q.std() < 1.0)
+    t_flat = _standardise(t.reshape(k, -1))
+    q_views = _aligned_views(q[None])[0]  # (v, n*n)
+    t_views = _aligned_views(t)  # (k, v, n*n)
+    s1 = q_views @ t_flat.T  # (v, k): the query cropped
+    s2 = t_views @ q_flat  # (k, v): the target cropped
+    i1, i2 = s1.argmax(axis=0), s2.argmax(axis=1)
+    r1, r2 = s1[i1, np.arange(k)], s2[np.arange(k), i2]
+    use1 = r1 >= r2
+    a = np.where(use1[:, None], q_views[i1], t_views[np.arange(k), i2])
+    b = np.where(use1[:, None], t_flat, q_flat[None])
+    sims = np.maximum(r1, r2)
+    local = _worst_block_residual(a, b, sims)
+    flat = (t.reshape(k, -1).std(axis=1) < 1.0) | (q.std() < 1.0)
     if flat.any():  # a flat image: equal only if both are flat and alike
-        alike = np.abs(t.reshape(len(t), -1) - q.reshape(-1)).max(axis=1) <= 2.0
+        alike = np.abs(t.reshape(k, -1) - q.reshape(-1)).max(axis=1) <= 2.0
         sims = np.where(flat, alike.astype(np.float32), sims)
-    return sims
+        local = np.where(flat, np.where(alike, 0.0, 9.0), local).astype(np.float32)
+    return ThumbMatch(sims.astype(np.float32), local.astype(np.float32))
+
+
+def _worst_block_residual(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Max over 4x4 blocks of the mean |b - r*a|, both standardised to unit variance."""
+    n = THUMB_SIZE
+    scale = np.sqrt(n * n)
+    resid = np.abs(b * scale - r[:, None] * a * scale).reshape(-1, n // 4, 4, n // 4, 4)
+    return resid.mean(axis=(2, 4)).reshape(len(a), -1).max(axis=1)
 
 
 def coarse_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False
@@ -240,6 +268,7 @@ def coarse_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool
     return _standardise(t8.reshape(len(t8), -1)) @ _standardise(q8)
 
 
-def thumb_similarity(a: bytes, b: bytes, *, mirror_b: bool = False) -> float:
-    """``thumb_similarities`` of a single pair (``b`` mirrored when asked)."""
-    return float(thumb_similarities(b, thumbs_array([a]), mirror_query=mirror_b)[0])
+def thumb_similarity(a: bytes, b: bytes, *, mirror_b: bool = False) -> tuple[float, float]:
+    """``thumb_similarities`` of a single pair (``b`` mirrored when asked): (r, local)."""
+    m = thumb_similarities(b, thumbs_array([a]), mirror_query=mirror_b)
+    return float(m.similarity[0]), float(m.local_residual[0])

@@ -127,6 +127,8 @@ def _cli_env(home: Path) -> dict[str, str]:
 def test_a_killed_run_resumes_to_the_same_catalog(crowd_batch, ingested, tmp_path):
     reference, _ = ingested
     root = tmp_path / "root"
+    (root / "catalog").mkdir(parents=True)  # same salt as the reference, so same pseudonyms
+    shutil.copy(reference / "catalog" / "_salt", root / "catalog" / "_salt")
     args = [HAGRID, "ingest", str(crowd_batch), "--submissions",
             str(crowd_batch / "submissions.csv"), "--root", str(root), "--commit-every", "8"]
     proc = subprocess.Popen(args, env=_cli_env(tmp_path), stdout=subprocess.DEVNULL,
