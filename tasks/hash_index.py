@@ -29,6 +29,7 @@ from math import comb
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -38,12 +39,16 @@ _CODE_BITS = 64
 _MAX_BLOCK_BITS = 22
 _PLAN_SAMPLE = 16_384
 _PLAN_QUERIES = 256
+_ESTIMATE_QUERIES = 2048
+_BATCH_MIN_PROBES_PER_BUCKET = 0.25
+_BATCH_MAX_PROBES = 1 << 25
 _PLAN_MAX_MASKS = 4_096
 _TASKS_PER_THREAD = 32
 _QUERY_COST_CANDIDATE = 1.0
 _PAIR_OVERSIZE = 1.25
-_SCAN_CHUNK = 32
+_SCAN_CHUNK = 64
 _SCAN_TILE = 2048
+_ID_MASK = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,16 @@ def _bucket_block(pcodes, shift, width):  # type: ignore[no-untyped-def]
     return sorted_codes, ids, starts
 
 
+@intrinsic
+def _trailing_zeros(typingctx, x):  # type: ignore[no-untyped-def]
+    """LLVM ``cttz`` on a non-zero uint64."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.uint64(types.uint64), codegen
+
+
 @njit(cache=True, inline="always")
 def _found_earlier(xor, block, shifts, key_masks, radii):  # type: ignore[no-untyped-def]
     """True if a block before ``block`` also finds this pair (it reports it instead)."""
@@ -149,8 +164,8 @@ def _found_earlier(xor, block, shifts, key_masks, radii):  # type: ignore[no-unt
 
 
 @njit(cache=True, inline="always")
-def _any_within(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
-    """Branch-free (vectorisable) count of codes[lo:hi] within ``radius`` of ``x``."""
+def _count_within(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
+    """Branch-free (vectorised) count of ``codes[lo:hi]`` within ``radius`` of ``x``."""
     hits = 0
     for j in range(np.uint64(lo), np.uint64(hi)):  # unsigned index: no wraparound, vectorises
         hits += _popcount(x ^ codes[j]) <= radius
@@ -158,53 +173,45 @@ def _any_within(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _scan_range(x, u, codes_k, ids_k, lo, hi, k, shifts, key_masks, radii, radius, ordered,
-                left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
-    """Append every code in ``codes_k[lo:hi]`` within ``radius`` of ``x`` as a pair with ``u``.
+def _hit_mask(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
+    """Bit ``j`` set where ``codes[lo + j]`` is within ``radius`` of ``x`` (hi - lo <= 64)."""
+    mask = np.uint64(0)
+    for j in range(np.uint64(0), np.uint64(hi - lo)):
+        mask |= np.uint64(_popcount(x ^ codes[np.uint64(lo) + j]) <= radius) << j
+    return mask
 
-    Chunks of 32 are screened with the vectorised count first; only chunks with a hit are
-    walked one by one.  ``ordered`` emits (min, max) of the two ids, else (u, item).
+
+@njit(cache=True, inline="always")
+def _scan_range(x, u, codes_k, ids_k, lo, hi, k, shifts, key_masks, radii, radius, ordered,
+                keys, pos, cap, cnt):  # type: ignore[no-untyped-def]
+    """Record every code of ``codes_k[lo:hi]`` within ``radius`` of ``x`` as a pair with ``u``.
+
+    Chunks of 64 are screened by a vectorised count; only chunks with a hit build a bit mask
+    of their hits.  A pair is packed as ``a << 31 | b`` with (a, b) = (u, item), or
+    (min, max) of the two ids when ``ordered``.
     """
     for c0 in range(lo, hi, _SCAN_CHUNK):
         c1 = min(c0 + _SCAN_CHUNK, hi)
-        if _any_within(x, codes_k, c0, c1, radius) == 0:
+        if _count_within(x, codes_k, c0, c1, radius) == 0:
             continue
-        for j in range(c0, c1):
-            xor = x ^ codes_k[j]
-            d = _popcount(xor)
-            if d <= radius and not _found_earlier(xor, k, shifts, key_masks, radii):
-                if cnt < cap:
-                    v = ids_k[j]
-                    left[pos + cnt] = min(u, v) if ordered else u
-                    right[pos + cnt] = max(u, v) if ordered else v
-                    dist[pos + cnt] = d
-                cnt += 1
+        hits = _hit_mask(x, codes_k, c0, c1, radius)
+        while hits:
+            j = c0 + np.int64(_trailing_zeros(hits))
+            hits &= hits - np.uint64(1)
+            if _found_earlier(x ^ codes_k[j], k, shifts, key_masks, radii):
+                continue
+            if cnt < cap:
+                v = np.int64(ids_k[j])
+                a, b = (min(u, v), max(u, v)) if ordered else (u, v)
+                keys[pos + cnt] = (np.uint64(a) << np.uint64(31)) | np.uint64(b)
+            cnt += 1
     return cnt
 
 
 @njit(cache=True)
-def _sort_segment(right, dist, lo, hi):  # type: ignore[no-untyped-def]
-    """Sort ``right[lo:hi]`` ascending, carrying ``dist`` along."""
-    if hi - lo > 32:
-        order = np.argsort(right[lo:hi], kind="mergesort") + lo
-        right[lo:hi] = right[order]
-        dist[lo:hi] = dist[order]
-        return
-    for i in range(lo + 1, hi):
-        r, d = right[i], dist[i]
-        j = i - 1
-        while j >= lo and right[j] > r:
-            right[j + 1] = right[j]
-            dist[j + 1] = dist[j]
-            j -= 1
-        right[j + 1] = r
-        dist[j + 1] = d
-
-
-@njit(cache=True)
 def _query_one(x, q, codes, ids, starts, start_off, shifts, key_masks, masks, mask_off,
-               radii, radius, left, right, dist, pos, cap, cnt):  # type: ignore[no-untyped-def]
-    """Probe every block for one (permuted) query code; append hits, return the new count."""
+               radii, radius, keys, pos, cap, cnt):  # type: ignore[no-untyped-def]
+    """Probe every block for one (permuted) query code; record hits, return the new count."""
     r = np.uint64(radius)
     for k in range(shifts.shape[0]):
         if radii[k] < 0:
@@ -214,25 +221,81 @@ def _query_one(x, q, codes, ids, starts, start_off, shifts, key_masks, masks, ma
             b = start_off[k] + np.int64(key ^ masks[mi])
             lo, hi = np.int64(starts[b]), np.int64(starts[b + 1])
             cnt = _scan_range(x, q, codes[k], ids[k], lo, hi, k, shifts, key_masks, radii, r,
-                              False, left, right, dist, pos, cap, cnt)
+                              False, keys, pos, cap, cnt)
     return cnt
 
 
 @njit(parallel=True, cache=True)
 def _query_kernel(queries, bounds, tasks, codes, ids, starts, start_off, shifts, key_masks,
-                  masks, mask_off, radii, radius, caps, slot_off, left, right, dist,
+                  masks, mask_off, radii, radius, caps, slot_off, keys,
                   counts):  # type: ignore[no-untyped-def]
-    """Run query chunks ``tasks`` in parallel; each chunk owns ``caps[t]`` output slots."""
+    """Run query chunks ``tasks`` in parallel; each chunk owns ``caps[i]`` output slots."""
     for ti in prange(tasks.shape[0]):
         t = tasks[ti]
-        pos, cap, cnt = slot_off[ti], caps[ti], 0
+        cnt = 0
         for q in range(bounds[t], bounds[t + 1]):
-            first = cnt
             cnt = _query_one(queries[q], q, codes, ids, starts, start_off, shifts, key_masks,
-                             masks, mask_off, radii, radius, left, right, dist, pos, cap, cnt)
-            if cnt <= cap:
-                _sort_segment(right, dist, pos + first, pos + cnt)
+                             masks, mask_off, radii, radius, keys, slot_off[ti], caps[ti], cnt)
         counts[ti] = cnt
+
+
+@njit(parallel=True, cache=True)
+def _probe_lists(pqueries, shifts, key_masks, masks, mask_off, radii, qstart_off, qlist_off,
+                 qstarts, qlist):  # type: ignore[no-untyped-def]
+    """For every block, which queries probe each bucket: a CSR list built by counting sort.
+
+    Block ``k`` fills ``qstarts[qstart_off[k]:]`` (one slot per bucket, plus one) and
+    ``qlist[qlist_off[k]:]``; the stored ``qstarts`` values are absolute ``qlist`` positions.
+    """
+    for k in prange(shifts.shape[0]):
+        if radii[k] < 0:
+            continue
+        base = qstart_off[k]
+        n_buckets = np.int64(key_masks[k]) + 1
+        qstarts[base] = qlist_off[k]
+        for q in range(pqueries.shape[0]):
+            key = (pqueries[q] >> shifts[k]) & key_masks[k]
+            for mi in range(mask_off[k], mask_off[k + 1]):
+                qstarts[base + 1 + np.int64(key ^ masks[mi])] += 1
+        for b in range(n_buckets):
+            qstarts[base + b + 1] += qstarts[base + b]
+        fill = qstarts[base:base + n_buckets].copy()
+        for q in range(pqueries.shape[0]):
+            key = (pqueries[q] >> shifts[k]) & key_masks[k]
+            for mi in range(mask_off[k], mask_off[k + 1]):
+                b = np.int64(key ^ masks[mi])
+                qlist[fill[b]] = q
+                fill[b] += 1
+
+
+@njit(cache=True)
+def _batch_task(k, buckets, pqueries, qstarts, qstart_off, qlist, codes, ids, starts,
+                start_off, shifts, key_masks, radii, radius, keys, pos, cap):  # type: ignore[no-untyped-def]
+    """Scan each bucket of ``buckets`` (block ``k``) once for all the queries that probe it."""
+    cnt, r = 0, np.uint64(radius)
+    codes_k, ids_k = codes[k], ids[k]
+    for key in buckets:
+        b = start_off[k] + key
+        lo, hi = np.int64(starts[b]), np.int64(starts[b + 1])
+        qb = qstart_off[k] + key
+        for qi in range(qstarts[qb], qstarts[qb + 1]):
+            q = np.int64(qlist[qi])
+            cnt = _scan_range(pqueries[q], q, codes_k, ids_k, lo, hi, k, shifts, key_masks,
+                              radii, r, False, keys, pos, cap, cnt)
+    return cnt
+
+
+@njit(parallel=True, cache=True)
+def _batch_kernel(tasks, task_block, task_buckets, task_off, pqueries, qstarts, qstart_off,
+                  qlist, codes, ids, starts, start_off, shifts, key_masks, radii, radius, caps,
+                  slot_off, keys, counts):  # type: ignore[no-untyped-def]
+    """Run batch-query ``tasks`` in parallel; each owns ``caps[i]`` output slots."""
+    for ti in prange(tasks.shape[0]):
+        t = tasks[ti]
+        buckets = task_buckets[task_off[t]:task_off[t + 1]]
+        counts[ti] = _batch_task(task_block[t], buckets, pqueries, qstarts, qstart_off, qlist,
+                                 codes, ids, starts, start_off, shifts, key_masks, radii, radius,
+                                 keys, slot_off[ti], caps[ti])
 
 
 @njit(cache=True, inline="always")
@@ -253,11 +316,11 @@ def _append_range(buf_codes, buf_ids, filled, codes_k, ids_k, lo, hi):  # type: 
 
 @njit(cache=True)
 def _all_pairs_task(k, buckets, codes, ids, starts, start_off, shifts, key_masks, masks,
-                    mask_off, radii, radius, left, right, dist, pos, cap):  # type: ignore[no-untyped-def]
+                    mask_off, radii, radius, keys, pos, cap):  # type: ignore[no-untyped-def]
     """All pairs first found by block ``k`` whose smaller bucket key is in ``buckets``.
 
-    A bucket and its neighbours with larger keys are copied into one contiguous buffer so
-    that each of the bucket's items is compared against them in one long vectorised scan.
+    A bucket and its neighbours with larger keys are copied into one contiguous buffer, which
+    is then swept in L1-sized tiles, each tile compared against all of the bucket's items.
     """
     cnt, r = 0, np.uint64(radius)
     codes_k, ids_k = codes[k], ids[k]
@@ -274,49 +337,26 @@ def _all_pairs_task(k, buckets, codes, ids, starts, start_off, shifts, key_masks
                 c = start_off[k] + other
                 buf_codes, buf_ids, filled = _append_range(buf_codes, buf_ids, filled, codes_k,
                                                            ids_k, starts[c], starts[c + 1])
-        for t0 in range(0, filled, _SCAN_TILE):  # tiles stay in L1 while every item passes
+        for t0 in range(0, filled, _SCAN_TILE):
             t1 = min(t0 + _SCAN_TILE, filled)
             for i in range(min(own, t1 - 1)):
-                cnt = _scan_range(buf_codes[i], buf_ids[i], buf_codes, buf_ids, max(i + 1, t0),
-                                  t1, k, shifts, key_masks, radii, r, True, left, right, dist,
+                cnt = _scan_range(buf_codes[i], np.int64(buf_ids[i]), buf_codes, buf_ids,
+                                  max(i + 1, t0), t1, k, shifts, key_masks, radii, r, True, keys,
                                   pos, cap, cnt)
     return cnt
 
 
 @njit(parallel=True, cache=True)
 def _all_pairs_kernel(tasks, task_block, task_buckets, task_off, codes, ids, starts, start_off,
-                      shifts, key_masks, masks, mask_off, radii, radius, caps, slot_off, left,
-                      right, dist, counts):  # type: ignore[no-untyped-def]
+                      shifts, key_masks, masks, mask_off, radii, radius, caps, slot_off, keys,
+                      counts):  # type: ignore[no-untyped-def]
     """Run all-pairs ``tasks`` in parallel; each owns ``caps[i]`` output slots."""
     for ti in prange(tasks.shape[0]):
         t = tasks[ti]
         buckets = task_buckets[task_off[t]:task_off[t + 1]]
         counts[ti] = _all_pairs_task(task_block[t], buckets, codes, ids, starts, start_off,
-                                     shifts, key_masks, masks, mask_off, radii, radius, left,
-                                     right, dist, slot_off[ti], caps[ti])
-
-
-@njit(parallel=True, cache=True)
-def _sort_pairs(left, right, dist, n_items):  # type: ignore[no-untyped-def]
-    """Sort pairs by (left, right): counting sort on left, then sort each left's group."""
-    starts = np.zeros(n_items + 1, np.int64)
-    for i in range(left.shape[0]):
-        starts[left[i] + 1] += 1
-    for i in range(n_items):
-        starts[i + 1] += starts[i]
-    fill = starts[:-1].copy()
-    out_left = np.empty(left.shape[0], np.int64)
-    out_right = np.empty(left.shape[0], np.int64)
-    out_dist = np.empty(left.shape[0], np.uint8)
-    for i in range(left.shape[0]):
-        slot = fill[left[i]]
-        fill[left[i]] = slot + 1
-        out_left[slot] = left[i]
-        out_right[slot] = right[i]
-        out_dist[slot] = dist[i]
-    for g in prange(n_items):
-        _sort_segment(out_right, out_dist, starts[g], starts[g + 1])
-    return out_left, out_right, out_dist
+                                     shifts, key_masks, masks, mask_off, radii, radius, keys,
+                                     slot_off[ti], caps[ti])
 
 
 # ------------------------------------------------------------------ planning (numba parts)
@@ -614,36 +654,34 @@ def _probes(layout: _Layout, radii: np.ndarray) -> _Probes:
 
 def _fill_slots(
     run: Callable[..., None], tasks: np.ndarray, caps: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``tasks``, each into its own slice of ``caps[i]`` slots; return buffers and counts."""
-    slot_off = np.concatenate([[0], np.cumsum(caps)]).astype(np.int64)
-    left = np.empty(slot_off[-1], np.int32)
-    right = np.empty(slot_off[-1], np.int32)
-    dist = np.empty(slot_off[-1], np.uint8)
-    counts = np.zeros(tasks.shape[0], np.int64)
-    run(tasks, caps.astype(np.int64), slot_off, left, right, dist, counts)
-    return left, right, dist, counts, slot_off
-
-
-def _run_tasks(
-    run: Callable[..., None], caps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run every task with a guessed capacity, rerun the overflowed ones exactly, concatenate."""
+    """Run ``tasks``, each into its own slice of ``caps[i]`` slots: (keys, counts, offsets)."""
+    slot_off = np.concatenate([[0], np.cumsum(caps)]).astype(np.int64)
+    keys = np.empty(slot_off[-1], np.uint64)
+    counts = np.zeros(tasks.shape[0], np.int64)
+    run(tasks, caps.astype(np.int64), slot_off, keys, counts)
+    return keys, counts, slot_off
+
+
+def _run_tasks(run: Callable[..., None], caps: np.ndarray) -> np.ndarray:
+    """Run every task with a guessed capacity, rerun the overflowed ones exactly; sorted keys."""
     tasks = np.arange(caps.shape[0], dtype=np.int64)
-    first = _fill_slots(run, tasks, caps)
-    counts = first[3]
+    keys, counts, slot_off = _fill_slots(run, tasks, caps)
     over = np.flatnonzero(counts > caps)
-    second = _fill_slots(run, over, counts[over]) if over.size else first
-    rerun_at = {int(t): i for i, t in enumerate(over)}
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for t in range(caps.shape[0]):
-        i = rerun_at.get(t)
-        buffers, slot = (first, t) if i is None else (second, i)
-        lo = buffers[4][slot]
-        for part, array in zip(parts, buffers[:3], strict=True):
-            part.append(array[lo : lo + counts[t]])
-    left, right, dist = (np.concatenate(p) for p in parts)
-    return left, right, dist
+    parts = [keys[lo : lo + n] for lo, n, o in zip(slot_off, counts, counts > caps) if not o]
+    if over.size:
+        parts.append(_fill_slots(run, over, counts[over])[0])
+    out = np.concatenate(parts) if parts else np.empty(0, np.uint64)
+    del keys, parts
+    out.sort()
+    return out
+
+
+def _unpack(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split packed ``a << 31 | b`` keys into (a, b) as int64."""
+    left = (keys >> np.uint64(31)).astype(np.int64)
+    right = (keys & np.uint64(_ID_MASK)).astype(np.int64)
+    return left, right
 
 
 def _query_tables(
@@ -654,8 +692,8 @@ def _query_tables(
     radius: int,
     *,
     hits_per_query: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (query, item, distance) within ``radius``, sorted by query then item."""
+) -> np.ndarray:
+    """Packed ``query << 31 | item`` keys of every pair within ``radius``, sorted."""
     n_queries = pqueries.shape[0]
     n_tasks = max(1, min(n_queries, numba.get_num_threads() * _TASKS_PER_THREAD))
     bounds = np.linspace(0, n_queries, n_tasks + 1).round().astype(np.int64)
@@ -668,6 +706,75 @@ def _query_tables(
                       probes.radii, radius, caps, *buffers)
 
     return _run_tasks(run, caps)
+
+
+def _batch_query_tables(
+    pqueries: np.ndarray,
+    tables: _Tables,
+    layout: _Layout,
+    probes: _Probes,
+    radius: int,
+    *,
+    hits_per_block: np.ndarray,
+) -> np.ndarray:
+    """Same result as ``_query_tables``, bucket-major: every probed bucket is read once.
+
+    The (query, probed bucket) lists are counting-sorted by bucket, so each bucket's codes are
+    loaded once and compared with all the queries probing it (no random access per probe).
+    """
+    widths = np.array(layout.widths, np.int64)
+    active = probes.radii >= 0
+    n_masks = np.diff(probes.mask_off) * active
+    qstart_off = np.concatenate([[0], np.cumsum((1 << widths) + 1)[:-1]]).astype(np.int64)
+    qlist_off = np.concatenate([[0], np.cumsum(n_masks * pqueries.shape[0])]).astype(np.int64)
+    qstarts = np.zeros(int(((1 << widths) + 1).sum()), np.int64)
+    qlist = np.empty(int(qlist_off[-1]), np.int32)
+    _probe_lists(pqueries, layout.shifts, layout.key_masks, probes.masks, probes.mask_off,
+                 probes.radii, qstart_off, qlist_off, qstarts, qlist)
+    blocks = [int(k) for k in np.flatnonzero(active)]
+    keys = []
+    for k in blocks:
+        probed = _bucket_counts(qstarts, qstart_off[k], layout.widths[k]) > 0
+        filled = _bucket_counts(tables.starts, tables.start_off[k], layout.widths[k]) > 0
+        keys.append(np.flatnonzero(probed & filled))
+    task_block, task_buckets, task_off = _interleaved_tasks(blocks, keys,
+                                                            per_thread=_TASKS_PER_THREAD)
+    phases = task_block.shape[0] // max(len(blocks), 1)
+    expected = pqueries.shape[0] * hits_per_block[task_block] * _PAIR_OVERSIZE / max(phases, 1)
+    caps = np.ceil(expected).astype(np.int64) + 64
+
+    def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
+        _batch_kernel(tasks, task_block, task_buckets, task_off, pqueries, qstarts, qstart_off,
+                      qlist, tables.codes, tables.ids, tables.starts, tables.start_off,
+                      layout.shifts, layout.key_masks, probes.radii, radius, caps, *buffers)
+
+    return _run_tasks(run, caps)
+
+
+def _search(
+    pqueries: np.ndarray,
+    tables: _Tables,
+    layout: _Layout,
+    probes: _Probes,
+    radius: int,
+    *,
+    hits_per_block: np.ndarray,
+) -> np.ndarray:
+    """Sorted packed ``query << 31 | item`` keys; bucket-major in batches when that pays off."""
+    active = probes.radii >= 0
+    n_masks = int(np.diff(probes.mask_off)[active].sum())
+    n_buckets = sum(1 << w for w, a in zip(layout.widths, active, strict=True) if a)
+    n_queries = pqueries.shape[0]
+    if n_queries * n_masks < _BATCH_MIN_PROBES_PER_BUCKET * n_buckets:
+        return _query_tables(pqueries, tables, layout, probes, radius,
+                             hits_per_query=float(hits_per_block.sum()))
+    batch = max(1, _BATCH_MAX_PROBES // max(n_masks, 1))
+    parts = []
+    for lo in range(0, n_queries, batch):
+        keys = _batch_query_tables(pqueries[lo : lo + batch], tables, layout, probes, radius,
+                                   hits_per_block=hits_per_block)
+        parts.append(keys + (np.uint64(lo) << np.uint64(31)))
+    return np.concatenate(parts)
 
 
 def _reporting_blocks(
@@ -686,11 +793,11 @@ def _reporting_blocks(
 def _pairs_per_block(
     pcodes: np.ndarray, tables: _Tables, layout: _Layout, probes: _Probes, radius: int
 ) -> np.ndarray:
-    """Estimated all-pairs output of each block, from a sample of items queried as queries."""
+    """Estimated all-pairs output of each block, from a sample of items run as queries."""
     n = pcodes.shape[0]
-    picks = np.unique(np.random.default_rng(0x5EED).integers(0, n, min(n, _PLAN_QUERIES)))
-    left, right, _ = _query_tables(pcodes[picks], tables, layout, probes, radius,
-                                   hits_per_query=8.0)
+    picks = np.unique(np.random.default_rng(0x5EED).integers(0, n, min(n, _ESTIMATE_QUERIES)))
+    keys = _query_tables(pcodes[picks], tables, layout, probes, radius, hits_per_query=16.0)
+    left, right = _unpack(keys)
     other = right != picks[left]
     xor = pcodes[picks[left[other]]] ^ pcodes[right[other]]
     block = _reporting_blocks(xor, layout, probes.radii)
@@ -698,30 +805,42 @@ def _pairs_per_block(
     return hits * n / (2.0 * picks.shape[0])
 
 
+def _bucket_counts(starts: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """Items per bucket of one block, from the concatenated CSR ``starts``."""
+    return np.diff(starts[offset : offset + (1 << width) + 1])
+
+
+def _interleaved_tasks(
+    blocks: list[int], keys: list[np.ndarray], *, per_thread: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tasks (block, strided slice of its bucket keys), interleaved across blocks.
+
+    Interleaving keeps both halves of the task list (numba splits a prange statically)
+    equally heavy; striding spreads dense regions of the key space over many tasks.
+    """
+    phases = max(1, numba.get_num_threads() * per_thread // max(len(blocks), 1))
+    task_block, buckets = [], []
+    for p in range(phases):
+        for k, block_keys in zip(blocks, keys, strict=True):
+            task_block.append(k)
+            buckets.append(block_keys[p::phases])
+    task_off = np.concatenate([[0], np.cumsum([b.shape[0] for b in buckets])]).astype(np.int64)
+    flat = np.concatenate(buckets) if buckets else np.empty(0, np.int64)
+    return np.array(task_block, np.int64), flat.astype(np.int64), task_off
+
+
 def _all_pairs_tasks(
     tables: _Tables, layout: _Layout, probes: _Probes
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tasks (block, strided slice of its non-empty buckets), interleaved across blocks."""
-    active = [k for k in range(len(layout.widths)) if probes.radii[k] >= 0]
-    phases = max(1, numba.get_num_threads() * _TASKS_PER_THREAD // len(active))
-    nonempty = []
-    for k in active:
-        lo = tables.start_off[k]
-        block_starts = tables.starts[lo : lo + (1 << layout.widths[k]) + 1]
-        nonempty.append(np.flatnonzero(np.diff(block_starts)).astype(np.int64))
-    task_block, buckets = [], []
-    for p in range(phases):
-        for k, keys in zip(active, nonempty, strict=True):
-            task_block.append(k)
-            buckets.append(keys[p::phases])
-    task_off = np.concatenate([[0], np.cumsum([b.shape[0] for b in buckets])]).astype(np.int64)
-    return np.array(task_block, np.int64), np.concatenate(buckets), task_off
+    """All-pairs tasks over the non-empty buckets of every probed block."""
+    blocks = [k for k in range(len(layout.widths)) if probes.radii[k] >= 0]
+    keys = [np.flatnonzero(_bucket_counts(tables.starts, tables.start_off[k], layout.widths[k]))
+            for k in blocks]
+    return _interleaved_tasks(blocks, keys, per_thread=_TASKS_PER_THREAD)
 
 
-def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: int) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]:
-    """Unsorted all-pairs (smaller id, larger id, distance) over permuted codes."""
+def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: int) -> np.ndarray:
+    """Sorted packed ``i << 31 | j`` keys (i < j) of all pairs within ``radius``."""
     tables = _build_tables(pcodes, layout)
     probes = _probes(layout, radii)
     expected = _pairs_per_block(pcodes, tables, layout, probes, radius)
@@ -775,14 +894,14 @@ class HammingIndex:
     """
 
     def __init__(self, codes: np.ndarray, *, radius: int) -> None:
-        codes = _as_codes(codes)
+        self._codes = _as_codes(codes)
         self.radius = _check_radius(radius)
-        self.n_items = int(codes.shape[0])
-        self._layout, radii = _plan_layout(codes, self.radius, self_join=False)
-        self._pcodes = _permute_bits(codes, self._layout.bit_order)
-        self._tables = _build_tables(self._pcodes, self._layout)
+        self.n_items = int(self._codes.shape[0])
+        self._layout, radii = _plan_layout(self._codes, self.radius, self_join=False)
+        pcodes = _permute_bits(self._codes, self._layout.bit_order)
+        self._tables = _build_tables(pcodes, self._layout)
         self._probes = {self.radius: _probes(self._layout, radii)}
-        self._hits_per_query = self._sample_hits()
+        self._hits_per_block = self._sample_hits(pcodes)
 
     @classmethod
     def build(cls, codes: np.ndarray, *, radius: int) -> HammingIndex:
@@ -809,10 +928,10 @@ class HammingIndex:
         if queries.shape[0] == 0 or self.n_items == 0:
             return _empty_pairs()
         pqueries = _permute_bits(queries, self._layout.bit_order)
-        left, right, dist = _query_tables(pqueries, self._tables, self._layout,
-                                          self._probes_for(r), r,
-                                          hits_per_query=self._hits_per_query)
-        return PairsResult(left.astype(np.int64), right.astype(np.int64), dist)
+        keys = _search(pqueries, self._tables, self._layout, self._probes_for(r), r,
+                       hits_per_block=self._hits_per_block)
+        left, right = _unpack(keys)
+        return PairsResult(left, right, hamming_distance(queries[left], self._codes[right]))
 
     def _probes_for(self, radius: int | None) -> _Probes:
         r = self.radius if radius is None else _check_radius(radius)
@@ -821,14 +940,17 @@ class HammingIndex:
             self._probes[r] = _probes(self._layout, radii)
         return self._probes[r]
 
-    def _sample_hits(self) -> float:
-        """Mean hits per query at the build radius, measured on a sample of the items."""
+    def _sample_hits(self, pcodes: np.ndarray) -> np.ndarray:
+        """Mean hits per query reported by each block at the build radius (item sample)."""
         if self.n_items == 0:
-            return 0.0
-        sample = _sample(self._pcodes, _PLAN_QUERIES)
-        left, _, _ = _query_tables(sample, self._tables, self._layout, self._probes[self.radius],
-                                   self.radius, hits_per_query=8.0)
-        return left.shape[0] / sample.shape[0]
+            return np.zeros(len(self._layout.widths))
+        sample = _sample(pcodes, _ESTIMATE_QUERIES)
+        probes = self._probes[self.radius]
+        keys = _query_tables(sample, self._tables, self._layout, probes, self.radius,
+                             hits_per_query=16.0)
+        left, right = _unpack(keys)
+        block = _reporting_blocks(sample[left] ^ pcodes[right], self._layout, probes.radii)
+        return np.bincount(block, minlength=len(self._layout.widths)) / sample.shape[0]
 
 
 def all_pairs(codes: np.ndarray, *, radius: int) -> PairsResult:
@@ -841,7 +963,7 @@ def all_pairs(codes: np.ndarray, *, radius: int) -> PairsResult:
     if codes.shape[0] < 2:
         return _empty_pairs()
     layout, radii = _plan_layout(codes, radius, self_join=True)
-    pcodes = _permute_bits(codes, layout.bit_order)
-    left, right, dist = _self_join(pcodes, layout, radii, radius)
-    left, right, dist = _sort_pairs(left, right, dist, codes.shape[0])
-    return PairsResult(left, right, dist)
+    keys = _self_join(_permute_bits(codes, layout.bit_order), layout, radii, radius)
+    left, right = _unpack(keys)
+    del keys
+    return PairsResult(left, right, hamming_distance(codes[left], codes[right]))

@@ -49,7 +49,7 @@ def inspect_one(source: Storage, root: Storage, item: PlannedInput,
     if isinstance(result, ImageFeatures):
         key = object_key(result.sha256, result.format)
         if not root.exists(key):  # content-addressed: never rewritten
-            root.write_bytes(key, data)
+            root.write_bytes(key, data, durable=False)  # made durable by commit_window
     return InspectedInput(item, result)
 
 
@@ -133,6 +133,7 @@ def commit_window(catalog: Catalog, *, batch_id: str, submissions: pa.Table, ima
         if decision is not None and decision.reason is not Reason.EXACT_DUPLICATE:
             assert isinstance(r, ImageFeatures)
             catalog.root.delete(object_key(r.sha256, r.format))
+    catalog.root.sync()  # every object of the batch is on disk before the batch is visible
     counts = Counter(submissions.column("outcome").to_pylist())
     catalog.write_batch(batch_id, {"images": images, "submissions": submissions},
                         info={"rows": submissions.num_rows, **counts})

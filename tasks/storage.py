@@ -26,8 +26,12 @@ class Storage(Protocol):
         """The whole content of ``key``; ``FileNotFoundError`` when absent."""
         ...
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        """Atomically create or replace ``key``."""
+    def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Atomically create or replace ``key`` (``durable``: on disk before returning)."""
+        ...
+
+    def sync(self) -> None:
+        """Make every earlier non-durable write durable."""
         ...
 
     def exists(self, key: str) -> bool:
@@ -71,20 +75,25 @@ class LocalStorage:
         """The whole content of ``key``."""
         return self._p(key).read_bytes()
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        """Write to a temp file in the same folder, fsync, then rename into place."""
+    def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Write to a temp file in the same folder (fsync when durable), rename into place."""
         target = self._p(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def sync(self) -> None:
+        """Flush the file system's dirty pages (one call per batch, not one fsync per file)."""
+        os.sync()
 
     def exists(self, key: str) -> bool:
         """True when the file exists."""
@@ -138,9 +147,12 @@ class S3Storage:
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(key) from exc
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        """PUT the object (atomic in S3)."""
+    def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """PUT the object (atomic and durable in S3 once it returns)."""
         self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+
+    def sync(self) -> None:
+        """Nothing to do: a PUT is durable when it returns."""
 
     def exists(self, key: str) -> bool:
         """HEAD the object."""
