@@ -49,6 +49,7 @@ _PAIR_OVERSIZE = 1.25
 _SCAN_CHUNK = 64
 _SCAN_TILE = 2048
 _ID_MASK = (1 << 31) - 1
+_RADIX_BITS = 11
 
 
 @dataclass(frozen=True)
@@ -359,6 +360,30 @@ def _all_pairs_kernel(tasks, task_block, task_buckets, task_off, codes, ids, sta
                                      slot_off[ti], caps[ti])
 
 
+@njit(parallel=True, cache=True)
+def _radix_pass(src, dst, shift, n_chunks):  # type: ignore[no-untyped-def]
+    """One stable LSD radix pass on the digit at ``shift``; chunks are counted in parallel."""
+    n_digits = 1 << _RADIX_BITS
+    digit_mask = np.uint64(n_digits - 1)
+    bounds = np.linspace(0, src.shape[0], n_chunks + 1).astype(np.int64)
+    hist = np.zeros((n_chunks, n_digits), np.int64)
+    for c in prange(n_chunks):
+        for i in range(bounds[c], bounds[c + 1]):
+            hist[c, np.int64((src[i] >> shift) & digit_mask)] += 1
+    offsets = np.empty((n_chunks, n_digits), np.int64)
+    total = 0
+    for d in range(n_digits):
+        for c in range(n_chunks):
+            offsets[c, d] = total
+            total += hist[c, d]
+    for c in prange(n_chunks):
+        fill = offsets[c]
+        for i in range(bounds[c], bounds[c + 1]):
+            d = np.int64((src[i] >> shift) & digit_mask)
+            dst[fill[d]] = src[i]
+            fill[d] += 1
+
+
 # ------------------------------------------------------------------ planning (numba parts)
 
 
@@ -663,7 +688,9 @@ def _fill_slots(
     return keys, counts, slot_off
 
 
-def _run_tasks(run: Callable[..., None], caps: np.ndarray) -> np.ndarray:
+def _run_tasks(
+    run: Callable[..., None], caps: np.ndarray, *, left_bound: int, right_bound: int
+) -> np.ndarray:
     """Run every task with a guessed capacity, rerun the overflowed ones exactly; sorted keys."""
     tasks = np.arange(caps.shape[0], dtype=np.int64)
     keys, counts, slot_off = _fill_slots(run, tasks, caps)
@@ -673,8 +700,22 @@ def _run_tasks(run: Callable[..., None], caps: np.ndarray) -> np.ndarray:
         parts.append(_fill_slots(run, over, counts[over])[0])
     out = np.concatenate(parts) if parts else np.empty(0, np.uint64)
     del keys, parts
-    out.sort()
-    return out
+    return _sort_keys(out, left_bound=left_bound, right_bound=right_bound)
+
+
+def _sort_keys(keys: np.ndarray, *, left_bound: int, right_bound: int) -> np.ndarray:
+    """Sort packed ``a << 31 | b`` keys (a < left_bound, b < right_bound) by LSD radix passes.
+
+    Only digits that can be non-zero are sorted: about four passes for a million ids.
+    """
+    shifts = [*range(0, max(right_bound - 1, 1).bit_length(), _RADIX_BITS),
+              *range(31, 31 + max(left_bound - 1, 1).bit_length(), _RADIX_BITS)]
+    spare = np.empty_like(keys)
+    n_chunks = 4 * numba.get_num_threads()
+    for shift in shifts:
+        _radix_pass(keys, spare, np.uint64(shift), n_chunks)
+        keys, spare = spare, keys
+    return keys
 
 
 def _unpack(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -705,7 +746,7 @@ def _query_tables(
                       tables.start_off, shifts, key_masks, probes.masks, probes.mask_off,
                       probes.radii, radius, caps, *buffers)
 
-    return _run_tasks(run, caps)
+    return _run_tasks(run, caps, left_bound=n_queries, right_bound=tables.codes.shape[1])
 
 
 def _batch_query_tables(
@@ -748,7 +789,7 @@ def _batch_query_tables(
                       qlist, tables.codes, tables.ids, tables.starts, tables.start_off,
                       layout.shifts, layout.key_masks, probes.radii, radius, caps, *buffers)
 
-    return _run_tasks(run, caps)
+    return _run_tasks(run, caps, left_bound=pqueries.shape[0], right_bound=tables.codes.shape[1])
 
 
 def _search(
@@ -854,7 +895,7 @@ def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: i
                           tables.starts, tables.start_off, shifts, key_masks, probes.masks,
                           probes.mask_off, probes.radii, radius, caps, *buffers)
 
-    return _run_tasks(run, caps)
+    return _run_tasks(run, caps, left_bound=pcodes.shape[0], right_bound=pcodes.shape[0])
 
 
 # ------------------------------------------------------------------------------ public API
