@@ -14,15 +14,22 @@ greedily on a sample so that biased or correlated bits do not pile into one bloc
 would make some buckets huge), and the number of blocks and the per-block radii are chosen
 by a cost model whose candidate counts are measured on the data itself.
 
-All-pairs search walks bucket pairs instead of items: for every non-empty bucket it probes
-the neighbour keys above its own and compares the two buckets' items, so each pair is met
-once and probe costs are shared by all items of a bucket.  Kernels are numba
-``parallel=True`` loops; each task writes into its own slice of an output buffer sized from
-an estimate, and the few tasks that overflow are simply rerun with an exact size.
+All-pairs search walks buckets instead of items: each non-empty bucket and its neighbour
+buckets with larger keys are copied into one contiguous buffer, and every item of the bucket
+is compared against it in L1-sized tiles (vectorised popcount, AVX-512 where available), so
+each pair is met once per block and probe costs are shared by the bucket's items.  Large
+query batches are answered the same way round: (query, probed bucket) lists are counting-
+sorted by bucket, so each bucket is read once for all the queries that probe it.
+
+Kernels are numba ``parallel=True`` loops over tasks; each task writes packed
+``a << 31 | b`` keys into its own slice of an output buffer sized from a sampled estimate (the
+rare task that overflows is rerun with exact room), and one radix-sort pass plus in-cache
+sorts of its partitions produce the sorted (left, right, distance) arrays.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
@@ -37,6 +44,9 @@ __all__ = ["HammingIndex", "PairsResult", "all_pairs", "hamming_distance"]
 
 _CODE_BITS = 64
 _MAX_BLOCK_BITS = 22
+_MIN_BLOCKS = 3
+_MAX_BLOCKS = 32
+_SCAN_MAX_ITEMS = 4096
 _PLAN_SAMPLE = 16_384
 _PLAN_QUERIES = 256
 _ESTIMATE_QUERIES = 2048
@@ -44,12 +54,14 @@ _BATCH_MIN_PROBES_PER_BUCKET = 0.25
 _BATCH_MAX_PROBES = 1 << 25
 _PLAN_MAX_MASKS = 4_096
 _TASKS_PER_THREAD = 32
-_QUERY_COST_CANDIDATE = 1.0
-_PAIR_OVERSIZE = 1.25
+_PROBE_COST_QUERY = 300.0
+_PROBE_COST_SELF_JOIN = 225.0
+_PAIR_OVERSIZE = 1.5
 _SCAN_CHUNK = 64
 _SCAN_TILE = 2048
 _ID_MASK = (1 << 31) - 1
 _RADIX_BITS = 11
+_BYTES_PER_PAIR = 8 * _PAIR_OVERSIZE + 17  # found keys (sized with slack) + the result
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,8 @@ class PairsResult:
 
 
 def hamming_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise Hamming distance (popcount of xor) of two uint64 arrays, as uint8."""
-    xor = np.bitwise_xor(_as_codes(a), _as_codes(b))
+    """Elementwise (broadcasting) Hamming distance, popcount of xor, of 64-bit codes; uint8."""
+    xor = np.bitwise_xor(_as_uint64(a), _as_uint64(b))
     return np.bitwise_count(xor).astype(np.uint8)
 
 
@@ -124,8 +136,11 @@ def _permute_bits(codes, bit_order):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _bucket_block(pcodes, shift, width):  # type: ignore[no-untyped-def]
-    """Counting sort of codes by one block key: (sorted codes, original ids, starts)."""
+def _bucket_block(pcodes, shift, width, sorted_codes, ids):  # type: ignore[no-untyped-def]
+    """Counting sort of codes by one block key into ``sorted_codes`` and their ``ids``.
+
+    Returns the bucket ``starts`` (length ``2**width + 1``).
+    """
     n = pcodes.shape[0]
     key_mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
     starts = np.zeros((1 << width) + 1, np.int32)
@@ -134,15 +149,13 @@ def _bucket_block(pcodes, shift, width):  # type: ignore[no-untyped-def]
     for b in range(1 << width):
         starts[b + 1] += starts[b]
     fill = starts[:-1].copy()
-    sorted_codes = np.empty(n, np.uint64)
-    ids = np.empty(n, np.int32)
     for i in range(n):
         key = np.int64((pcodes[i] >> shift) & key_mask)
         slot = fill[key]
         fill[key] = slot + 1
         sorted_codes[slot] = pcodes[i]
         ids[slot] = i
-    return sorted_codes, ids, starts
+    return starts
 
 
 @intrinsic
@@ -156,12 +169,16 @@ def _trailing_zeros(typingctx, x):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _found_earlier(xor, block, shifts, key_masks, radii):  # type: ignore[no-untyped-def]
-    """True if a block before ``block`` also finds this pair (it reports it instead)."""
+def _first_finder(xor, block, shifts, key_masks, radii):  # type: ignore[no-untyped-def]
+    """1 if no block before ``block`` finds this pair (so ``block`` reports it), else 0.
+
+    Branch-free: the outcome is unpredictable, so it is computed, not branched on.
+    """
+    first = np.uint64(1)
     for k in range(block):
-        if radii[k] >= 0 and _popcount((xor >> shifts[k]) & key_masks[k]) <= np.uint64(radii[k]):
-            return True
-    return False
+        block_distance = np.int64(_popcount((xor >> shifts[k]) & key_masks[k]))
+        first &= np.uint64((radii[k] < 0) | (block_distance > radii[k]))
+    return first
 
 
 @njit(cache=True, inline="always")
@@ -183,35 +200,105 @@ def _hit_mask(x, codes, lo, hi, radius):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _scan_range(x, u, codes_k, ids_k, lo, hi, k, shifts, key_masks, radii, radius, ordered,
-                keys, pos, cap, cnt):  # type: ignore[no-untyped-def]
+def _hit_mask64(x, codes, lo, radius):  # type: ignore[no-untyped-def]
+    """``_hit_mask`` for a full chunk of 64: the fixed trip count vectorises fully."""
+    mask = np.uint64(0)
+    for j in range(np.uint64(0), np.uint64(64)):
+        mask |= np.uint64(_popcount(x ^ codes[np.uint64(lo) + j]) <= radius) << j
+    return mask
+
+
+@njit(cache=True, inline="always")
+def _record_hits(
+    hits, x, u, c0, codes_k, ids_k, k, shifts, key_masks, radii, ordered, keys, pos, cap, cnt
+):  # type: ignore[no-untyped-def]
+    """Record the pairs (u, item) for the set bits of ``hits`` (items ``c0 + bit``)."""
+    while hits:
+        j = c0 + np.int64(_trailing_zeros(hits))
+        hits &= hits - np.uint64(1)
+        v = np.int64(ids_k[j])
+        a, b = (min(u, v), max(u, v)) if ordered else (u, v)
+        # Written unconditionally (the slot is simply reused when the pair is not reported);
+        # a task owns cap + 1 slots, the last one scratch: past ``cap`` it is overwritten and
+        # the task is rerun with exact room.
+        keys[pos + min(cnt, cap)] = (np.uint64(a) << np.uint64(31)) | np.uint64(b)
+        cnt += np.int64(_first_finder(x ^ codes_k[j], k, shifts, key_masks, radii))
+    return cnt
+
+
+@njit(cache=True, inline="always")
+def _scan_range(
+    x, u, codes_k, ids_k, lo, hi, k, shifts, key_masks, radii, radius, ordered, keys, pos, cap, cnt
+):  # type: ignore[no-untyped-def]
     """Record every code of ``codes_k[lo:hi]`` within ``radius`` of ``x`` as a pair with ``u``.
 
-    Chunks of 64 are screened by a vectorised count; only chunks with a hit build a bit mask
-    of their hits.  A pair is packed as ``a << 31 | b`` with (a, b) = (u, item), or
-    (min, max) of the two ids when ``ordered``.
+    Full chunks of 64 get a vectorised hit bit mask; the tail is screened with a vectorised
+    count first.  Only set bits are then visited.  A pair is packed as ``a << 31 | b`` with
+    (a, b) = (u, item), or (min, max) of the two ids when ``ordered``.
     """
-    for c0 in range(lo, hi, _SCAN_CHUNK):
-        c1 = min(c0 + _SCAN_CHUNK, hi)
-        if _count_within(x, codes_k, c0, c1, radius) == 0:
-            continue
-        hits = _hit_mask(x, codes_k, c0, c1, radius)
-        while hits:
-            j = c0 + np.int64(_trailing_zeros(hits))
-            hits &= hits - np.uint64(1)
-            if _found_earlier(x ^ codes_k[j], k, shifts, key_masks, radii):
-                continue
-            if cnt < cap:
-                v = np.int64(ids_k[j])
-                a, b = (min(u, v), max(u, v)) if ordered else (u, v)
-                keys[pos + cnt] = (np.uint64(a) << np.uint64(31)) | np.uint64(b)
-            cnt += 1
+    c0 = lo
+    while c0 + _SCAN_CHUNK <= hi:
+        hits = _hit_mask64(x, codes_k, c0, radius)
+        if hits:
+            cnt = _record_hits(
+                hits,
+                x,
+                u,
+                c0,
+                codes_k,
+                ids_k,
+                k,
+                shifts,
+                key_masks,
+                radii,
+                ordered,
+                keys,
+                pos,
+                cap,
+                cnt,
+            )
+        c0 += _SCAN_CHUNK
+    if c0 < hi and _count_within(x, codes_k, c0, hi, radius):
+        hits = _hit_mask(x, codes_k, c0, hi, radius)
+        cnt = _record_hits(
+            hits,
+            x,
+            u,
+            c0,
+            codes_k,
+            ids_k,
+            k,
+            shifts,
+            key_masks,
+            radii,
+            ordered,
+            keys,
+            pos,
+            cap,
+            cnt,
+        )
     return cnt
 
 
 @njit(cache=True)
-def _query_one(x, q, codes, ids, starts, start_off, shifts, key_masks, masks, mask_off,
-               radii, radius, keys, pos, cap, cnt):  # type: ignore[no-untyped-def]
+def _query_one(
+    x,
+    q,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    masks,
+    mask_off,
+    radii,
+    radius,
+    keys,
+    pos,
+    cap,
+    cnt,
+):  # type: ignore[no-untyped-def]
     """Probe every block for one (permuted) query code; record hits, return the new count."""
     r = np.uint64(radius)
     for k in range(shifts.shape[0]):
@@ -221,28 +308,77 @@ def _query_one(x, q, codes, ids, starts, start_off, shifts, key_masks, masks, ma
         for mi in range(mask_off[k], mask_off[k + 1]):
             b = start_off[k] + np.int64(key ^ masks[mi])
             lo, hi = np.int64(starts[b]), np.int64(starts[b + 1])
-            cnt = _scan_range(x, q, codes[k], ids[k], lo, hi, k, shifts, key_masks, radii, r,
-                              False, keys, pos, cap, cnt)
+            cnt = _scan_range(
+                x,
+                q,
+                codes[k],
+                ids[k],
+                lo,
+                hi,
+                k,
+                shifts,
+                key_masks,
+                radii,
+                r,
+                False,
+                keys,
+                pos,
+                cap,
+                cnt,
+            )
     return cnt
 
 
 @njit(parallel=True, cache=True)
-def _query_kernel(queries, bounds, tasks, codes, ids, starts, start_off, shifts, key_masks,
-                  masks, mask_off, radii, radius, caps, slot_off, keys,
-                  counts):  # type: ignore[no-untyped-def]
+def _query_kernel(
+    queries,
+    bounds,
+    tasks,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    masks,
+    mask_off,
+    radii,
+    radius,
+    caps,
+    slot_off,
+    keys,
+    counts,
+):  # type: ignore[no-untyped-def]
     """Run query chunks ``tasks`` in parallel; each chunk owns ``caps[i]`` output slots."""
     for ti in prange(tasks.shape[0]):
         t = tasks[ti]
-        cnt = 0
+        cnt = np.int64(0)
         for q in range(bounds[t], bounds[t + 1]):
-            cnt = _query_one(queries[q], q, codes, ids, starts, start_off, shifts, key_masks,
-                             masks, mask_off, radii, radius, keys, slot_off[ti], caps[ti], cnt)
+            cnt = _query_one(
+                queries[q],
+                q,
+                codes,
+                ids,
+                starts,
+                start_off,
+                shifts,
+                key_masks,
+                masks,
+                mask_off,
+                radii,
+                radius,
+                keys,
+                slot_off[ti],
+                caps[ti],
+                cnt,
+            )
         counts[ti] = cnt
 
 
 @njit(parallel=True, cache=True)
-def _probe_lists(pqueries, shifts, key_masks, masks, mask_off, radii, qstart_off, qlist_off,
-                 qstarts, qlist):  # type: ignore[no-untyped-def]
+def _probe_lists(
+    pqueries, shifts, key_masks, masks, mask_off, radii, qstart_off, qlist_off, qstarts, qlist
+):  # type: ignore[no-untyped-def]
     """For every block, which queries probe each bucket: a CSR list built by counting sort.
 
     Block ``k`` fills ``qstarts[qstart_off[k]:]`` (one slot per bucket, plus one) and
@@ -260,7 +396,7 @@ def _probe_lists(pqueries, shifts, key_masks, masks, mask_off, radii, qstart_off
                 qstarts[base + 1 + np.int64(key ^ masks[mi])] += 1
         for b in range(n_buckets):
             qstarts[base + b + 1] += qstarts[base + b]
-        fill = qstarts[base:base + n_buckets].copy()
+        fill = qstarts[base : base + n_buckets].copy()
         for q in range(pqueries.shape[0]):
             key = (pqueries[q] >> shifts[k]) & key_masks[k]
             for mi in range(mask_off[k], mask_off[k + 1]):
@@ -270,10 +406,27 @@ def _probe_lists(pqueries, shifts, key_masks, masks, mask_off, radii, qstart_off
 
 
 @njit(cache=True)
-def _batch_task(k, buckets, pqueries, qstarts, qstart_off, qlist, codes, ids, starts,
-                start_off, shifts, key_masks, radii, radius, keys, pos, cap):  # type: ignore[no-untyped-def]
+def _batch_task(
+    k,
+    buckets,
+    pqueries,
+    qstarts,
+    qstart_off,
+    qlist,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    radii,
+    radius,
+    keys,
+    pos,
+    cap,
+):  # type: ignore[no-untyped-def]
     """Scan each bucket of ``buckets`` (block ``k``) once for all the queries that probe it."""
-    cnt, r = 0, np.uint64(radius)
+    cnt, r = np.int64(0), np.uint64(radius)
     codes_k, ids_k = codes[k], ids[k]
     for key in buckets:
         b = start_off[k] + key
@@ -281,22 +434,73 @@ def _batch_task(k, buckets, pqueries, qstarts, qstart_off, qlist, codes, ids, st
         qb = qstart_off[k] + key
         for qi in range(qstarts[qb], qstarts[qb + 1]):
             q = np.int64(qlist[qi])
-            cnt = _scan_range(pqueries[q], q, codes_k, ids_k, lo, hi, k, shifts, key_masks,
-                              radii, r, False, keys, pos, cap, cnt)
+            cnt = _scan_range(
+                pqueries[q],
+                q,
+                codes_k,
+                ids_k,
+                lo,
+                hi,
+                k,
+                shifts,
+                key_masks,
+                radii,
+                r,
+                False,
+                keys,
+                pos,
+                cap,
+                cnt,
+            )
     return cnt
 
 
 @njit(parallel=True, cache=True)
-def _batch_kernel(tasks, task_block, task_buckets, task_off, pqueries, qstarts, qstart_off,
-                  qlist, codes, ids, starts, start_off, shifts, key_masks, radii, radius, caps,
-                  slot_off, keys, counts):  # type: ignore[no-untyped-def]
+def _batch_kernel(
+    tasks,
+    task_block,
+    task_buckets,
+    task_off,
+    pqueries,
+    qstarts,
+    qstart_off,
+    qlist,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    radii,
+    radius,
+    caps,
+    slot_off,
+    keys,
+    counts,
+):  # type: ignore[no-untyped-def]
     """Run batch-query ``tasks`` in parallel; each owns ``caps[i]`` output slots."""
     for ti in prange(tasks.shape[0]):
         t = tasks[ti]
-        buckets = task_buckets[task_off[t]:task_off[t + 1]]
-        counts[ti] = _batch_task(task_block[t], buckets, pqueries, qstarts, qstart_off, qlist,
-                                 codes, ids, starts, start_off, shifts, key_masks, radii, radius,
-                                 keys, slot_off[ti], caps[ti])
+        buckets = task_buckets[task_off[t] : task_off[t + 1]]
+        counts[ti] = _batch_task(
+            task_block[t],
+            buckets,
+            pqueries,
+            qstarts,
+            qstart_off,
+            qlist,
+            codes,
+            ids,
+            starts,
+            start_off,
+            shifts,
+            key_masks,
+            radii,
+            radius,
+            keys,
+            slot_off[ti],
+            caps[ti],
+        )
 
 
 @njit(cache=True, inline="always")
@@ -307,81 +511,214 @@ def _append_range(buf_codes, buf_ids, filled, codes_k, ids_k, lo, hi):  # type: 
         size = max(2 * buf_codes.shape[0], filled + n)
         grown_codes = np.empty(size, np.uint64)
         grown_ids = np.empty(size, np.int32)
-        grown_codes[:filled] = buf_codes[:filled]
-        grown_ids[:filled] = buf_ids[:filled]
+        for i in range(filled):  # explicit loops: slice copies compile a costly error path
+            grown_codes[i] = buf_codes[i]
+            grown_ids[i] = buf_ids[i]
         buf_codes, buf_ids = grown_codes, grown_ids
-    buf_codes[filled:filled + n] = codes_k[lo:hi]
-    buf_ids[filled:filled + n] = ids_k[lo:hi]
+    for i in range(n):
+        buf_codes[filled + i] = codes_k[lo + i]
+        buf_ids[filled + i] = ids_k[lo + i]
     return buf_codes, buf_ids, filled + n
 
 
 @njit(cache=True)
-def _all_pairs_task(k, buckets, codes, ids, starts, start_off, shifts, key_masks, masks,
-                    mask_off, radii, radius, keys, pos, cap):  # type: ignore[no-untyped-def]
+def _all_pairs_task(
+    k,
+    buckets,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    masks,
+    mask_off,
+    radii,
+    radius,
+    keys,
+    pos,
+    cap,
+):  # type: ignore[no-untyped-def]
     """All pairs first found by block ``k`` whose smaller bucket key is in ``buckets``.
 
     A bucket and its neighbours with larger keys are copied into one contiguous buffer, which
     is then swept in L1-sized tiles, each tile compared against all of the bucket's items.
     """
-    cnt, r = 0, np.uint64(radius)
+    cnt, r = np.int64(0), np.uint64(radius)
     codes_k, ids_k = codes[k], ids[k]
     buf_codes = np.empty(4096, np.uint64)
     buf_ids = np.empty(4096, np.int32)
     for key in buckets:
         b = start_off[k] + key
-        buf_codes, buf_ids, filled = _append_range(buf_codes, buf_ids, 0, codes_k, ids_k,
-                                                   starts[b], starts[b + 1])
+        buf_codes, buf_ids, filled = _append_range(
+            buf_codes, buf_ids, 0, codes_k, ids_k, starts[b], starts[b + 1]
+        )
         own = filled
         for mi in range(mask_off[k] + 1, mask_off[k + 1]):  # masks[mask_off[k]] is 0: own key
             other = np.int64(np.uint64(key) ^ masks[mi])
             if other > key:
                 c = start_off[k] + other
-                buf_codes, buf_ids, filled = _append_range(buf_codes, buf_ids, filled, codes_k,
-                                                           ids_k, starts[c], starts[c + 1])
+                buf_codes, buf_ids, filled = _append_range(
+                    buf_codes, buf_ids, filled, codes_k, ids_k, starts[c], starts[c + 1]
+                )
         for t0 in range(0, filled, _SCAN_TILE):
             t1 = min(t0 + _SCAN_TILE, filled)
             for i in range(min(own, t1 - 1)):
-                cnt = _scan_range(buf_codes[i], np.int64(buf_ids[i]), buf_codes, buf_ids,
-                                  max(i + 1, t0), t1, k, shifts, key_masks, radii, r, True, keys,
-                                  pos, cap, cnt)
+                cnt = _scan_range(
+                    buf_codes[i],
+                    np.int64(buf_ids[i]),
+                    buf_codes,
+                    buf_ids,
+                    max(i + 1, t0),
+                    t1,
+                    k,
+                    shifts,
+                    key_masks,
+                    radii,
+                    r,
+                    True,
+                    keys,
+                    pos,
+                    cap,
+                    cnt,
+                )
     return cnt
 
 
 @njit(parallel=True, cache=True)
-def _all_pairs_kernel(tasks, task_block, task_buckets, task_off, codes, ids, starts, start_off,
-                      shifts, key_masks, masks, mask_off, radii, radius, caps, slot_off, keys,
-                      counts):  # type: ignore[no-untyped-def]
+def _all_pairs_kernel(
+    tasks,
+    task_block,
+    task_buckets,
+    task_off,
+    codes,
+    ids,
+    starts,
+    start_off,
+    shifts,
+    key_masks,
+    masks,
+    mask_off,
+    radii,
+    radius,
+    caps,
+    slot_off,
+    keys,
+    counts,
+):  # type: ignore[no-untyped-def]
     """Run all-pairs ``tasks`` in parallel; each owns ``caps[i]`` output slots."""
     for ti in prange(tasks.shape[0]):
         t = tasks[ti]
-        buckets = task_buckets[task_off[t]:task_off[t + 1]]
-        counts[ti] = _all_pairs_task(task_block[t], buckets, codes, ids, starts, start_off,
-                                     shifts, key_masks, masks, mask_off, radii, radius, keys,
-                                     slot_off[ti], caps[ti])
+        buckets = task_buckets[task_off[t] : task_off[t + 1]]
+        counts[ti] = _all_pairs_task(
+            task_block[t],
+            buckets,
+            codes,
+            ids,
+            starts,
+            start_off,
+            shifts,
+            key_masks,
+            masks,
+            mask_off,
+            radii,
+            radius,
+            keys,
+            slot_off[ti],
+            caps[ti],
+        )
+
+
+@njit(cache=True)
+def _compact_slots(keys, slot_off, counts, keep):  # type: ignore[no-untyped-def]
+    """Move the filled prefix of every kept task slice to the front, in order; return length."""
+    write = 0
+    for t in range(counts.shape[0]):
+        if keep[t]:
+            lo = slot_off[t]
+            for i in range(counts[t]):
+                keys[write + i] = keys[lo + i]
+            write += counts[t]
+    return write
+
+
+@njit(cache=True)
+def _radix_sort_range(src, tmp, lo, hi, shifts):  # type: ignore[no-untyped-def]
+    """Sort ``src[lo:hi]`` by the digits at ``shifts`` (LSD), ``tmp[lo:hi]`` as scratch.
+
+    Returns True when the sorted run ended up in ``tmp``.
+    """
+    if hi - lo <= 48:  # insertion sort (numba's np.sort would add seconds of compile time)
+        for i in range(lo + 1, hi):
+            key, j = src[i], i - 1
+            while j >= lo and src[j] > key:
+                src[j + 1] = src[j]
+                j -= 1
+            src[j + 1] = key
+        return False
+    n_digits = 1 << _RADIX_BITS
+    digit_mask = np.uint64(n_digits - 1)
+    counts = np.empty(n_digits, np.int64)
+    a, b, flipped = src, tmp, False
+    for shift in shifts:
+        counts[:] = 0
+        for i in range(lo, hi):
+            counts[np.int64((a[i] >> shift) & digit_mask)] += 1
+        total = lo
+        for d in range(n_digits):
+            counts[d], total = total, total + counts[d]
+        for i in range(lo, hi):
+            d = np.int64((a[i] >> shift) & digit_mask)
+            b[counts[d]] = a[i]
+            counts[d] += 1
+        a, b, flipped = b, a, not flipped
+    return flipped
 
 
 @njit(parallel=True, cache=True)
-def _radix_pass(src, dst, shift, n_chunks):  # type: ignore[no-untyped-def]
-    """One stable LSD radix pass on the digit at ``shift``; chunks are counted in parallel."""
-    n_digits = 1 << _RADIX_BITS
+def _sort_decode(
+    keys, starts, ends, top_shift, low_shifts, left_codes, right_codes, part, left, right, dist
+):  # type: ignore[no-untyped-def]
+    """Sort the packed keys in ``keys[starts[c]:ends[c]]`` and decode them into pairs.
+
+    One parallel radix pass on the top digit of ``a`` splits the keys into cache-sized
+    partitions in ``part`` (also packing the task slices together); each partition is then
+    radix sorted on its ``low_shifts`` digits in cache, with ``keys`` reused as scratch, and
+    decoded to (a, b, popcount(left_codes[a] ^ right_codes[b])) in ``left, right, dist``.
+    ``part`` may share memory with ``left`` (each slot is read before it is overwritten);
+    fresh memory is costly to fault in, so big arrays come from numpy (huge pages) and are
+    reused where possible.
+    """
+    n_chunks, n_digits = starts.shape[0], 1 << _RADIX_BITS
     digit_mask = np.uint64(n_digits - 1)
-    bounds = np.linspace(0, src.shape[0], n_chunks + 1).astype(np.int64)
     hist = np.zeros((n_chunks, n_digits), np.int64)
     for c in prange(n_chunks):
-        for i in range(bounds[c], bounds[c + 1]):
-            hist[c, np.int64((src[i] >> shift) & digit_mask)] += 1
+        for i in range(starts[c], ends[c]):
+            hist[c, np.int64((keys[i] >> top_shift) & digit_mask)] += 1
     offsets = np.empty((n_chunks, n_digits), np.int64)
+    bounds = np.empty(n_digits + 1, np.int64)
     total = 0
     for d in range(n_digits):
+        bounds[d] = total
         for c in range(n_chunks):
             offsets[c, d] = total
             total += hist[c, d]
+    bounds[n_digits] = total
     for c in prange(n_chunks):
         fill = offsets[c]
-        for i in range(bounds[c], bounds[c + 1]):
-            d = np.int64((src[i] >> shift) & digit_mask)
-            dst[fill[d]] = src[i]
+        for i in range(starts[c], ends[c]):
+            d = np.int64((keys[i] >> top_shift) & digit_mask)
+            part[fill[d]] = keys[i]
             fill[d] += 1
+    for t in prange(n_digits):
+        d = (t * 1021) & (n_digits - 1)  # spread: low ids hold more pairs (a = min id)
+        lo, hi = bounds[d], bounds[d + 1]
+        done = keys if _radix_sort_range(part, keys, lo, hi, low_shifts) else part
+        for i in range(lo, hi):
+            a = np.int64(done[i] >> np.uint64(31))
+            b = np.int64(done[i] & np.uint64(_ID_MASK))
+            left[i], right[i] = a, b
+            dist[i] = np.uint8(_popcount(left_codes[a] ^ right_codes[b]))
 
 
 # ------------------------------------------------------------------ planning (numba parts)
@@ -402,19 +739,20 @@ def _split_collisions(group, sizes, n_groups, bits):  # type: ignore[no-untyped-
 
 @njit(cache=True)
 def _split_groups(group, sizes, n_groups, bits):  # type: ignore[no-untyped-def]
-    """Refine the grouping by ``bits``: new compact group ids and sizes."""
+    """Refine the grouping by ``bits`` in place (compact new ids and sizes); new group count."""
     new_id = np.full(2 * n_groups, -1, np.int64)
     new_sizes = np.zeros(2 * n_groups, np.int64)
-    out = np.empty_like(group)
     count = 0
     for i in range(group.shape[0]):
         slot = 2 * group[i] + bits[i]
         if new_id[slot] < 0:
             new_id[slot] = count
             count += 1
-        out[i] = new_id[slot]
+        group[i] = new_id[slot]
         new_sizes[new_id[slot]] += 1
-    return out, new_sizes[:count], count
+    for g in range(count):
+        sizes[g] = new_sizes[g]
+    return count
 
 
 @njit(cache=True)
@@ -427,7 +765,8 @@ def _greedy_bit_order(bit_matrix, widths):  # type: ignore[no-untyped-def]
     m, n = widths.shape[0], bit_matrix.shape[1]
     groups = np.zeros((m, n), np.int64)
     sizes = np.zeros((m, n), np.int64)
-    sizes[:, 0] = n
+    for k in range(m):
+        sizes[k, 0] = n
     n_groups = np.ones(m, np.int64)
     coll = np.full(m, n * (n - 1), np.int64)
     filled = np.zeros(m, np.int64)
@@ -444,9 +783,7 @@ def _greedy_bit_order(bit_matrix, widths):  # type: ignore[no-untyped-def]
                 c = _split_collisions(groups[k], sizes[k], n_groups[k], bit_matrix[bit])
                 if c < best:
                     best_bit, best = bit, c
-        g, s, ng = _split_groups(groups[k], sizes[k], n_groups[k], bit_matrix[best_bit])
-        groups[k], n_groups[k] = g, ng
-        sizes[k, :ng] = s
+        n_groups[k] = _split_groups(groups[k], sizes[k], n_groups[k], bit_matrix[best_bit])
         coll[k] = best
         used[best_bit] = True
         assigned[k, filled[k]] = best_bit
@@ -454,7 +791,8 @@ def _greedy_bit_order(bit_matrix, widths):  # type: ignore[no-untyped-def]
     order = np.empty(_CODE_BITS, np.int64)
     pos = 0
     for k in range(m):
-        order[pos:pos + widths[k]] = assigned[k, :widths[k]]
+        for i in range(widths[k]):
+            order[pos + i] = assigned[k, i]
         pos += widths[k]
     return order
 
@@ -508,12 +846,11 @@ class _Layout:
         return np.array([(1 << w) - 1 for w in self.widths], dtype=np.uint64)
 
 
-def _probe_cost(width: int) -> float:
-    """Cost of one bucket probe relative to one candidate check (cache-miss aware)."""
-    table_bytes = 4 << width
-    if table_bytes <= 1 << 20:
-        return 3.0
-    return 8.0 if table_bytes <= 1 << 24 else 20.0
+def _probe_cost(width: int, *, self_join: bool) -> float:
+    """Cost of one bucket probe in candidate checks (measured: ~0.14 ns per candidate check,
+    ~35-40 ns per probe with 16-bit tables, more once a block's tables outgrow the caches)."""
+    base = _PROBE_COST_SELF_JOIN if self_join else _PROBE_COST_QUERY
+    return base * (1.0 if width <= 16 else 2.0 if width <= 20 else 4.0)
 
 
 def _block_cost(profile: _BlockProfile, radius: int, *, n_items: int, self_join: bool) -> float:
@@ -526,9 +863,9 @@ def _block_cost(profile: _BlockProfile, radius: int, *, n_items: int, self_join:
     unmeasured = sum(comb(b, w) for w in range(profile.candidates.shape[0], radius + 1))
     candidates = min(float(n_items), measured + n_items * unmeasured / 2.0**b)
     if not self_join:
-        return probes * _probe_cost(b) + candidates * _QUERY_COST_CANDIDATE
+        return probes * _probe_cost(b, self_join=False) + candidates
     probes_per_item = probes * profile.nonempty / max(n_items, 1)
-    return 0.5 * (probes_per_item * _probe_cost(b) + candidates * _QUERY_COST_CANDIDATE)
+    return 0.5 * (probes_per_item * _probe_cost(b, self_join=True) + candidates)
 
 
 def _allocate_radii(
@@ -612,27 +949,44 @@ def _scan_layout(n_items: int) -> _Layout:
     return _Layout(np.arange(_CODE_BITS, dtype=np.int64), (0,), (profile,))
 
 
+def _block_counts(n_items: int, blocks: int | None) -> list[int]:
+    """Numbers of blocks worth planning for: ``blocks`` if forced, else those whose blocks are
+    narrow enough for direct addressing at this size."""
+    if blocks is not None:
+        if not _MIN_BLOCKS <= blocks <= _MAX_BLOCKS:
+            raise ValueError(f"blocks must be in {_MIN_BLOCKS}..{_MAX_BLOCKS}, got {blocks}")
+        return [blocks]
+    if n_items < _SCAN_MAX_ITEMS:
+        return []
+    max_bits = min(_MAX_BLOCK_BITS, max(8, n_items.bit_length() + 2))
+    return [m for m in range(3, 9) if _near_equal_widths(m)[0] <= max_bits]
+
+
 def _plan_layout(
-    codes: np.ndarray, radius: int, *, self_join: bool
+    codes: np.ndarray, radius: int, *, self_join: bool, blocks: int | None = None
 ) -> tuple[_Layout, np.ndarray]:
-    """Pick the block layout and per-block radii with the least expected work."""
+    """Pick the block layout and per-block radii with the least expected work.
+
+    With ``blocks`` the number of blocks is fixed (the bit order and radii are still planned);
+    otherwise a plain scan competes too, and wins for small inputs.
+    """
     n = codes.shape[0]
-    best = _scan_layout(n)
-    best_radii, best_cost = _allocate_radii(best, radius, n_items=n, self_join=self_join)
-    if n < 64:
-        return best, best_radii
-    sample = _sample(codes, 1 << 18)
-    bits = _bit_matrix(_sample(sample, _PLAN_SAMPLE))
-    max_bits = min(_MAX_BLOCK_BITS, max(8, int(n).bit_length() + 2))
-    for m in range(3, 9):
+    best, best_radii, best_cost = None, np.zeros(0, np.int64), np.inf
+    if blocks is None or n == 0:
+        best = _scan_layout(n)
+        best_radii, best_cost = _allocate_radii(best, radius, n_items=n, self_join=self_join)
+    counts = _block_counts(n, blocks) if n > 0 else []
+    if counts:
+        sample = _sample(codes, 1 << 18)
+        bits = _bit_matrix(_sample(sample, _PLAN_SAMPLE))
+    for m in counts:
         widths = _near_equal_widths(m)
-        if widths[0] > max_bits:
-            continue
         order = _greedy_bit_order(bits, np.array(widths, dtype=np.int64))
         layout = _profile_layout(sample, order, widths, n_items=n)
         radii, cost = _allocate_radii(layout, radius, n_items=n, self_join=self_join)
-        if cost < best_cost:
+        if best is None or cost < best_cost:
             best, best_radii, best_cost = layout, radii, cost
+    assert best is not None
     return best, best_radii
 
 
@@ -664,15 +1018,16 @@ def _build_tables(pcodes: np.ndarray, layout: _Layout) -> _Tables:
     ids = np.empty((m, n), np.int32)
     starts = []
     for k, (shift, width) in enumerate(zip(layout.shifts, layout.widths, strict=True)):
-        codes[k], ids[k], block_starts = _bucket_block(pcodes, shift, width)
-        starts.append(block_starts)
+        starts.append(_bucket_block(pcodes, shift, width, codes[k], ids[k]))
     start_off = np.concatenate([[0], np.cumsum([s.shape[0] for s in starts])[:-1]])
     return _Tables(codes, ids, np.concatenate(starts), start_off.astype(np.int64))
 
 
 def _probes(layout: _Layout, radii: np.ndarray) -> _Probes:
-    masks = [_masks_up_to(w, int(s)) if s >= 0 else np.empty(0, np.uint64)
-             for w, s in zip(layout.widths, radii, strict=True)]
+    masks = [
+        _masks_up_to(w, int(s)) if s >= 0 else np.empty(0, np.uint64)
+        for w, s in zip(layout.widths, radii, strict=True)
+    ]
     mask_off = np.concatenate([[0], np.cumsum([x.shape[0] for x in masks])]).astype(np.int64)
     return _Probes(radii.astype(np.int64), np.concatenate(masks), mask_off)
 
@@ -680,49 +1035,64 @@ def _probes(layout: _Layout, radii: np.ndarray) -> _Probes:
 def _fill_slots(
     run: Callable[..., None], tasks: np.ndarray, caps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``tasks``, each into its own slice of ``caps[i]`` slots: (keys, counts, offsets)."""
-    slot_off = np.concatenate([[0], np.cumsum(caps)]).astype(np.int64)
+    """Run ``tasks``, each into its own slice of ``caps[i]`` slots: (keys, counts, offsets).
+
+    Each slice has one more slot, which the kernels use as scratch.
+    """
+    slot_off = np.concatenate([[0], np.cumsum(caps + 1)]).astype(np.int64)
     keys = np.empty(slot_off[-1], np.uint64)
     counts = np.zeros(tasks.shape[0], np.int64)
     run(tasks, caps.astype(np.int64), slot_off, keys, counts)
     return keys, counts, slot_off
 
 
-def _run_tasks(
-    run: Callable[..., None], caps: np.ndarray, *, left_bound: int, right_bound: int
-) -> np.ndarray:
-    """Run every task with a guessed capacity, rerun the overflowed ones exactly; sorted keys."""
+@dataclass(frozen=True)
+class _Found:
+    """Unsorted packed ``a << 31 | b`` pair keys, held in ``keys[starts[c]:ends[c]]``."""
+
+    keys: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def _run_tasks(run: Callable[..., None], caps: np.ndarray) -> _Found:
+    """Run every task with a guessed capacity; rerun the overflowed ones with exact room."""
     tasks = np.arange(caps.shape[0], dtype=np.int64)
     keys, counts, slot_off = _fill_slots(run, tasks, caps)
-    over = np.flatnonzero(counts > caps)
-    parts = [keys[lo : lo + n] for lo, n, o in zip(slot_off, counts, counts > caps) if not o]
-    if over.size:
-        parts.append(_fill_slots(run, over, counts[over])[0])
-    out = np.concatenate(parts) if parts else np.empty(0, np.uint64)
-    del keys, parts
-    return _sort_keys(out, left_bound=left_bound, right_bound=right_bound)
+    over = counts > caps
+    if not over.any():
+        return _Found(keys, slot_off[:-1], slot_off[:-1] + counts)
+    filled = _compact_slots(keys, slot_off, counts, ~over)
+    more, more_counts, more_off = _fill_slots(run, tasks[over], counts[over])
+    more_filled = _compact_slots(more, more_off, more_counts, np.ones(over.sum(), np.bool_))
+    keys = np.concatenate([keys[:filled], more[:more_filled]])
+    return _Found(keys, np.zeros(1, np.int64), np.full(1, keys.shape[0], np.int64))
 
 
-def _sort_keys(keys: np.ndarray, *, left_bound: int, right_bound: int) -> np.ndarray:
-    """Sort packed ``a << 31 | b`` keys (a < left_bound, b < right_bound) by LSD radix passes.
-
-    Only digits that can be non-zero are sorted: about four passes for a million ids.
-    """
-    shifts = [*range(0, max(right_bound - 1, 1).bit_length(), _RADIX_BITS),
-              *range(31, 31 + max(left_bound - 1, 1).bit_length(), _RADIX_BITS)]
-    spare = np.empty_like(keys)
-    n_chunks = 4 * numba.get_num_threads()
-    for shift in shifts:
-        _radix_pass(keys, spare, np.uint64(shift), n_chunks)
-        keys, spare = spare, keys
-    return keys
-
-
-def _unpack(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split packed ``a << 31 | b`` keys into (a, b) as int64."""
-    left = (keys >> np.uint64(31)).astype(np.int64)
-    right = (keys & np.uint64(_ID_MASK)).astype(np.int64)
-    return left, right
+def _decode(found: _Found, left_codes: np.ndarray, right_codes: np.ndarray) -> PairsResult:
+    """Sorted (a, b, distance) of the found keys; a indexes ``left_codes``, b ``right_codes``."""
+    left_bits = max(left_codes.shape[0] - 1, 1).bit_length()
+    right_bits = max(right_codes.shape[0] - 1, 1).bit_length()
+    top_shift = 31 + max(left_bits - _RADIX_BITS, 0)
+    low_shifts = [*range(0, right_bits, _RADIX_BITS), *range(31, top_shift, _RADIX_BITS)]
+    total = int((found.ends - found.starts).sum())
+    out = PairsResult(
+        np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.uint8)
+    )
+    _sort_decode(
+        found.keys,
+        found.starts.astype(np.int64),
+        found.ends.astype(np.int64),
+        np.uint64(top_shift),
+        np.array(low_shifts, np.uint64),
+        left_codes,
+        right_codes,
+        out.left.view(np.uint64),
+        out.left,
+        out.right,
+        out.distance,
+    )
+    return out
 
 
 def _query_tables(
@@ -733,20 +1103,62 @@ def _query_tables(
     radius: int,
     *,
     hits_per_query: float,
-) -> np.ndarray:
-    """Packed ``query << 31 | item`` keys of every pair within ``radius``, sorted."""
+) -> _Found:
+    """Every (query, item) pair within ``radius``, probing per query (for small batches)."""
+    run, bounds = _query_runner(pqueries, tables, layout, probes, radius)
+    caps = np.ceil(np.diff(bounds) * hits_per_query * _PAIR_OVERSIZE).astype(np.int64) + 64
+    return _run_tasks(run, caps)
+
+
+def _query_runner(
+    pqueries: np.ndarray, tables: _Tables, layout: _Layout, probes: _Probes, radius: int
+) -> tuple[Callable[..., None], np.ndarray]:
+    """The per-query kernel over chunks of queries, as ``run(tasks, caps, *buffers)``."""
     n_queries = pqueries.shape[0]
     n_tasks = max(1, min(n_queries, numba.get_num_threads() * _TASKS_PER_THREAD))
     bounds = np.linspace(0, n_queries, n_tasks + 1).round().astype(np.int64)
-    caps = np.ceil(np.diff(bounds) * hits_per_query * _PAIR_OVERSIZE).astype(np.int64) + 64
     shifts, key_masks = layout.shifts, layout.key_masks
 
     def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
-        _query_kernel(pqueries, bounds, tasks, tables.codes, tables.ids, tables.starts,
-                      tables.start_off, shifts, key_masks, probes.masks, probes.mask_off,
-                      probes.radii, radius, caps, *buffers)
+        _query_kernel(
+            pqueries,
+            bounds,
+            tasks,
+            tables.codes,
+            tables.ids,
+            tables.starts,
+            tables.start_off,
+            shifts,
+            key_masks,
+            probes.masks,
+            probes.mask_off,
+            probes.radii,
+            radius,
+            caps,
+            *buffers,
+        )
 
-    return _run_tasks(run, caps, left_bound=n_queries, right_bound=tables.codes.shape[1])
+    return run, bounds
+
+
+def _hits_per_block(
+    pqueries: np.ndarray, tables: _Tables, layout: _Layout, probes: _Probes, radius: int
+) -> np.ndarray:
+    """Mean hits per query reported by each block, counted without storing any pair.
+
+    A block's reports depend only on the blocks before it, so probing blocks ``0..k`` alone
+    counts the reports of blocks up to ``k``; differences give each block's share.
+    """
+    cumulative = []
+    for k in range(len(layout.widths)):
+        radii = np.where(np.arange(len(layout.widths)) > k, -1, probes.radii)
+        prefix = _Probes(radii, probes.masks, probes.mask_off)
+        run, bounds = _query_runner(pqueries, tables, layout, prefix, radius)
+        counts = _fill_slots(
+            run, np.arange(bounds.shape[0] - 1), np.zeros(bounds.shape[0] - 1, np.int64)
+        )[1]
+        cumulative.append(int(counts.sum()))
+    return np.diff(np.array([0, *cumulative])) / max(pqueries.shape[0], 1)
 
 
 def _batch_query_tables(
@@ -757,7 +1169,7 @@ def _batch_query_tables(
     radius: int,
     *,
     hits_per_block: np.ndarray,
-) -> np.ndarray:
+) -> _Found:
     """Same result as ``_query_tables``, bucket-major: every probed bucket is read once.
 
     The (query, probed bucket) lists are counting-sorted by bucket, so each bucket's codes are
@@ -770,80 +1182,113 @@ def _batch_query_tables(
     qlist_off = np.concatenate([[0], np.cumsum(n_masks * pqueries.shape[0])]).astype(np.int64)
     qstarts = np.zeros(int(((1 << widths) + 1).sum()), np.int64)
     qlist = np.empty(int(qlist_off[-1]), np.int32)
-    _probe_lists(pqueries, layout.shifts, layout.key_masks, probes.masks, probes.mask_off,
-                 probes.radii, qstart_off, qlist_off, qstarts, qlist)
+    _probe_lists(
+        pqueries,
+        layout.shifts,
+        layout.key_masks,
+        probes.masks,
+        probes.mask_off,
+        probes.radii,
+        qstart_off,
+        qlist_off,
+        qstarts,
+        qlist,
+    )
     blocks = [int(k) for k in np.flatnonzero(active)]
     keys = []
     for k in blocks:
         probed = _bucket_counts(qstarts, qstart_off[k], layout.widths[k]) > 0
         filled = _bucket_counts(tables.starts, tables.start_off[k], layout.widths[k]) > 0
         keys.append(np.flatnonzero(probed & filled))
-    task_block, task_buckets, task_off = _interleaved_tasks(blocks, keys,
-                                                            per_thread=_TASKS_PER_THREAD)
+    task_block, task_buckets, task_off = _interleaved_tasks(
+        blocks, keys, per_thread=_TASKS_PER_THREAD
+    )
     phases = task_block.shape[0] // max(len(blocks), 1)
     expected = pqueries.shape[0] * hits_per_block[task_block] * _PAIR_OVERSIZE / max(phases, 1)
     caps = np.ceil(expected).astype(np.int64) + 64
 
     def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
-        _batch_kernel(tasks, task_block, task_buckets, task_off, pqueries, qstarts, qstart_off,
-                      qlist, tables.codes, tables.ids, tables.starts, tables.start_off,
-                      layout.shifts, layout.key_masks, probes.radii, radius, caps, *buffers)
+        _batch_kernel(
+            tasks,
+            task_block,
+            task_buckets,
+            task_off,
+            pqueries,
+            qstarts,
+            qstart_off,
+            qlist,
+            tables.codes,
+            tables.ids,
+            tables.starts,
+            tables.start_off,
+            layout.shifts,
+            layout.key_masks,
+            probes.radii,
+            radius,
+            caps,
+            *buffers,
+        )
 
-    return _run_tasks(run, caps, left_bound=pqueries.shape[0], right_bound=tables.codes.shape[1])
+    return _run_tasks(run, caps)
 
 
 def _search(
-    pqueries: np.ndarray,
+    queries: np.ndarray,
+    codes: np.ndarray,
     tables: _Tables,
     layout: _Layout,
     probes: _Probes,
     radius: int,
     *,
     hits_per_block: np.ndarray,
-) -> np.ndarray:
-    """Sorted packed ``query << 31 | item`` keys; bucket-major in batches when that pays off."""
+) -> PairsResult:
+    """Sorted pairs (query, item, distance); bucket-major in batches when that pays off.
+
+    ``queries`` and ``codes`` are the original codes (for the distances), in the same bit
+    order as each other.
+    """
+    pqueries = _permute_bits(queries, layout.bit_order)
     active = probes.radii >= 0
     n_masks = int(np.diff(probes.mask_off)[active].sum())
     n_buckets = sum(1 << w for w, a in zip(layout.widths, active, strict=True) if a)
     n_queries = pqueries.shape[0]
     if n_queries * n_masks < _BATCH_MIN_PROBES_PER_BUCKET * n_buckets:
-        return _query_tables(pqueries, tables, layout, probes, radius,
-                             hits_per_query=float(hits_per_block.sum()))
+        found = _query_tables(
+            pqueries, tables, layout, probes, radius, hits_per_query=float(hits_per_block.sum())
+        )
+        return _decode(found, queries, codes)
     batch = max(1, _BATCH_MAX_PROBES // max(n_masks, 1))
     parts = []
     for lo in range(0, n_queries, batch):
-        keys = _batch_query_tables(pqueries[lo : lo + batch], tables, layout, probes, radius,
-                                   hits_per_block=hits_per_block)
-        parts.append(keys + (np.uint64(lo) << np.uint64(31)))
-    return np.concatenate(parts)
+        found = _batch_query_tables(
+            pqueries[lo : lo + batch], tables, layout, probes, radius, hits_per_block=hits_per_block
+        )
+        part = _decode(found, queries[lo : lo + batch], codes)
+        parts.append(PairsResult(part.left + lo, part.right, part.distance))
+    if len(parts) == 1:
+        return parts[0]
+    return PairsResult(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("left", "right", "distance"))
+    )
 
 
-def _reporting_blocks(
-    xor: np.ndarray, layout: _Layout, radii: np.ndarray
-) -> np.ndarray:
-    """For each pair's xor, the first block whose probes find it (the one that reports it)."""
-    block = np.full(xor.shape[0], -1, np.int64)
-    for k, (shift, mask) in enumerate(zip(layout.shifts, layout.key_masks, strict=True)):
-        if radii[k] < 0:
-            continue
-        hit = (np.bitwise_count((xor >> shift) & mask) <= radii[k]) & (block < 0)
-        block[hit] = k
-    return block
+def _estimate_size(n_items: int) -> int:
+    """Items sampled as queries to size output buffers: enough for a stable mean."""
+    return min(_ESTIMATE_QUERIES, max(256, n_items // 16))
 
 
 def _pairs_per_block(
     pcodes: np.ndarray, tables: _Tables, layout: _Layout, probes: _Probes, radius: int
 ) -> np.ndarray:
-    """Estimated all-pairs output of each block, from a sample of items run as queries."""
+    """Estimated all-pairs output of each block, from a sample of items run as queries.
+
+    Each sampled item also finds itself, in the first probed block: that is not a pair.
+    """
     n = pcodes.shape[0]
-    picks = np.unique(np.random.default_rng(0x5EED).integers(0, n, min(n, _ESTIMATE_QUERIES)))
-    keys = _query_tables(pcodes[picks], tables, layout, probes, radius, hits_per_query=16.0)
-    left, right = _unpack(keys)
-    other = right != picks[left]
-    xor = pcodes[picks[left[other]]] ^ pcodes[right[other]]
-    block = _reporting_blocks(xor, layout, probes.radii)
-    hits = np.bincount(block, minlength=len(layout.widths))
-    return hits * n / (2.0 * picks.shape[0])
+    sample = _sample(pcodes, _estimate_size(pcodes.shape[0]))
+    hits = _hits_per_block(sample, tables, layout, probes, radius)
+    hits[np.argmax(probes.radii >= 0)] -= 1.0
+    return np.maximum(hits, 0.0) * n / 2.0
 
 
 def _bucket_counts(starts: np.ndarray, offset: int, width: int) -> np.ndarray:
@@ -875,45 +1320,84 @@ def _all_pairs_tasks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All-pairs tasks over the non-empty buckets of every probed block."""
     blocks = [k for k in range(len(layout.widths)) if probes.radii[k] >= 0]
-    keys = [np.flatnonzero(_bucket_counts(tables.starts, tables.start_off[k], layout.widths[k]))
-            for k in blocks]
+    keys = [
+        np.flatnonzero(_bucket_counts(tables.starts, tables.start_off[k], layout.widths[k]))
+        for k in blocks
+    ]
     return _interleaved_tasks(blocks, keys, per_thread=_TASKS_PER_THREAD)
 
 
-def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: int) -> np.ndarray:
-    """Sorted packed ``i << 31 | j`` keys (i < j) of all pairs within ``radius``."""
+def _check_room(expected_pairs: float, *, radius: int) -> None:
+    """Fail early, not by the OOM killer, when the pairs cannot fit in physical memory."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: do not guess
+        return
+    needed = expected_pairs * _BYTES_PER_PAIR
+    if needed > available:
+        raise MemoryError(
+            f"about {expected_pairs:.3g} pairs lie within radius {radius}; holding them needs "
+            f"~{needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free. "
+            "Use a smaller radius or de-duplicate identical codes first."
+        )
+
+
+def _self_join(pcodes: np.ndarray, layout: _Layout, radii: np.ndarray, radius: int) -> _Found:
+    """Packed ``i << 31 | j`` keys (i < j) of all pairs within ``radius`` (unsorted)."""
     tables = _build_tables(pcodes, layout)
     probes = _probes(layout, radii)
     expected = _pairs_per_block(pcodes, tables, layout, probes, radius)
+    _check_room(float(expected.sum()), radius=radius)
     task_block, task_buckets, task_off = _all_pairs_tasks(tables, layout, probes)
     phases = task_block.shape[0] // max(1, int((probes.radii >= 0).sum()))
     caps = np.ceil(expected[task_block] * _PAIR_OVERSIZE / phases).astype(np.int64) + 256
     shifts, key_masks = layout.shifts, layout.key_masks
 
     def run(tasks: np.ndarray, caps: np.ndarray, *buffers: np.ndarray) -> None:
-        _all_pairs_kernel(tasks, task_block, task_buckets, task_off, tables.codes, tables.ids,
-                          tables.starts, tables.start_off, shifts, key_masks, probes.masks,
-                          probes.mask_off, probes.radii, radius, caps, *buffers)
+        _all_pairs_kernel(
+            tasks,
+            task_block,
+            task_buckets,
+            task_off,
+            tables.codes,
+            tables.ids,
+            tables.starts,
+            tables.start_off,
+            shifts,
+            key_masks,
+            probes.masks,
+            probes.mask_off,
+            probes.radii,
+            radius,
+            caps,
+            *buffers,
+        )
 
-    return _run_tasks(run, caps, left_bound=pcodes.shape[0], right_bound=pcodes.shape[0])
+    return _run_tasks(run, caps)
 
 
 # ------------------------------------------------------------------------------ public API
 
 
-def _as_codes(codes: np.ndarray) -> np.ndarray:
-    """Validate a 1-D array of 64-bit codes; integer input is reinterpreted as uint64."""
+def _as_uint64(codes: np.ndarray) -> np.ndarray:
+    """Codes as uint64; signed integers are reinterpreted bit for bit (-1 is all ones)."""
     arr = np.asarray(codes)
+    if arr.dtype == np.uint64:
+        return arr
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"codes must be 64-bit integers, got {arr.dtype}")
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64).view(np.uint64)
+    return arr.astype(np.uint64)
+
+
+def _as_codes(codes: np.ndarray) -> np.ndarray:
+    """Validate a 1-D array of 64-bit codes (contiguous uint64)."""
+    arr = _as_uint64(codes)
     if arr.ndim != 1:
         raise ValueError(f"codes must be a 1-D array, got shape {arr.shape}")
-    if arr.dtype != np.uint64:
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"codes must be uint64, got {arr.dtype}")
-        arr = arr.astype(np.int64).view(np.uint64) if arr.dtype.kind == "i" else arr.astype(
-            np.uint64
-        )
-    if arr.shape[0] >= np.iinfo(np.int32).max:
-        raise ValueError("at most 2**31 - 2 codes are supported")
+    if arr.shape[0] > _ID_MASK:
+        raise ValueError(f"at most {_ID_MASK:,} codes are supported")
     return np.ascontiguousarray(arr)
 
 
@@ -930,24 +1414,26 @@ def _empty_pairs() -> PairsResult:
 class HammingIndex:
     """Multi-index hashing over 64-bit codes: exact (no false negatives) radius search.
 
-    The layout (bit permutation, number of blocks) is planned for ``radius``; queries at any
-    other radius are still exact, the per-block probe radii are re-planned for them.
+    The layout (bit permutation, number of blocks) is planned for ``radius`` from the codes
+    themselves; queries at any other radius (0..64) are still exact, only the per-block probe
+    radii are re-planned for them.  ``blocks`` forces the number of blocks (3..32).  Building
+    (planning and bucketing) happens in the constructor; ``build`` is an alias.
     """
 
-    def __init__(self, codes: np.ndarray, *, radius: int) -> None:
-        self._codes = _as_codes(codes)
+    def __init__(self, codes: np.ndarray, *, radius: int, blocks: int | None = None) -> None:
+        self._codes = _as_codes(codes).copy()  # kept for distances; callers may reuse theirs
         self.radius = _check_radius(radius)
         self.n_items = int(self._codes.shape[0])
-        self._layout, radii = _plan_layout(self._codes, self.radius, self_join=False)
+        self._layout, radii = _plan_layout(self._codes, self.radius, self_join=False, blocks=blocks)
         pcodes = _permute_bits(self._codes, self._layout.bit_order)
         self._tables = _build_tables(pcodes, self._layout)
         self._probes = {self.radius: _probes(self._layout, radii)}
         self._hits_per_block = self._sample_hits(pcodes)
 
     @classmethod
-    def build(cls, codes: np.ndarray, *, radius: int) -> HammingIndex:
+    def build(cls, codes: np.ndarray, *, radius: int, blocks: int | None = None) -> HammingIndex:
         """Bucket ``codes`` for search at ``radius`` (same as the constructor)."""
-        return cls(codes, radius=radius)
+        return cls(codes, radius=radius, blocks=blocks)
 
     @property
     def block_widths(self) -> tuple[int, ...]:
@@ -968,11 +1454,15 @@ class HammingIndex:
         r = self.radius if radius is None else _check_radius(radius)
         if queries.shape[0] == 0 or self.n_items == 0:
             return _empty_pairs()
-        pqueries = _permute_bits(queries, self._layout.bit_order)
-        keys = _search(pqueries, self._tables, self._layout, self._probes_for(r), r,
-                       hits_per_block=self._hits_per_block)
-        left, right = _unpack(keys)
-        return PairsResult(left, right, hamming_distance(queries[left], self._codes[right]))
+        return _search(
+            queries,
+            self._codes,
+            self._tables,
+            self._layout,
+            self._probes_for(r),
+            r,
+            hits_per_block=self._hits_per_block,
+        )
 
     def _probes_for(self, radius: int | None) -> _Probes:
         r = self.radius if radius is None else _check_radius(radius)
@@ -985,26 +1475,22 @@ class HammingIndex:
         """Mean hits per query reported by each block at the build radius (item sample)."""
         if self.n_items == 0:
             return np.zeros(len(self._layout.widths))
-        sample = _sample(pcodes, _ESTIMATE_QUERIES)
-        probes = self._probes[self.radius]
-        keys = _query_tables(sample, self._tables, self._layout, probes, self.radius,
-                             hits_per_query=16.0)
-        left, right = _unpack(keys)
-        block = _reporting_blocks(sample[left] ^ pcodes[right], self._layout, probes.radii)
-        return np.bincount(block, minlength=len(self._layout.widths)) / sample.shape[0]
+        sample = _sample(pcodes, _estimate_size(pcodes.shape[0]))
+        return _hits_per_block(
+            sample, self._tables, self._layout, self._probes[self.radius], self.radius
+        )
 
 
-def all_pairs(codes: np.ndarray, *, radius: int) -> PairsResult:
+def all_pairs(codes: np.ndarray, *, radius: int, blocks: int | None = None) -> PairsResult:
     """Every pair ``i < j`` with ``popcount(codes[i] ^ codes[j]) <= radius``, each exactly once.
 
-    Sorted by ``left`` (= i), then ``right`` (= j).
+    Sorted by ``left`` (= i), then ``right`` (= j).  ``blocks`` forces the number of hash
+    blocks (3..32); by default it is planned from the data, and tiny inputs are scanned.
     """
     codes = _as_codes(codes)
     radius = _check_radius(radius)
     if codes.shape[0] < 2:
         return _empty_pairs()
-    layout, radii = _plan_layout(codes, radius, self_join=True)
-    keys = _self_join(_permute_bits(codes, layout.bit_order), layout, radii, radius)
-    left, right = _unpack(keys)
-    del keys
-    return PairsResult(left, right, hamming_distance(codes[left], codes[right]))
+    layout, radii = _plan_layout(codes, radius, self_join=True, blocks=blocks)
+    found = _self_join(_permute_bits(codes, layout.bit_order), layout, radii, radius)
+    return _decode(found, codes, codes)
