@@ -43,5 +43,4 @@ class IngestSettings:
     taxonomy: str = DEFAULT_TAXONOMY
     chunk_size: int = 256  # images per Prefect task (per-task overhead is ~10-15 ms)
     commit_every: int = 2048  # rows per committed catalog batch
-    workers: int = field(default_factory=default_workers)
     dedup: DedupSettings = field(default_factory=DedupSettings)
