@@ -54,3 +54,68 @@ CATALOG_TABLES: dict[str, pa.Schema] = {"submissions": SUBMISSIONS, "images": IM
 
 # Columns that describe a run rather than the data: ignored when comparing two catalogs.
 RUN_COLUMNS = ("batch_id", "ingested_at")
+
+# ---- crowd stages (validation, filtration) ---------------------------------------------
+
+ANSWERS = pa.schema(
+    [
+        pa.field("answer_id", pa.string(), nullable=False),  # stable per origin: reruns skip it
+        pa.field("stage", pa.string(), nullable=False),  # schemas.crowd.Stage
+        pa.field("queue", pa.string(), nullable=False),  # schemas.crowd.Queue: crowd or review
+        pa.field("image_id", pa.string()),  # as given; null when the answer named no image
+        pa.field("worker_id", pa.string()),  # the crowd platform's annotator id, prefixed
+        pa.field("answer", pa.string()),  # canonical answer (schemas.crowd), null if rejected
+        pa.field("answered_at", pa.timestamp("us", tz="UTC")),
+        pa.field("origin", pa.string(), nullable=False),  # labelstudio:..., file:..., simulated
+        pa.field("status", pa.string(), nullable=False),  # accepted | rejected
+        pa.field("reason", pa.string()),  # schemas.crowd.AnswerReason when rejected
+        pa.field("detail", pa.string()),
+        pa.field("raw", pa.string(), nullable=False),  # the answer as received, JSON
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+VERDICTS = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("verdict", pa.string(), nullable=False),  # schemas.crowd.Verdict
+        pa.field("reason", pa.string()),  # validation: why not; filtration: the flags, a,b
+        pa.field("confidence", pa.float64(), nullable=False),
+        pa.field("n_answers", pa.int32(), nullable=False),  # answers that were aggregated
+        pa.field("method", pa.string(), nullable=False),  # mv, wmv, ds, ..., golden, review
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+STAGE_TASKS = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("queue", pa.string(), nullable=False),  # crowd | review
+        pa.field("round", pa.int32(), nullable=False),  # 1, then one more per re-queue
+        pa.field("answers_wanted", pa.int32(), nullable=False),
+        pa.field("is_golden", pa.bool_(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),  # labelstudio | file | simulated
+        pa.field("external_id", pa.string()),  # the back end's task id (Label Studio task)
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("pushed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+GOLDEN = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),  # canonical answer, known to be right
+        pa.field("source", pa.string(), nullable=False),  # where it came from (a file, expert)
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+CATALOG_TABLES.update(
+    {"answers": ANSWERS, "verdicts": VERDICTS, "stage_tasks": STAGE_TASKS, "golden": GOLDEN}
+)

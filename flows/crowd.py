@@ -1,0 +1,214 @@
+"""The ``validate`` and ``filter`` flows: crowd stages 2 and 3.
+
+Each run pulls the answers given since the last run, aggregates them, writes the verdicts
+that are final, and pushes what is still pending (first rounds, re-queues, expert review).
+Runs are idempotent, so a deployment can run them on a schedule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.ingest import DEFAULT_ROOT
+from schemas.crowd import (
+    NONE_FLAG, YES, CrowdBackendOptions, CrowdSettings, FlagPolicy, Stage,
+)
+from tasks.catalog import Catalog
+from tasks.crowd_backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
+from tasks.crowd_report import report_markdown, stage_report
+from tasks.crowd_stage import (
+    StageTables, answer_table, changed_decisions, crowd_tasks, decide, golden_table,
+    latest_verdicts, load_stage, pull_answers, task_table, verdict_table,
+)
+from tasks.simulated_crowd import SimulatedCrowd, planted_truth, worker_pool
+from tasks.storage import open_storage
+
+
+def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: CrowdSettings,
+                 s3_endpoint_url: str | None = None) -> CrowdBackend:
+    """The crowd back end named by ``options.kind``."""
+    if options.kind == "file":
+        return FileCrowd(catalog.root)
+    if options.kind == "simulated":
+        return SimulatedCrowd(catalog.root, truth=_sim_truth(options), seed=options.sim_seed,
+                              workers=worker_pool(n_workers=options.sim_workers,
+                                                  spammer_share=options.sim_spammer_share,
+                                                  seed=options.sim_seed))
+    if options.kind == "labelstudio":
+        from annotation_ui.labelstudio_crowd import LabelStudioCrowd
+
+        url = options.ls_url or os.environ.get("LABEL_STUDIO_URL")
+        token = options.ls_token or os.environ.get("LABEL_STUDIO_API_KEY")
+        if not url or not token:
+            raise ValueError("Label Studio needs --ls-url and --ls-token "
+                             "(or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+        doc_root = options.ls_document_root or os.environ.get(
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        return LabelStudioCrowd(url=url, token=token, root=catalog.root,
+                                prefix=options.ls_project_prefix, settings=settings,
+                                document_root=Path(doc_root) if doc_root else None,
+                                s3_endpoint_url=s3_endpoint_url)
+    raise ValueError(f"unknown crowd back end {options.kind!r}: labelstudio, file or simulated")
+
+
+def _sim_truth(options: CrowdBackendOptions):  # noqa: ANN202 - a TruthFn
+    return planted_truth(seed=options.sim_seed, invalid_rate=options.sim_invalid_rate,
+                         flag_rate=options.sim_flag_rate)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+def pull_task(backend: CrowdBackend, tables: StageTables) -> list[dict[str, Any]]:
+    """Pull and screen new answers (network-facing: retried)."""
+    return pull_answers(backend, tables)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+def push_task(backend: CrowdBackend, stage: Stage, tasks: list[CrowdTask],
+              batch_id: str) -> list[PushedTask]:
+    """Send pending tasks (network-facing: retried; pushes are idempotent)."""
+    return backend.push(stage, tasks, batch_id=batch_id)
+
+
+def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
+                    settings: CrowdSettings, cycles: int = 1,
+                    s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Up to ``cycles`` pull-decide-push cycles of ``stage``; stops early once quiet."""
+    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    catalog.remove_uncommitted()
+    backend = make_backend(options, catalog, settings=settings, s3_endpoint_url=s3_endpoint_url)
+    if options.answers:
+        import_answer_files(catalog, stage, [Path(p) for p in options.answers])
+    if options.kind == "simulated":
+        seed_simulated_golden(catalog, stage, options)
+    pulled: list[dict[str, Any]] = []
+    pushed_total = 0
+    for _ in range(max(1, cycles)):
+        tables = load_stage(catalog, stage)
+        rows = pull_task(backend, tables)
+        tables = tables.with_answers(rows)
+        plan, quality = decide(tables, settings=settings)
+        tag = _batch_tag(stage)
+        now = dt.datetime.now(dt.timezone.utc)
+        decisions = changed_decisions(plan.decisions, tables.verdicts)
+        if rows or decisions:
+            catalog.write_batch(f"{tag}-a", {
+                "answers": answer_table(rows, batch_id=f"{tag}-a", now=now),
+                "verdicts": verdict_table(stage, decisions, batch_id=f"{tag}-a", now=now)},
+                info={"stage": stage.value, "kind": "answers+verdicts"})
+        pushed = push_task(backend, stage, crowd_tasks(plan, tables), f"{tag}-t")
+        if pushed:
+            catalog.write_batch(f"{tag}-t", {"stage_tasks": task_table(
+                stage, pushed, set(tables.golden.index), backend=backend.name,
+                batch_id=f"{tag}-t", now=now)}, info={"stage": stage.value, "kind": "tasks"})
+        pulled += rows
+        pushed_total += len(pushed)
+        if not rows and not pushed:
+            break
+    report = stage_report(stage, verdicts=latest_verdicts(catalog, stage), plan=plan,
+                          quality=quality, new_answers=pulled, pushed=pushed_total,
+                          method=settings.method, backend=backend.name)
+    report["root"] = catalog.root.uri
+    create_markdown_artifact(key=f"{stage.value}-report", markdown=report_markdown(report),
+                             description=f"{stage.value} stage on {catalog.root.uri}")
+    get_run_logger().info("%s: verdicts %s, queue %s", stage.value, report["verdicts"],
+                          report["queue"])
+    return report
+
+
+def _batch_tag(stage: Stage) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{stage.value}-{secrets.token_hex(3)}"
+
+
+def import_answer_files(catalog: Catalog, stage: Stage, paths: list[Path]) -> list[str]:
+    """Copy answer tables into the stage's inbox, where ``pull`` reads them."""
+    inbox = FileCrowd(catalog.root)
+    return [inbox.import_file(stage, p.name, p.read_bytes()) for p in paths]
+
+
+def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendOptions) -> int:
+    """Give a simulated campaign control images from its planted truth, once per stage."""
+    tables = load_stage(catalog, stage)
+    if len(tables.golden) or tables.images.empty or options.sim_golden <= 0:
+        return 0
+    truth = _sim_truth(options)
+    ids = sorted(tables.images["image_id"],
+                 key=lambda i: hashlib.sha256(f"golden|{options.sim_seed}|{i}".encode()).digest())
+    easy = YES if stage is Stage.VALIDATION else NONE_FLAG
+    positives = [i for i in ids if truth(stage, i) != easy][: options.sim_golden // 2]
+    negatives = [i for i in ids if truth(stage, i) == easy][: options.sim_golden - len(positives)]
+    rows = [{"image_id": i, "answer": truth(stage, i)} for i in positives + negatives]
+    tag = _batch_tag(stage)
+    table, problems = golden_table(stage, rows, known_images=set(ids), source="simulated-truth",
+                                   batch_id=f"{tag}-g", now=dt.datetime.now(dt.timezone.utc))
+    assert not problems, problems  # planted answers are canonical by construction
+    catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})
+    return table.num_rows
+
+
+def stage_settings(*, overlap: int, method: str, min_confidence: float, max_answers: int,
+                   skill_floor: float, flag_policy: str, min_flag_votes: int,
+                   golden_overlap: int) -> CrowdSettings:
+    """Settings from flow parameters (validated by ``CrowdSettings``)."""
+    return CrowdSettings(overlap=overlap, method=method, min_confidence=min_confidence,
+                         max_answers=max(max_answers, overlap), skill_floor=skill_floor,
+                         flag_policy=FlagPolicy(flag_policy), min_flag_votes=min_flag_votes,
+                         golden_overlap=golden_overlap)
+
+
+@flow(name="validate", log_prints=True)
+def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
+             method: str = "ds", min_confidence: float = 0.75, max_answers: int = 7,
+             skill_floor: float = 0.7, golden_overlap: int = 10, cycles: int = 1,
+             options: CrowdBackendOptions | None = None,
+             s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Stage 2: did the worker follow the task? Crowd answers -> ``verdicts``."""
+    settings = stage_settings(overlap=overlap, method=method, min_confidence=min_confidence,
+                              max_answers=max_answers, skill_floor=skill_floor,
+                              flag_policy=FlagPolicy.ANY_CREDIBLE.value, min_flag_votes=1,
+                              golden_overlap=golden_overlap)
+    opts = options or CrowdBackendOptions(kind=crowd)
+    return run_crowd_stage(Stage.VALIDATION, root=root, options=opts, settings=settings,
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url)
+
+
+@flow(name="filter", log_prints=True)
+def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
+                 method: str = "ds", min_confidence: float = 0.75, max_answers: int = 7,
+                 skill_floor: float = 0.7, golden_overlap: int = 10,
+                 flag_policy: str = "any_credible", min_flag_votes: int = 1, cycles: int = 1,
+                 options: CrowdBackendOptions | None = None,
+                 s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Stage 3: ethical filtration; one credible flag excludes an image."""
+    settings = stage_settings(overlap=overlap, method=method, min_confidence=min_confidence,
+                              max_answers=max_answers, skill_floor=skill_floor,
+                              flag_policy=flag_policy, min_flag_votes=min_flag_votes,
+                              golden_overlap=golden_overlap)
+    opts = options or CrowdBackendOptions(kind=crowd)
+    return run_crowd_stage(Stage.FILTRATION, root=root, options=opts, settings=settings,
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url)
+
+
+def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
+                s3_endpoint_url: str | None = None) -> dict[str, int]:
+    """Recompute crowd verdicts with ``settings.method`` from stored answers; no new asks."""
+    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    tables = load_stage(catalog, stage)
+    plan, _ = decide(tables, settings=settings)
+    decisions = changed_decisions(plan.decisions, tables.verdicts)
+    if decisions:
+        tag = _batch_tag(stage)
+        catalog.write_batch(f"{tag}-v", {"verdicts": verdict_table(
+            stage, decisions, batch_id=f"{tag}-v", now=dt.datetime.now(dt.timezone.utc))},
+            info={"stage": stage.value, "kind": "reaggregate", "method": settings.method})
+    return {"decisions": len(plan.decisions), "changed": len(decisions)}
+
