@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -100,9 +100,9 @@ def ingest_cmd(
     submissions: Annotated[str, typer.Option(help="submissions table: CSV, JSONL or Parquet")],
     root: Annotated[str, typer.Option(help="dataset root")] = "./hagrid-root",
     min_side: Annotated[int, typer.Option(help="minimum short side in pixels")] = 720,
-    workers: Annotated[Optional[int], typer.Option(help="parallel decoders")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel decoders")] = None,
     commit_every: Annotated[int, typer.Option(help="rows per committed batch")] = 2048,
-    s3_endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Ingest a batch of submissions: checks, exact and near dedup, catalog append."""
@@ -133,6 +133,141 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
         generate_batch(batch, n=n, seed=seed)
     summary = run_ingest(str(batch), str(batch / "submissions.csv"), root)
     print_summary(summary)
+
+
+CrowdOpt = Annotated[str, typer.Option("--crowd", help="labelstudio, file or simulated")]
+RootOpt = Annotated[str, typer.Option(help="dataset root")]
+AnswersOpt = Annotated[list[Path] | None, typer.Option(
+    "--answers", help="file back end: answer tables (CSV/JSONL) to import first")]
+OverlapOpt = Annotated[int, typer.Option(help="answers asked per image")]
+MethodOpt = Annotated[str, typer.Option(help="aggregation: mv, wmv, ds, glad, wawa, zbs, mace, ocds")]
+CyclesOpt = Annotated[int, typer.Option(
+    help="pull-decide-push cycles in this run (default: 1, or until settled when simulated)")]
+LsUrlOpt = Annotated[str | None, typer.Option(help="Label Studio URL [$LABEL_STUDIO_URL]")]
+LsTokenOpt = Annotated[str | None, typer.Option(
+    help="Label Studio API token [$LABEL_STUDIO_API_KEY]")]
+LsPrefixOpt = Annotated[str, typer.Option(help="Label Studio project title prefix")]
+LsDocRootOpt = Annotated[str | None, typer.Option(
+    help="the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (local dataset roots)")]
+SimSeedOpt = Annotated[int, typer.Option(help="simulated crowd: seed")]
+SimSpamOpt = Annotated[float, typer.Option(help="simulated crowd: share of spammers")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+
+
+def _crowd_options(crowd: str, answers: list[Path] | None, ls_url: str | None,
+                   ls_token: str | None, ls_project_prefix: str, ls_document_root: str | None,
+                   sim_seed: int, sim_spammers: float) -> Any:
+    from schemas.crowd import CrowdBackendOptions
+
+    return CrowdBackendOptions(kind=crowd, answers=tuple(str(p) for p in answers or ()),
+                               ls_url=ls_url, ls_token=ls_token,
+                               ls_project_prefix=ls_project_prefix,
+                               ls_document_root=ls_document_root, sim_seed=sim_seed,
+                               sim_spammer_share=sim_spammers)
+
+
+def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
+    """A stage report as tables (or JSON)."""
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    out = Console()
+    out.print(f"[bold]{report['stage']}[/bold] on {report.get('root', '')} "
+              f"({report['backend']}, {report['method']}): pulled {report['answers_pulled']} "
+              f"answers, pushed {report['pushed']} tasks")
+    table = Table("verdict", "images")
+    for k, v in report["verdicts"].items():
+        table.add_row(k, str(v))
+    for k, v in report["queue"].items():
+        table.add_row(f"[dim]queue: {k}[/dim]", str(v))
+    for k, v in report["answers_rejected"].items():
+        table.add_row(f"[red]answers rejected: {k}[/red]", str(v))
+    out.print(table)
+    workers = Table("worker", "answers", "control", "control acc.", "discounted",
+                    title="worker quality")
+    for w in report["workers"]:
+        workers.add_row(str(w["worker_id"]), str(w["n_answers"]), str(w["n_golden"]),
+                        str(w["golden_accuracy"]), "[red]yes[/red]" if w["discounted"] else "no")
+    out.print(workers)
+
+
+def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
+               **settings: Any) -> dict[str, Any]:
+    _quiet_prefect()
+    from flows.crowd import filter_stage, validate
+
+    if cycles is None:
+        cycles = 20 if options.kind == "simulated" else 1
+    flow = validate if stage_name == "validation" else filter_stage
+    try:
+        return flow(root=root, crowd=options.kind, options=options, cycles=cycles, **settings)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("validate")
+def validate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
+                 answers: AnswersOpt = None, overlap: OverlapOpt = 3, method: MethodOpt = "ds",
+                 cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
+                 ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
+                 sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
+                 as_json: JsonOpt = False) -> None:
+    """Stage 2, validation: push pending images to the crowd, pull answers, aggregate."""
+    opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
+                          ls_document_root, sim_seed, sim_spammers)
+    report = _run_stage("validation", root=root, options=opts, cycles=cycles,
+                        overlap=overlap, method=method)
+    print_stage_report(report, as_json=as_json)
+
+
+@app.command("filter")
+def filter_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
+               answers: AnswersOpt = None, overlap: OverlapOpt = 3, method: MethodOpt = "ds",
+               flag_policy: Annotated[str, typer.Option(
+                   help="any_credible: one flag from a non-discounted worker excludes; "
+                        "aggregate: the method's P(flag) >= 0.3")] = "any_credible",
+               cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
+               ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
+               sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
+               as_json: JsonOpt = False) -> None:
+    """Stage 3, ethical filtration of validated images: one credible flag excludes."""
+    opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
+                          ls_document_root, sim_seed, sim_spammers)
+    report = _run_stage("filtration", root=root, options=opts, cycles=cycles,
+                        overlap=overlap, method=method, flag_policy=flag_policy)
+    print_stage_report(report, as_json=as_json)
+
+
+@app.command()
+def aggregate(root: RootOpt = "./hagrid-root",
+              stage: Annotated[str, typer.Option(help="validation or filtration")] = "validation",
+              method: MethodOpt = "ds", overlap: OverlapOpt = 3) -> None:
+    """Recompute a stage's verdicts from the stored answers with another method."""
+    from flows.crowd import reaggregate
+    from schemas.crowd import CrowdSettings, Stage
+
+    result = reaggregate(root, Stage(stage), settings=CrowdSettings(method=method,
+                                                                    overlap=overlap))
+    console.print(f"{stage}: {result['decisions']} decisions with {method}, "
+                  f"{result['changed']} verdicts changed")
+
+
+@app.command()
+def golden(file: Annotated[Path, typer.Argument(help="CSV with image_id, answer [, reason]")],
+           root: RootOpt = "./hagrid-root",
+           stage: Annotated[str, typer.Option(help="validation or filtration")] = "validation",
+           ) -> None:
+    """Add control images with known answers to a stage (mixed into its crowd tasks)."""
+    from flows.crowd import add_golden
+    from schemas.crowd import Stage
+
+    added, problems = add_golden(root, Stage(stage), file)
+    for p in problems:
+        console.print(f"[red]refused[/red] {p}")
+    console.print(f"{stage}: {added} control images added")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -20,14 +20,28 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import DEFAULT_ROOT
 from schemas.crowd import (
-    NONE_FLAG, YES, CrowdBackendOptions, CrowdSettings, FlagPolicy, Stage,
+    NONE_FLAG,
+    YES,
+    CrowdBackendOptions,
+    CrowdSettings,
+    FlagPolicy,
+    Stage,
 )
 from tasks.catalog import Catalog
 from tasks.crowd_backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
 from tasks.crowd_report import report_markdown, stage_report
 from tasks.crowd_stage import (
-    StageTables, answer_table, changed_decisions, crowd_tasks, decide, golden_table,
-    latest_verdicts, load_stage, pull_answers, task_table, verdict_table,
+    StageTables,
+    answer_table,
+    changed_decisions,
+    crowd_tasks,
+    decide,
+    golden_table,
+    latest_verdicts,
+    load_stage,
+    pull_answers,
+    task_table,
+    verdict_table,
 )
 from tasks.simulated_crowd import SimulatedCrowd, planted_truth, worker_pool
 from tasks.storage import open_storage
@@ -60,7 +74,7 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
     raise ValueError(f"unknown crowd back end {options.kind!r}: labelstudio, file or simulated")
 
 
-def _sim_truth(options: CrowdBackendOptions):  # noqa: ANN202 - a TruthFn
+def _sim_truth(options: CrowdBackendOptions):
     return planted_truth(seed=options.sim_seed, invalid_rate=options.sim_invalid_rate,
                          flag_rate=options.sim_flag_rate)
 
@@ -97,7 +111,7 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
         tables = tables.with_answers(rows)
         plan, quality = decide(tables, settings=settings)
         tag = _batch_tag(stage)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         decisions = changed_decisions(plan.decisions, tables.verdicts)
         if rows or decisions:
             catalog.write_batch(f"{tag}-a", {
@@ -125,7 +139,7 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
 
 
 def _batch_tag(stage: Stage) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     return f"{stamp}-{stage.value}-{secrets.token_hex(3)}"
 
 
@@ -149,7 +163,7 @@ def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendO
     rows = [{"image_id": i, "answer": truth(stage, i)} for i in positives + negatives]
     tag = _batch_tag(stage)
     table, problems = golden_table(stage, rows, known_images=set(ids), source="simulated-truth",
-                                   batch_id=f"{tag}-g", now=dt.datetime.now(dt.timezone.utc))
+                                   batch_id=f"{tag}-g", now=dt.datetime.now(dt.UTC))
     assert not problems, problems  # planted answers are canonical by construction
     catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})
     return table.num_rows
@@ -208,7 +222,23 @@ def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
     if decisions:
         tag = _batch_tag(stage)
         catalog.write_batch(f"{tag}-v", {"verdicts": verdict_table(
-            stage, decisions, batch_id=f"{tag}-v", now=dt.datetime.now(dt.timezone.utc))},
+            stage, decisions, batch_id=f"{tag}-v", now=dt.datetime.now(dt.UTC))},
             info={"stage": stage.value, "kind": "reaggregate", "method": settings.method})
     return {"decisions": len(plan.decisions), "changed": len(decisions)}
 
+
+
+def add_golden(root: str, stage: Stage, path: Path, *,
+               s3_endpoint_url: str | None = None) -> tuple[int, list[str]]:
+    """Add control answers from a CSV (image_id, answer[, reason]); returns (added, refused)."""
+    import csv
+
+    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    known = set(catalog.read_table("images", columns=["image_id"]).column("image_id").to_pylist())
+    tag = _batch_tag(stage)
+    table, problems = golden_table(stage, rows, known_images=known, source=f"file:{path.name}",
+                                   batch_id=f"{tag}-g", now=dt.datetime.now(dt.UTC))
+    if table.num_rows:
+        catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})
+    return table.num_rows, problems

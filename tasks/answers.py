@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.crowd import (
-    FILTRATION_FLAGS, NO, NONE_FLAG, VALIDATION_REASONS, YES, AnswerReason, Queue, Stage,
+    FILTRATION_FLAGS,
+    NO,
+    NONE_FLAG,
+    VALIDATION_REASONS,
+    YES,
+    AnswerReason,
+    Queue,
+    Stage,
 )
 
 

@@ -20,11 +20,24 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from crowdkit.aggregation import (
-    GLAD, MACE, DawidSkene, MajorityVote, OneCoinDawidSkene, Wawa, ZeroBasedSkill,
+    GLAD,
+    MACE,
+    DawidSkene,
+    MajorityVote,
+    OneCoinDawidSkene,
+    Wawa,
+    ZeroBasedSkill,
 )
 
 from schemas.crowd import (
-    FILTRATION_FLAGS, NO, NONE_FLAG, VALIDATION_REASONS, YES, CrowdSettings, FlagPolicy, Stage,
+    FILTRATION_FLAGS,
+    NO,
+    NONE_FLAG,
+    VALIDATION_REASONS,
+    YES,
+    CrowdSettings,
+    FlagPolicy,
+    Stage,
     Verdict,
 )
 from tasks.answers import answer_flags

@@ -174,4 +174,4 @@ def _time(value: Any) -> dt.datetime | None:
         t = dt.datetime.fromisoformat(str(value))
     except (TypeError, ValueError):
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)

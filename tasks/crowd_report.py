@@ -40,8 +40,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in report["verdicts"].items()]
     lines += ["", "| queue state this run | images |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["queue"].items()]
-    lines += ["", f"answers pulled: {report['answers_pulled']}, rejected: "
-              f"{report['answers_rejected'] or 'none'}; tasks pushed: {report['pushed']}", "",
+    lines += ["", (f"answers pulled: {report['answers_pulled']}, rejected: "
+              f"{report['answers_rejected'] or 'none'}; tasks pushed: {report['pushed']}"), "",
               "| worker | answers | control answers | control accuracy | discounted |",
               "|---|---|---|---|---|"]
     for w in report["workers"]:

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.crowd import (
-    FILTRATION_FLAGS, NO, NONE_FLAG, VALIDATION_REASONS, YES, Queue, Stage,
+    FILTRATION_FLAGS,
+    NO,
+    NONE_FLAG,
+    VALIDATION_REASONS,
+    YES,
+    Queue,
+    Stage,
 )
 from tasks.crowd_backends import CrowdTask, FileCrowd, PushedTask, inbox_prefix
 from tasks.storage import Storage
@@ -43,7 +49,7 @@ def worker_pool(*, n_workers: int = 20, spammer_share: float = 0.3, always_yes: 
                 accuracy: tuple[float, float] = (0.8, 0.95), seed: int = 0) -> list[SimWorker]:
     """``n_workers`` workers: spammers, ``always_yes`` yes-sayers, the rest honest."""
     rng = np.random.default_rng(seed)
-    n_spam = int(round(n_workers * spammer_share))
+    n_spam = round(n_workers * spammer_share)
     n_honest = max(0, n_workers - n_spam - always_yes)
     pool = [SimWorker(f"sim-{i:03d}", "honest", float(rng.uniform(*accuracy)))
             for i in range(n_honest)]
@@ -124,7 +130,7 @@ class SimulatedCrowd(FileCrowd):
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\n")
         out.writerow(["image_id", "worker_id", "answer", "queue", "stage", "time"])
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         for task in tasks:
             truth = self.truth(stage, task.image_id)
             for worker in self._assign(task):

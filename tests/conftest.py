@@ -44,3 +44,18 @@ def s3_server() -> Iterator[S3Endpoint]:
     """A real S3-protocol server (moto) on 127.0.0.1."""
     with moto_s3_server() as endpoint:
         yield endpoint
+
+
+from tests.servers import LabelStudioEndpoint, label_studio_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioEndpoint]:
+    """A real Label Studio server on 127.0.0.1 (from ``.venv-ls``) with its own sqlite data.
+
+    Files under ``label_studio.document_root`` can be served through a local import storage.
+    """
+    home = tmp_path_factory.mktemp("label-studio")
+    document_root = tmp_path_factory.mktemp("label-studio-files")
+    with label_studio_server(home, document_root=document_root) as endpoint:
+        yield endpoint

@@ -1,4 +1,4 @@
-"""Real servers on loopback for integration tests: an S3-protocol server and a Prefect server.
+"""Real servers on loopback for integration tests: S3-protocol, Prefect and Label Studio servers.
 
 Each helper is a context manager that starts the server, yields how to reach it and stops it on
 exit, leaving no thread or process behind. ``tests/conftest.py`` wraps them in pytest fixtures.
@@ -8,6 +8,8 @@ Everything binds to 127.0.0.1 only; nothing reads or writes ``~/.prefect`` or ``
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -222,3 +224,112 @@ def log_tail(log: Path, *, lines: int = 40) -> str:
     if not log.exists():
         return f"(no log at {log})"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+LABEL_STUDIO_VENV = Path(__file__).resolve().parents[1] / ".venv-ls"
+LABEL_STUDIO_TEMPLATE_DB = LABEL_STUDIO_VENV / "template" / "label_studio.sqlite3"
+LABEL_STUDIO_ADMIN = "admin@example.com"
+# Health polls of PREFECT_STARTUP_TIMEOUT_S each: a start without the template database migrates
+# for 30 s on an idle 2-core machine and took 51 s on a busy one.
+LABEL_STUDIO_STARTUP_POLLS = 3
+
+
+@dataclass(frozen=True)
+class LabelStudioEndpoint:
+    """Where a test Label Studio server listens, its admin account and its local-files root."""
+
+    url: str
+    token: str
+    username: str
+    password: str
+    document_root: Path
+
+
+def label_studio_cli() -> Path:
+    """The ``label-studio`` executable of ``.venv-ls``; a clear error when it is not installed.
+
+    The server lives in its own virtual environment because its pins conflict with the
+    pipeline's; ``scripts/setup_labelstudio.sh`` creates it.
+    """
+    cli = LABEL_STUDIO_VENV / "bin" / "label-studio"
+    if not cli.is_file():
+        raise RuntimeError(
+            f"no Label Studio server at {cli}: run `bash scripts/setup_labelstudio.sh` first"
+        )
+    return cli
+
+
+def label_studio_env(
+    home: Path, *, document_root: Path, token: str, password: str
+) -> dict[str, str]:
+    """Environment for a loopback test server: sqlite under ``home``, no telemetry, fixed token.
+
+    SSRF protection is off so the server may reach the moto S3 server on 127.0.0.1; that is
+    only acceptable because this server binds to loopback and lives for one test session.
+    ``HOME`` is moved too, since the server writes ``~/.config/label-studio``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
+    no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), LOOPBACK, "localhost"]))
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(home / "data"),
+            "LABEL_STUDIO_USERNAME": LABEL_STUDIO_ADMIN,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
+            "SSRF_PROTECTION_ENABLED": "false",
+            "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+    )
+    return env
+
+
+@contextmanager
+def label_studio_server(home: Path, *, document_root: Path) -> Iterator[LabelStudioEndpoint]:
+    """Run ``label-studio start`` on a free loopback port; yield how to reach it as its admin.
+
+    The database is ``<home>/data/label_studio.sqlite3``, copied from the migrated template
+    that ``scripts/setup_labelstudio.sh`` leaves in ``.venv-ls`` when there is one (a start
+    then takes seconds instead of half a minute of migrations). Local files under
+    ``document_root`` can be served; the output goes to ``<home>/label-studio.log``.
+    """
+    cli = label_studio_cli()
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    if LABEL_STUDIO_TEMPLATE_DB.is_file():
+        shutil.copyfile(LABEL_STUDIO_TEMPLATE_DB, home / "data" / "label_studio.sqlite3")
+    token, password = secrets.token_hex(20), secrets.token_urlsafe(16)
+    env = label_studio_env(home, document_root=document_root, token=token, password=password)
+    port = free_port()
+    command = [str(cli), "start", "--no-browser", "--internal-host", LOOPBACK, "--port", str(port)]
+    log = home / "label-studio.log"
+    with _process_group(command, env=env, log=log, cwd=home) as server:
+        url = f"http://{LOOPBACK}:{port}"
+        _wait_label_studio(f"{url}/health", server=server, log=log)
+        yield LabelStudioEndpoint(
+            url=url,
+            token=token,
+            username=LABEL_STUDIO_ADMIN,
+            password=password,
+            document_root=document_root,
+        )
+
+
+def _wait_label_studio(url: str, *, server: subprocess.Popen[bytes], log: Path) -> None:
+    """``_wait_healthy``, given ``LABEL_STUDIO_STARTUP_POLLS`` times as long."""
+    for poll in range(LABEL_STUDIO_STARTUP_POLLS):
+        try:
+            _wait_healthy(url, server=server, log=log)
+            return
+        except TimeoutError:
+            if poll == LABEL_STUDIO_STARTUP_POLLS - 1:
+                raise

@@ -1,0 +1,39 @@
+"""Label Studio label configs and annotator instructions of the crowd stages, and the
+mapping from a Label Studio result back to an answer value (``tasks.answers``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from schemas.crowd import Stage
+
+
+def label_config(stage: Stage) -> str:
+    """The Label Studio XML config of ``stage`` (``annotation_ui/<stage>.xml``)."""
+    return resources.files("annotation_ui").joinpath(f"{stage.value}.xml").read_text()
+
+
+def instructions(stage: Stage) -> str:
+    """The HTML instructions shown to annotators before they start."""
+    name = f"{stage.value}_instructions.html"
+    return resources.files("annotation_ui").joinpath(name).read_text()
+
+
+def result_value(stage: Stage, result: Any) -> Any:
+    """The answer value inside a Label Studio ``result`` list, for ``canonical_answer``.
+
+    Validation gives ``{"valid": [...], "reason": [...]}``; filtration the list of chosen
+    flags. Whatever is missing stays missing, so the screening step records the reason.
+    """
+    chosen: dict[str, list[Any]] = {}
+    for item in result if isinstance(result, list) else []:
+        if not isinstance(item, dict) or item.get("type") != "choices":
+            continue
+        value = item.get("value")
+        choices = value.get("choices") if isinstance(value, dict) else None
+        chosen.setdefault(str(item.get("from_name")), []).extend(
+            choices if isinstance(choices, list) else [choices])
+    if stage is Stage.VALIDATION:
+        return {"valid": chosen.get("valid"), "reason": chosen.get("reason")}
+    return chosen.get("flags")

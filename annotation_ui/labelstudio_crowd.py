@@ -1,0 +1,143 @@
+"""The Label Studio crowd back end: one project per stage, plus one expert review project.
+
+Projects are created (or reused by title) from the label configs and instructions in this
+package. Tasks carry the image URL Label Studio can open: a local dataset root is served
+through a Local Files storage (the root must lie under the server's document root), an S3
+root through an S3 storage with presigned URLs. Every submitted or skipped annotation comes
+back as a ``RawAnswer``; the screening step decides what is usable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from annotation_ui import ls_client
+from annotation_ui.configs import instructions, label_config, result_value
+from schemas.crowd import CrowdSettings, Queue, Stage
+from tasks.answers import RawAnswer
+from tasks.crowd_backends import CrowdTask, PushedTask
+from tasks.storage import LocalStorage, S3Storage, Storage
+
+
+class LabelStudioCrowd:
+    """Pushes tasks into Label Studio projects and pulls their annotations."""
+
+    name = "labelstudio"
+
+    def __init__(self, *, url: str, token: str, root: Storage, prefix: str,
+                 settings: CrowdSettings, document_root: Path | None = None,
+                 s3_endpoint_url: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.client = ls_client.connect(self.url, token)
+        self.root = root
+        self.prefix = prefix
+        self.settings = settings
+        self.document_root = document_root
+        self.s3_endpoint_url = s3_endpoint_url
+        self._projects: dict[tuple[Stage, Queue], int] = {}
+
+    def project_title(self, stage: Stage, queue: Queue) -> str:
+        """``<prefix> validation`` / ``<prefix> validation review`` (3 to 50 characters)."""
+        suffix = " review" if queue is Queue.REVIEW else ""
+        return f"{self.prefix} {stage.value}{suffix}"[:50]
+
+    def overlap(self, queue: Queue) -> int:
+        """Answers Label Studio collects per task: ``overlap`` for the crowd, 1 for review."""
+        return 1 if queue is Queue.REVIEW else self.settings.overlap
+
+    def project(self, stage: Stage, queue: Queue) -> int:
+        """The project of a stage's queue, created with its storage on first use."""
+        if (stage, queue) not in self._projects:
+            pid = ls_client.ensure_project(self.client, title=self.project_title(stage, queue),
+                                           label_config=label_config(stage),
+                                           instructions=instructions(stage),
+                                           overlap=self.overlap(queue))
+            self._ensure_storage(pid)
+            self._projects[(stage, queue)] = pid
+        return self._projects[(stage, queue)]
+
+    def _ensure_storage(self, project_id: int) -> None:
+        if isinstance(self.root, S3Storage):
+            prefix = f"{self.root.prefix}/objects".strip("/")
+            ls_client.ensure_s3_storage(
+                self.client, project_id=project_id, bucket=self.root.bucket, prefix=prefix,
+                endpoint_url=self.s3_endpoint_url, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                region=os.environ.get("AWS_DEFAULT_REGION"))
+        elif isinstance(self.root, LocalStorage):
+            ls_client.ensure_local_storage(self.client, project_id=project_id,
+                                           path=self._local_dir())
+        else:
+            raise ValueError(f"Label Studio cannot open images of {self.root.uri}")  # noqa: TRY004 - a setup error, reported by the CLI
+
+    def _local_dir(self) -> Path:
+        if self.document_root is None:
+            raise ValueError("a local dataset root needs the server's document root "
+                             "(--ls-document-root or LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)")
+        objects = (Path(self.root.uri) / "objects").resolve()
+        if not objects.is_relative_to(self.document_root.resolve()):
+            raise ValueError(f"the dataset root {self.root.uri} is not under Label Studio's "
+                             f"document root {self.document_root}")
+        return objects
+
+    def image_url(self, object_key: str) -> str:
+        """The URL a task uses for an image: a local-files URL or ``s3://bucket/key``."""
+        if isinstance(self.root, S3Storage):
+            key = f"{self.root.prefix}/{object_key}".strip("/")
+            return f"s3://{self.root.bucket}/{key}"
+        assert self.document_root is not None
+        path = (Path(self.root.uri) / object_key).resolve()
+        return ls_client.local_file_url(self.document_root.resolve(), path)
+
+    def push(self, stage: Stage, tasks: list[CrowdTask], *, batch_id: str) -> list[PushedTask]:
+        """Import the tasks (one per image and round); tasks already there are reused."""
+        by_queue: dict[Queue, list[CrowdTask]] = defaultdict(list)
+        for t in tasks:
+            by_queue[t.queue].append(t)
+        pushed = []
+        for queue, group in by_queue.items():
+            pid = self.project(stage, queue)
+            payload = [{"data": {"image": self.image_url(t.object_key), "image_id": t.image_id,
+                                 "task_key": f"{t.image_id}:r{t.round}", "round": t.round,
+                                 "gesture": t.gesture}} for t in group]
+            ids = ls_client.import_tasks(self.client, project_id=pid, tasks=payload,
+                                         key="task_key")
+            pushed += [PushedTask(t.image_id, queue, t.round, self.overlap(queue),
+                                  str(ids[f"{t.image_id}:r{t.round}"])) for t in group]
+        return pushed
+
+    def pull(self, stage: Stage) -> list[RawAnswer]:
+        """Every annotation (submitted or skipped) of the stage's projects that exist."""
+        out = []
+        for queue in Queue:
+            title = self.project_title(stage, queue)
+            pid = self._projects.get((stage, queue)) or ls_client.project_id_by_title(
+                self.client, title)
+            if pid is None:
+                continue
+            for ann in ls_client.list_annotations(self.client, project_id=pid):
+                out.append(self._raw(stage, queue, pid, ann))
+        return out
+
+    def _raw(self, stage: Stage, queue: Queue, project_id: int, ann: dict[str, Any]) -> RawAnswer:
+        return RawAnswer(
+            answer_id=f"ls:{project_id}:{ann['annotation_id']}", stage=stage.value,
+            queue=queue.value, image_id=ann.get("image_id"),
+            worker_id=None if ann.get("completed_by") is None else f"ls:{ann['completed_by']}",
+            value=result_value(stage, ann.get("result")), answered_at=_time(ann.get("created_at")),
+            origin=f"labelstudio:{self.url}/projects/{project_id}",
+            raw={k: v for k, v in ann.items() if k != "completed_by_email"},
+            skipped=bool(ann.get("was_cancelled")))
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        return _time(dt.datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None

@@ -1,0 +1,191 @@
+"""The validate and filter flows against a real Label Studio server on 127.0.0.1.
+
+Several annotators, each with their own account and token, submit answers through the
+API; the flow pulls them, discounts a careless worker found by the control images,
+re-queues an undecided image, sends it to the expert review project, and takes the expert's
+verdict. Then filtration runs on what validation accepted.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from annotation_ui import ls_client
+from flows.crowd import add_golden, filter_stage, validate
+from schemas.crowd import CrowdBackendOptions, Stage
+from tasks.catalog import Catalog
+from tasks.crowd_stage import latest_verdicts
+from tasks.storage import LocalStorage
+from tests.catalogs import make_catalog
+from tests.servers import LabelStudioEndpoint
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+PREFIX = "stage-test"
+
+
+def valid_result(answer: str) -> list[dict]:
+    """What the validation config records for ``yes`` / ``no:<reason>`` (``no`` alone: none)."""
+    valid, _, reason = answer.partition(":")
+    out = [{"from_name": "valid", "to_name": "image", "type": "choices",
+            "value": {"choices": [valid]}}]
+    if reason:
+        out.append({"from_name": "reason", "to_name": "image", "type": "choices",
+                    "value": {"choices": [reason]}})
+    return out
+
+
+def flags_result(flags: list[str]) -> list[dict]:
+    return [{"from_name": "flags", "to_name": "image", "type": "choices",
+             "value": {"choices": flags}}]
+
+
+class Annotators:
+    """Accounts on the server, each with its own API client."""
+
+    def __init__(self, endpoint: LabelStudioEndpoint) -> None:
+        self.endpoint = endpoint
+        self.clients: dict[str, ls_client.LabelStudio] = {}
+        self.ids: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> ls_client.LabelStudio:
+        if name not in self.clients:
+            email, password = f"{name}@example.com", f"pw-{name}-12345"
+            self.ids[name] = ls_client.create_user(self.endpoint.url, email=email,
+                                                   password=password)
+            token = ls_client.user_token(self.endpoint.url, email=email, password=password)
+            self.clients[name] = ls_client.connect(self.endpoint.url, token)
+        return self.clients[name]
+
+
+def task_ids(admin: ls_client.LabelStudio, title: str) -> dict[str, int]:
+    pid = ls_client.project_id_by_title(admin, title)
+    assert pid is not None, f"no project {title!r}"
+    return {t["data"]["task_key"]: t["id"] for t in ls_client.list_tasks(admin, project_id=pid)}
+
+
+@pytest.fixture(scope="module")
+def campaign(label_studio: LabelStudioEndpoint):
+    root = label_studio.document_root / "root"
+    ids = make_catalog(root, n=8, seed=5)
+    golden = root.parent / "golden.csv"
+    with golden.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "answer", "reason"])
+        w.writerows([[ids[0], "yes", ""], [ids[1], "no", "hand_cut_off"], [ids[2], "yes", ""]])
+    assert add_golden(str(root), Stage.VALIDATION, golden) == (3, [])
+    options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
+                                  ls_token=label_studio.token, ls_project_prefix=PREFIX,
+                                  ls_document_root=str(label_studio.document_root))
+    return root, ids, options
+
+
+def run(stage: Stage, root: Path, options: CrowdBackendOptions) -> dict:
+    flow = validate if stage is Stage.VALIDATION else filter_stage
+    return flow(root=str(root), crowd="labelstudio", options=options, method="mv",
+                overlap=3, max_answers=6, min_confidence=0.75)
+
+
+def verdicts(root: Path, stage: Stage) -> dict[str, tuple[str, str | None, str]]:
+    v = latest_verdicts(Catalog(LocalStorage(root)), stage)
+    return {i: (r["verdict"], None if pd.isna(r["reason"]) else r["reason"], r["method"])
+            for i, r in v.iterrows()}
+
+
+def test_the_full_validation_and_filtration_path(campaign, label_studio):
+    root, ids, options = campaign
+    g1, g2, g3, i1, i2, i3, i4, i5 = ids
+    admin = ls_client.connect(label_studio.url, label_studio.token)
+    people = Annotators(label_studio)
+
+    # 1. first run: the project is created from annotation_ui/ and every image is imported
+    report = run(Stage.VALIDATION, root, options)
+    assert report["pushed"] == 8 and report["queue"] == {"control": 3, "sent": 5}
+    title = f"{PREFIX} validation"
+    pid = ls_client.project_id_by_title(admin, title)
+    project = admin.projects.get(pid)
+    assert project.maximum_annotations == 3 and "Assigned gesture" in project.label_config
+    assert "leading hand" in project.expert_instruction
+    tasks = task_ids(admin, title)
+    assert sorted(tasks) == sorted(f"{i}:r1" for i in ids)
+    # the image URL in a task is served by Label Studio (local files storage)
+    task = admin.tasks.get(tasks[f"{i1}:r1"])
+    served = httpx.get(label_studio.url + task.data["image"],
+                       headers={"Authorization": f"Token {label_studio.token}"})
+    object_key = Catalog(LocalStorage(root)).read_table("images").to_pandas().set_index(
+        "image_id").at[i1, "object_key"]
+    assert served.status_code == 200 and served.content == (root / object_key).read_bytes()
+    assert run(Stage.VALIDATION, root, options)["pushed"] == 0  # nothing new: idempotent
+
+    # 2. annotators answer; "careless" says yes to everything (caught on control image g2)
+    answers = {
+        "alice": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", i1: "yes",
+                  i2: "no:wrong_gesture", i3: "yes", i4: "yes", i5: "no"},  # i5: no reason
+        "bob": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", i1: "yes",
+                i2: "no:wrong_gesture", i3: "yes", i4: "no:other", i5: "yes"},
+        "careless": {g1: "yes", g2: "yes", g3: "yes", i4: "yes"},
+        "dora": {i1: "yes", i2: "no:wrong_gesture", i3: "yes", i5: "yes"},
+    }
+    for name, given in answers.items():
+        for image_id, answer in given.items():
+            ls_client.submit_annotation(people[name], task_id=tasks[f"{image_id}:r1"],
+                                        result=valid_result(answer))
+    ls_client.submit_annotation(people["hank"], task_id=tasks[f"{i3}:r1"], result=[],
+                                was_cancelled=True)
+
+    report = run(Stage.VALIDATION, root, options)
+    careless = f"ls:{people.ids['careless']}"
+    assert report["discounted_workers"] == [careless]
+    assert report["answers_rejected"] == {"missing_field": 1, "skipped": 1}
+    got = verdicts(root, Stage.VALIDATION)
+    assert got[i1] == ("accepted", None, "mv")
+    assert got[i2] == ("rejected", "wrong_gesture", "mv")
+    assert got[i3] == ("accepted", None, "mv")
+    assert got[g2] == ("rejected", "hand_cut_off", "golden")
+    # i4: one credible yes, one no (careless discounted); i5: a malformed no -> asked again
+    assert i4 not in got and i5 not in got
+    assert report["queue"]["requeued"] == 2
+    tasks = task_ids(admin, title)
+    assert f"{i4}:r2" in tasks and f"{i5}:r2" in tasks
+
+    # 3. round 2 with new annotators: i5 becomes clear, i4 stays split -> expert review
+    for name, given in {"erin": {i4: "no:other", i5: "yes"}, "fay": {i4: "yes", i5: "yes"},
+                        "gus": {i4: "no:bad_distance", i5: "yes"}}.items():
+        for image_id, answer in given.items():
+            ls_client.submit_annotation(people[name], task_id=tasks[f"{image_id}:r2"],
+                                        result=valid_result(answer))
+    ls_client.submit_annotation(people["alice"], task_id=tasks[f"{i4}:r2"],
+                                result=valid_result("yes"))  # alice again: a duplicate
+    report = run(Stage.VALIDATION, root, options)
+    assert report["answers_rejected"] == {"duplicate_answer": 1}
+    assert report["queue"]["sent_to_review"] == 1
+    assert verdicts(root, Stage.VALIDATION)[i5] == ("accepted", None, "mv")
+    review = task_ids(admin, f"{PREFIX} validation review")
+    assert list(review) == [f"{i4}:r1"]
+    ls_client.submit_annotation(people["expert"], task_id=review[f"{i4}:r1"],
+                                result=valid_result("no:bad_distance"))
+    run(Stage.VALIDATION, root, options)
+    assert verdicts(root, Stage.VALIDATION)[i4] == ("rejected", "bad_distance", "review")
+
+    # 4. filtration sees only what validation accepted; one credible flag excludes
+    report = run(Stage.FILTRATION, root, options)
+    passed = {g1, g3, i1, i3, i5}
+    ftasks = task_ids(admin, f"{PREFIX} filtration")
+    assert {k.split(":")[0] for k in ftasks} == passed
+    for name in ("alice", "bob", "erin"):
+        for image_id in passed:
+            flags = ["text"] if (name, image_id) == ("bob", i1) else ["none"]
+            ls_client.submit_annotation(people[name], task_id=ftasks[f"{image_id}:r1"],
+                                        result=flags_result(flags))
+    ls_client.submit_annotation(people["fay"], task_id=ftasks[f"{i3}:r1"],
+                                result=flags_result(["none", "child"]))  # contradictory
+    report = run(Stage.FILTRATION, root, options)
+    assert report["answers_rejected"] == {"contradictory": 1}
+    got = verdicts(root, Stage.FILTRATION)
+    assert got[i1] == ("excluded", "text", "mv")
+    assert {i: got[i][0] for i in passed - {i1}} == dict.fromkeys(passed - {i1}, "clear")
