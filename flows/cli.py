@@ -250,7 +250,8 @@ def aggregate(root: RootOpt = "./hagrid-root",
     result = reaggregate(root, Stage(stage), settings=CrowdSettings(method=method,
                                                                     overlap=overlap))
     console.print(f"{stage}: {result['decisions']} decisions with {method}, "
-                  f"{result['changed']} verdicts changed")
+                  f"{result['changed']} verdicts changed, {result['undecided']} not confident "
+                  f"with {method} (kept as they were)")
 
 
 @app.command()

@@ -214,7 +214,11 @@ def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: in
 
 def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
                 s3_endpoint_url: str | None = None) -> dict[str, int]:
-    """Recompute crowd verdicts with ``settings.method`` from stored answers; no new asks."""
+    """Recompute crowd verdicts with ``settings.method`` from stored answers; no new asks.
+
+    Where the new method is not confident enough to decide, the image keeps its current
+    verdict and is counted as ``undecided`` (a normal run would ask for more answers).
+    """
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
     tables = load_stage(catalog, stage)
     plan, _ = decide(tables, settings=settings)
@@ -224,7 +228,8 @@ def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
         catalog.write_batch(f"{tag}-v", {"verdicts": verdict_table(
             stage, decisions, batch_id=f"{tag}-v", now=dt.datetime.now(dt.UTC))},
             info={"stage": stage.value, "kind": "reaggregate", "method": settings.method})
-    return {"decisions": len(plan.decisions), "changed": len(decisions)}
+    undecided = sum(1 for p in plan.pushes if p.image_id in tables.verdicts.index)
+    return {"decisions": len(plan.decisions), "changed": len(decisions), "undecided": undecided}
 
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite (starts its own Prefect and S3 servers on 127.0.0.1).
+# Set up, then run the whole test suite (starts its own Prefect, S3 and Label Studio servers
+# on 127.0.0.1; Label Studio comes from its own venv, .venv-ls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_labelstudio.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 exec .venv/bin/python -m pytest -q "$@"
