@@ -124,7 +124,8 @@ def ingest_cmd(
 def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root",
          n: Annotated[int, typer.Option("--n", help="distinct photos")] = 120,
          seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
-    """The main job on the embedded default: generate a crowd batch, ingest it, summarise."""
+    """The main job on the embedded default: generate a crowd batch, ingest it, then run
+    validation and filtration with a simulated crowd (30% spammers), and summarise."""
     from tasks.synth import generate_batch
 
     batch = Path(root).parent / f"batch-seed{seed}"
@@ -133,6 +134,10 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
         generate_batch(batch, n=n, seed=seed)
     summary = run_ingest(str(batch), str(batch / "submissions.csv"), root)
     print_summary(summary)
+    opts = _crowd_options("simulated", None, None, None, "hagrid", None, seed, 0.3)
+    for stage in ("validation", "filtration"):
+        print_stage_report(_run_stage(stage, root=root, options=opts, cycles=None),
+                           as_json=False)
 
 
 CrowdOpt = Annotated[str, typer.Option("--crowd", help="labelstudio, file or simulated")]
@@ -141,7 +146,7 @@ AnswersOpt = Annotated[list[Path] | None, typer.Option(
     "--answers", help="file back end: answer tables (CSV/JSONL) to import first")]
 OverlapOpt = Annotated[int, typer.Option(help="answers asked per image")]
 MethodOpt = Annotated[str, typer.Option(help="aggregation: mv, wmv, ds, glad, wawa, zbs, mace, ocds")]
-CyclesOpt = Annotated[int, typer.Option(
+CyclesOpt = Annotated[int | None, typer.Option(
     help="pull-decide-push cycles in this run (default: 1, or until settled when simulated)")]
 LsUrlOpt = Annotated[str | None, typer.Option(help="Label Studio URL [$LABEL_STUDIO_URL]")]
 LsTokenOpt = Annotated[str | None, typer.Option(
