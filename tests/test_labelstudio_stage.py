@@ -189,3 +189,30 @@ def test_the_full_validation_and_filtration_path(campaign, label_studio):
     got = verdicts(root, Stage.FILTRATION)
     assert got[i1] == ("excluded", "text", "mv")
     assert {i: got[i][0] for i in passed - {i1}} == dict.fromkeys(passed - {i1}, "clear")
+
+
+def test_an_s3_dataset_root_is_served_through_an_s3_storage(label_studio, s3_server,
+                                                            monkeypatch):
+    from tasks.storage import S3Storage
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.client().create_bucket(Bucket="crowd-s3")
+    root = "s3://crowd-s3/campaign"
+    [image_id] = make_catalog(S3Storage(root, endpoint_url=s3_server.endpoint_url), n=1, seed=9)
+    options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
+                                  ls_token=label_studio.token, ls_project_prefix="s3-stage")
+    report = validate(root=root, crowd="labelstudio", options=options,
+                      s3_endpoint_url=s3_server.endpoint_url)
+    assert report["pushed"] == 1
+    admin = ls_client.connect(label_studio.url, label_studio.token)
+    [task] = ls_client.list_tasks(admin, project_id=ls_client.project_id_by_title(
+        admin, "s3-stage validation"))
+    assert task["data"]["image"].startswith("s3://crowd-s3/campaign/objects/")
+    auth = {"Authorization": f"Token {label_studio.token}"}
+    shown = httpx.get(f"{label_studio.url}/api/tasks/{task['id']}/", headers=auth).json()
+    redirect = httpx.get(label_studio.url + shown["data"]["image"], headers=auth)
+    assert redirect.status_code in (302, 303)
+    key = task["data"]["image"].removeprefix("s3://crowd-s3/")
+    body = s3_server.client().get_object(Bucket="crowd-s3", Key=key)["Body"].read()
+    assert httpx.get(redirect.headers["location"]).content == body
