@@ -119,3 +119,19 @@ GOLDEN = pa.schema(
 CATALOG_TABLES.update(
     {"answers": ANSWERS, "verdicts": VERDICTS, "stage_tasks": STAGE_TASKS, "golden": GOLDEN}
 )
+
+# ---- annotation (boxes and leading hand) -----------------------------------------------
+
+from schemas.annotation import BOXES  # noqa: E402 - declared with the annotation vocabulary
+
+PREANNOTATIONS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),  # tasks.boxes.answer_json form
+        pa.field("source", pa.string(), nullable=False),  # e.g. hagrid:<annotations file>
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+CATALOG_TABLES.update({"boxes": BOXES, "preannotations": PREANNOTATIONS})
