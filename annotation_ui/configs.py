@@ -5,13 +5,25 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from xml.sax.saxutils import escape
 
 from schemas.crowd import Stage
 
 
-def label_config(stage: Stage) -> str:
-    """The Label Studio XML config of ``stage`` (``annotation_ui/<stage>.xml``)."""
-    return resources.files("annotation_ui").joinpath(f"{stage.value}.xml").read_text()
+def label_config(stage: Stage, *, taxonomy: str | None = None) -> str:
+    """The Label Studio XML config of ``stage`` (``annotation_ui/<stage>.xml``).
+
+    The annotation config gets one rectangle label per box label of the taxonomy (every
+    gesture, then ``no_gesture``).
+    """
+    xml = resources.files("annotation_ui").joinpath(f"{stage.value}.xml").read_text()
+    if stage is Stage.ANNOTATION:
+        from schemas.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+
+        labels = load_taxonomy(taxonomy or DEFAULT_TAXONOMY).box_labels
+        lines = "\n".join(f'    <Label value="{escape(label)}"/>' for label in labels)
+        xml = xml.replace("<!-- LABELS -->", lines)
+    return xml
 
 
 def instructions(stage: Stage) -> str:
@@ -34,6 +46,8 @@ def result_value(stage: Stage, result: Any) -> Any:
         choices = value.get("choices") if isinstance(value, dict) else None
         chosen.setdefault(str(item.get("from_name")), []).extend(
             choices if isinstance(choices, list) else [choices])
+    if stage is Stage.ANNOTATION:
+        return result  # boxes and leading hand: parsed by tasks.boxes.from_labelstudio
     if stage is Stage.VALIDATION:
         return {"valid": chosen.get("valid"), "reason": chosen.get("reason")}
     return chosen.get("flags")

@@ -188,12 +188,14 @@ def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
     for k, v in report["answers_rejected"].items():
         table.add_row(f"[red]answers rejected: {k}[/red]", str(v))
     out.print(table)
-    workers = Table("worker", "answers", "control", "control acc.", "discounted",
-                    title="worker quality")
-    for w in report["workers"]:
-        workers.add_row(str(w["worker_id"]), str(w["n_answers"]), str(w["n_golden"]),
-                        str(w["golden_accuracy"]), "[red]yes[/red]" if w["discounted"] else "no")
-    out.print(workers)
+    for bucket, n in report.get("agreement", {}).items():
+        table.add_row(f"[dim]agreement {bucket}[/dim]", str(n))
+    if report["workers"]:
+        cols = list(report["workers"][0])
+        workers = Table(*cols, title="worker quality")
+        for w in report["workers"]:
+            workers.add_row(*("[red]yes[/red]" if w[c] is True else str(w[c]) for c in cols))
+        out.print(workers)
 
 
 def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,

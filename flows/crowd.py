@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import DEFAULT_ROOT
+from schemas.annotation import AnnotationSettings
 from schemas.crowd import (
     NONE_FLAG,
     YES,
@@ -27,16 +28,19 @@ from schemas.crowd import (
     FlagPolicy,
     Stage,
 )
+from tasks.annotation_stage import agreement_histogram
 from tasks.catalog import Catalog
 from tasks.crowd_backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
 from tasks.crowd_report import report_markdown, stage_report
 from tasks.crowd_stage import (
     StageTables,
     answer_table,
+    boxes_table,
     changed_decisions,
     crowd_tasks,
     decide,
     golden_table,
+    latest_preannotations,
     latest_verdicts,
     load_stage,
     pull_answers,
@@ -94,31 +98,39 @@ def push_task(backend: CrowdBackend, stage: Stage, tasks: list[CrowdTask],
 
 def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
                     settings: CrowdSettings, cycles: int = 1,
-                    s3_endpoint_url: str | None = None) -> dict[str, Any]:
+                    s3_endpoint_url: str | None = None,
+                    annotation: AnnotationSettings | None = None) -> dict[str, Any]:
     """Up to ``cycles`` pull-decide-push cycles of ``stage``; stops early once quiet."""
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
     catalog.remove_uncommitted()
     backend = make_backend(options, catalog, settings=settings, s3_endpoint_url=s3_endpoint_url)
     if options.answers:
         import_answer_files(catalog, stage, [Path(p) for p in options.answers])
-    if options.kind == "simulated":
+    if options.kind == "simulated" and stage is not Stage.ANNOTATION:
         seed_simulated_golden(catalog, stage, options)
+    preannotations = latest_preannotations(catalog) if stage is Stage.ANNOTATION else {}
     pulled: list[dict[str, Any]] = []
     pushed_total = 0
     for _ in range(max(1, cycles)):
         tables = load_stage(catalog, stage)
         rows = pull_task(backend, tables)
         tables = tables.with_answers(rows)
-        plan, quality = decide(tables, settings=settings)
+        decision = decide(tables, settings=settings, annotation=annotation)
+        plan = decision.plan
         tag = _batch_tag(stage)
         now = dt.datetime.now(dt.UTC)
         decisions = changed_decisions(plan.decisions, tables.verdicts)
         if rows or decisions:
-            catalog.write_batch(f"{tag}-a", {
+            batch: dict[str, Any] = {
                 "answers": answer_table(rows, batch_id=f"{tag}-a", now=now),
-                "verdicts": verdict_table(stage, decisions, batch_id=f"{tag}-a", now=now)},
-                info={"stage": stage.value, "kind": "answers+verdicts"})
-        pushed = push_task(backend, stage, crowd_tasks(plan, tables), f"{tag}-t")
+                "verdicts": verdict_table(stage, decisions, batch_id=f"{tag}-a", now=now)}
+            if stage is Stage.ANNOTATION:
+                batch["boxes"] = boxes_table(decisions, decision.annotations,
+                                             batch_id=f"{tag}-a", now=now)
+            catalog.write_batch(f"{tag}-a", batch,
+                                info={"stage": stage.value, "kind": "answers+verdicts"})
+        pushed = push_task(backend, stage, crowd_tasks(plan, tables, preannotations),
+                           f"{tag}-t")
         if pushed:
             catalog.write_batch(f"{tag}-t", {"stage_tasks": task_table(
                 stage, pushed, set(tables.golden.index), backend=backend.name,
@@ -128,8 +140,10 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
         if not rows and not pushed:
             break
     report = stage_report(stage, verdicts=latest_verdicts(catalog, stage), plan=plan,
-                          quality=quality, new_answers=pulled, pushed=pushed_total,
-                          method=settings.method, backend=backend.name)
+                          quality=decision.quality, new_answers=pulled, pushed=pushed_total,
+                          method=decision.method, backend=backend.name)
+    if stage is Stage.ANNOTATION:
+        report["agreement"] = agreement_histogram(decision.annotations)
     report["root"] = catalog.root.uri
     create_markdown_artifact(key=f"{stage.value}-report", markdown=report_markdown(report),
                              description=f"{stage.value} stage on {catalog.root.uri}")
@@ -221,7 +235,7 @@ def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
     """
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
     tables = load_stage(catalog, stage)
-    plan, _ = decide(tables, settings=settings)
+    plan = decide(tables, settings=settings).plan
     decisions = changed_decisions(plan.decisions, tables.verdicts)
     if decisions:
         tag = _batch_tag(stage)
@@ -247,3 +261,24 @@ def add_golden(root: str, stage: Stage, path: Path, *,
     if table.num_rows:
         catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})
     return table.num_rows, problems
+
+
+@flow(name="annotate", log_prints=True)
+def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
+             min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
+             cycles: int = 1, options: CrowdBackendOptions | None = None,
+             s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Stage 4: hand boxes and the leading hand, from ``overlap`` annotators per image.
+
+    Only images accepted by validation and not excluded by filtration are sent; images with
+    a pre-annotation (``hagrid import-hagrid --mode preannotate``) carry it as a prediction.
+    Images whose annotators agree less than ``min_agreement`` (mean IoU) are re-queued, then
+    reviewed.
+    """
+    settings = CrowdSettings(overlap=overlap, min_confidence=min_agreement,
+                             max_answers=max(max_answers, overlap), method="median_edges")
+    boxes = AnnotationSettings(overlap=overlap, match_iou=match_iou, min_agreement=min_agreement,
+                               max_answers=max(max_answers, overlap))
+    opts = options or CrowdBackendOptions(kind=crowd)
+    return run_crowd_stage(Stage.ANNOTATION, root=root, options=opts, settings=settings,
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes)

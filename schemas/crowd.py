@@ -18,6 +18,10 @@ class Stage(StrEnum):
 
     VALIDATION = "validation"
     FILTRATION = "filtration"
+    ANNOTATION = "annotation"  # boxes and leading hand (schemas.annotation)
+
+
+CHOICE_STAGES = (Stage.VALIDATION, Stage.FILTRATION)  # the stages answered by picking choices
 
 
 class Queue(StrEnum):
@@ -34,6 +38,7 @@ class Verdict(StrEnum):
     REJECTED = "rejected"  # validation: they did not (the reason says why)
     CLEAR = "clear"  # filtration: nothing that must be removed
     EXCLUDED = "excluded"  # filtration: at least one credible flag (the reason lists them)
+    ANNOTATED = "annotated"  # annotation: boxes and leading hand are in the boxes table
 
 
 class AnswerReason(StrEnum):

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from schemas.crowd import (
@@ -51,7 +52,7 @@ class RawAnswer:
 class AnswerError(ValueError):
     """A raw answer that cannot be used; ``reason`` is recorded with it."""
 
-    def __init__(self, reason: AnswerReason, detail: str) -> None:
+    def __init__(self, reason: StrEnum, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -61,7 +62,27 @@ def canonical_answer(stage: Stage, value: Any) -> str:
     """The canonical string of an answer in ``stage``; ``AnswerError`` when it is malformed."""
     if stage is Stage.VALIDATION:
         return _canonical_validation(value)
+    if stage is Stage.ANNOTATION:
+        return _canonical_annotation(value)
     return _canonical_filtration(value)
+
+
+def _canonical_annotation(value: Any) -> str:
+    """Boxes + leading hand: a Label Studio result list, or a HaGRID-style entry (or JSON)."""
+    from schemas.taxonomy import load_taxonomy
+    from tasks.boxes import AnnotationError, answer_json, from_hagrid, from_labelstudio
+
+    labels = set(load_taxonomy().box_labels)
+    try:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, dict):
+            return answer_json(from_hagrid(value, labels=labels))
+        return answer_json(from_labelstudio(value, labels=labels))
+    except json.JSONDecodeError as exc:
+        raise AnswerError(AnswerReason.UNREADABLE, f"annotation is not JSON: {exc}") from exc
+    except AnnotationError as exc:
+        raise AnswerError(exc.reason, exc.detail) from exc
 
 
 def _canonical_validation(value: Any) -> str:

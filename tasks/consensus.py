@@ -246,6 +246,8 @@ def _credible(image_id: object, flag: str, p: float, votes: pd.Series,
 
 def golden_verdict(stage: Stage, answer: str) -> tuple[Verdict, str | None]:
     """The verdict a known-correct (control or expert) answer stands for."""
+    if stage is Stage.ANNOTATION:
+        return Verdict.ANNOTATED, None  # the boxes themselves go to the boxes table
     if stage is Stage.VALIDATION:
         if answer == YES:
             return Verdict.ACCEPTED, None

@@ -39,6 +39,9 @@ class CrowdTask:
     is_golden: bool  # never shown to workers: control tasks look like any other
     object_key: str  # the image under the dataset root
     gesture: str  # the gesture the photographer was asked to show
+    width: int = 0  # oriented size in pixels
+    height: int = 0
+    preannotation: str | None = None  # annotation stage: boxes to start from (answer JSON)
 
 
 @dataclass(frozen=True)

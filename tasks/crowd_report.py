@@ -16,8 +16,7 @@ def stage_report(stage: Stage, *, verdicts: pd.DataFrame, plan: StagePlan,
                  method: str, backend: str) -> dict[str, Any]:
     """A JSON-ready summary of one stage run (``verdicts`` is the latest per image)."""
     rejected = Counter(r["reason"] for r in new_answers if r["status"] == "rejected")
-    workers = quality.reset_index().rename(columns={"index": "worker_id"})
-    workers["golden_accuracy"] = workers["golden_accuracy"].round(3)
+    workers = quality.reset_index().rename(columns={"index": "worker_id"}).round(3)
     return {
         "stage": stage.value, "backend": backend, "method": method,
         "verdicts": {str(k): int(v) for k, v in verdicts["verdict"].value_counts().items()},
@@ -29,7 +28,7 @@ def stage_report(stage: Stage, *, verdicts: pd.DataFrame, plan: StagePlan,
         "answers_rejected": dict(sorted(rejected.items())),
         "workers": workers.astype(object).where(workers.notna(), None).to_dict("records"),
         "discounted_workers": sorted(quality.index[quality["discounted"]].tolist())
-        if not quality.empty else [],
+        if "discounted" in quality else [],
     }
 
 
@@ -41,10 +40,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", "| queue state this run | images |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["queue"].items()]
     lines += ["", (f"answers pulled: {report['answers_pulled']}, rejected: "
-              f"{report['answers_rejected'] or 'none'}; tasks pushed: {report['pushed']}"), "",
-              "| worker | answers | control answers | control accuracy | discounted |",
-              "|---|---|---|---|---|"]
-    for w in report["workers"]:
-        lines.append(f"| {w['worker_id']} | {w['n_answers']} | {w['n_golden']} | "
-                     f"{w['golden_accuracy']} | {'**yes**' if w['discounted'] else 'no'} |")
+              f"{report['answers_rejected'] or 'none'}; tasks pushed: {report['pushed']}"), ""]
+    if report.get("agreement"):
+        lines += ["| agreement (mean IoU) | images |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in report["agreement"].items()]
+        lines.append("")
+    if report["workers"]:
+        cols = list(report["workers"][0])
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(w[c]) for c in cols) + " |" for w in report["workers"]]
     return "\n".join(lines) + "\n"

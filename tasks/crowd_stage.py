@@ -15,9 +15,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from schemas.annotation import BOXES, AnnotationSettings
 from schemas.crowd import CrowdSettings, Queue, Stage, Verdict
 from schemas.tables import ANSWERS, STAGE_TASKS, VERDICTS
+from tasks.annotation_stage import annotation_consensus, review_annotation
 from tasks.answers import screen_answers
+from tasks.box_consensus import ImageAnnotation, box_rows
 from tasks.catalog import Catalog
 from tasks.consensus import aggregate, worker_quality
 from tasks.crowd_backends import CrowdBackend, CrowdTask, PushedTask
@@ -56,8 +59,11 @@ def latest_verdicts(catalog: Catalog, stage: Stage) -> pd.DataFrame:
 
 def eligible_images(catalog: Catalog, stage: Stage) -> pd.DataFrame:
     """Images this stage must decide: all for validation; accepted ones for filtration."""
-    images = catalog.read_table("images", columns=["image_id", "object_key", "gesture"])
+    images = catalog.read_table("images", columns=["image_id", "object_key", "gesture", "width",
+                                                   "height"])
     df = images.to_pandas()
+    if stage is Stage.ANNOTATION:
+        return images_passing(catalog)
     if stage is Stage.FILTRATION:
         valid = latest_verdicts(catalog, Stage.VALIDATION)
         ok = valid.index[valid["verdict"] == Verdict.ACCEPTED.value]
@@ -108,18 +114,37 @@ def crowd_answers(tables: StageTables) -> pd.DataFrame:
     return a[["image_id", "worker_id", "answer"]].reset_index(drop=True)
 
 
-def decide(tables: StageTables, *, settings: CrowdSettings,
-           method: str | None = None) -> tuple[StagePlan, pd.DataFrame]:
+@dataclass
+class StageDecision:
+    """What ``decide`` found: the plan, the worker quality table, and for the annotation
+    stage the aggregate boxes of every image that has any (crowd or review)."""
+
+    plan: StagePlan
+    quality: pd.DataFrame
+    annotations: dict[str, ImageAnnotation] = field(default_factory=dict)
+    method: str = ""
+
+
+def decide(tables: StageTables, *, settings: CrowdSettings, method: str | None = None,
+           annotation: AnnotationSettings | None = None) -> StageDecision:
     """Worker quality, crowd verdicts and the plan for every eligible image."""
-    method = method or settings.method
     answers = crowd_answers(tables)
+    states = image_states(tables)
+    if tables.stage is Stage.ANNOTATION:
+        consensus = annotation_consensus(answers, settings=annotation or AnnotationSettings())
+        plan = plan_stage(tables.stage, states, consensus.verdicts, settings=settings,
+                          method=consensus.method)
+        reviewed = {s.image_id: review_annotation(s.review_answer) for s in states
+                    if s.review_answer is not None}
+        return StageDecision(plan, consensus.quality, {**consensus.annotations, **reviewed},
+                             consensus.method)
+    method = method or settings.method
     quality = worker_quality(tables.stage, answers, tables.golden, settings=settings)
     verdicts = aggregate(tables.stage, answers, tables.golden, quality, settings=settings,
                          method=method)
-    states = image_states(tables)
     plan = plan_stage(tables.stage, states, {v.image_id: v for v in verdicts},
                       settings=settings, method=method)
-    return plan, quality
+    return StageDecision(plan, quality, method=method)
 
 
 def image_states(tables: StageTables) -> list[ImageState]:
@@ -155,14 +180,38 @@ def changed_decisions(decisions: list[Decision], current: pd.DataFrame) -> list[
     return out
 
 
-def crowd_tasks(plan: StagePlan, tables: StageTables) -> list[CrowdTask]:
-    """The plan's push requests with what a back end needs to show the image."""
+def crowd_tasks(plan: StagePlan, tables: StageTables,
+                preannotations: dict[str, str] | None = None) -> list[CrowdTask]:
+    """The plan's push requests with what a back end needs to show the image.
+
+    ``preannotations``: image_id -> canonical annotation answer to show as a starting point.
+    """
     info = tables.images.set_index("image_id")
+    pre = preannotations or {}
     return [CrowdTask(image_id=p.image_id, queue=p.queue, round=p.round,
                       answers_wanted=p.answers_wanted, asked_before=p.asked_before,
                       is_golden=p.is_golden, object_key=str(info.at[p.image_id, "object_key"]),
-                      gesture=str(info.at[p.image_id, "gesture"]))
+                      gesture=str(info.at[p.image_id, "gesture"]),
+                      width=int(info.at[p.image_id, "width"]),
+                      height=int(info.at[p.image_id, "height"]),
+                      preannotation=pre.get(p.image_id))
             for p in plan.pushes]
+
+
+def latest_preannotations(catalog: Catalog) -> dict[str, str]:
+    """image_id -> the latest pre-annotation answer (boxes to correct rather than draw)."""
+    pre = catalog.read_table("preannotations").to_pandas()
+    pre = pre.sort_values("added_at", kind="stable").drop_duplicates("image_id", keep="last")
+    return dict(zip(pre["image_id"], pre["answer"]))
+
+
+def boxes_table(decisions: list[Decision], annotations: dict[str, ImageAnnotation], *,
+                batch_id: str, now: dt.datetime) -> pa.Table:
+    """The aggregate boxes of the annotation decisions as a ``boxes`` batch."""
+    rows = [row for d in decisions if d.image_id in annotations
+            for row in box_rows(d.image_id, annotations[d.image_id], method=d.method,
+                                batch_id=batch_id, decided_at=now)]
+    return pa.Table.from_pylist(rows, schema=BOXES)
 
 
 def answer_table(rows: list[dict[str, Any]], *, batch_id: str, now: dt.datetime) -> pa.Table:

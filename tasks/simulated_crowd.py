@@ -16,11 +16,13 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.annotation import FREE_HAND_LABEL, LEADING_HANDS
 from schemas.crowd import (
     FILTRATION_FLAGS,
     NO,
@@ -30,10 +32,14 @@ from schemas.crowd import (
     Queue,
     Stage,
 )
+from schemas.taxonomy import load_taxonomy
+from tasks.boxes import Box
 from tasks.crowd_backends import CrowdTask, FileCrowd, PushedTask, inbox_prefix
+from tasks.simulated_annotators import SimAnnotator, simulated_answer
 from tasks.storage import Storage
 
 TruthFn = Callable[[Stage, str], str]
+BoxTruthFn = Callable[[str, str], tuple[list[Box], str]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,35 @@ def planted_truth(*, seed: int = 0, invalid_rate: float = 0.2,
     return truth
 
 
+def planted_boxes(*, seed: int = 0, two_hands: float = 0.3) -> BoxTruthFn:
+    """True hands per image, planted from the image id: the gesture hand (labelled with the
+    assigned gesture) and, for a share of images, a free hand labelled ``no_gesture``."""
+    def truth(image_id: str, gesture: str) -> tuple[list[Box], str]:
+        rng = _rng("boxes", seed, image_id)
+        boxes = [_hand_box(rng, gesture, left_half=True)]
+        if rng.random() < two_hands:
+            boxes.append(_hand_box(rng, FREE_HAND_LABEL, left_half=False))
+        return boxes, LEADING_HANDS[int(rng.integers(2))]
+    return truth
+
+
+def _hand_box(rng: np.random.Generator, label: str, *, left_half: bool) -> Box:
+    w, h = float(rng.uniform(0.05, 0.15)), float(rng.uniform(0.08, 0.2))
+    x0 = 0.02 if left_half else 0.52
+    x = float(rng.uniform(x0, x0 + 0.46 - w))
+    y = float(rng.uniform(0.02, 0.98 - h))
+    return Box(x, y, w, h, label)
+
+
+def annotator_for(worker: SimWorker) -> SimAnnotator:
+    """The box-drawing habits of a simulated worker: careful, or sloppy for spammers."""
+    if worker.kind == "honest":
+        return SimAnnotator(worker.worker_id, jitter=0.05, miss_rate=0.08, label_swap_rate=0.04,
+                            wrong_hand_rate=0.08 * (1.0 - worker.accuracy) / 0.1)
+    return SimAnnotator(worker.worker_id, jitter=0.15, miss_rate=0.35, label_swap_rate=0.35,
+                        wrong_hand_rate=0.4)
+
+
 def worker_answer(worker: SimWorker, stage: Stage, truth: str, rng: np.random.Generator) -> str:
     """What ``worker`` answers when the right answer is ``truth``."""
     if worker.kind == "always_yes":
@@ -116,12 +151,15 @@ class SimulatedCrowd(FileCrowd):
     name = "simulated"
 
     def __init__(self, root: Storage, *, workers: list[SimWorker], truth: TruthFn,
-                 seed: int = 0, expert_accuracy: float = 1.0) -> None:
+                 seed: int = 0, expert_accuracy: float = 1.0,
+                 boxes: BoxTruthFn | None = None) -> None:
         super().__init__(root)
         self.workers = workers
         self.truth = truth
+        self.boxes = boxes or planted_boxes(seed=seed)
         self.seed = seed
         self.expert = SimWorker("sim-expert", "honest", expert_accuracy)
+        self.labels = load_taxonomy().box_labels
 
     def push(self, stage: Stage, tasks: list[CrowdTask], *, batch_id: str) -> list[PushedTask]:
         """Answer the tasks and drop the answers as ``inbox/sim-<batch_id>.csv``."""
@@ -132,15 +170,25 @@ class SimulatedCrowd(FileCrowd):
         out.writerow(["image_id", "worker_id", "answer", "queue", "stage", "time"])
         now = dt.datetime.now(dt.UTC).isoformat()
         for task in tasks:
-            truth = self.truth(stage, task.image_id)
             for worker in self._assign(task):
                 rng = _rng("answer", self.seed, stage.value, task.image_id, worker.worker_id)
-                out.writerow([task.image_id, worker.worker_id,
-                              worker_answer(worker, stage, truth, rng), task.queue.value,
-                              stage.value, now])
+                out.writerow([task.image_id, worker.worker_id, self._answer(stage, task, worker, rng),
+                              task.queue.value, stage.value, now])
         self.root.write_bytes(f"{inbox_prefix(stage)}/sim-{batch_id}.csv", buf.getvalue().encode())
         return [PushedTask(t.image_id, t.queue, t.round, t.answers_wanted, f"sim-{batch_id}")
                 for t in tasks]
+
+    def _answer(self, stage: Stage, task: CrowdTask, worker: SimWorker,
+                rng: np.random.Generator) -> str:
+        if stage is not Stage.ANNOTATION:
+            return worker_answer(worker, stage, self.truth(stage, task.image_id), rng)
+        boxes, hand = self.boxes(task.image_id, task.gesture)
+        annotator = (SimAnnotator(worker.worker_id, jitter=0.02, miss_rate=0.0,
+                                  label_swap_rate=0.0, wrong_hand_rate=0.0)
+                     if worker is self.expert else annotator_for(worker))
+        result = simulated_answer(annotator, boxes, hand, labels=self.labels,
+                                  width=task.width or 1920, height=task.height or 1080, rng=rng)
+        return json.dumps(result)
 
     def _assign(self, task: CrowdTask) -> list[SimWorker]:
         if task.queue is Queue.REVIEW:

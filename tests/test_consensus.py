@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.crowd import CrowdSettings, FlagPolicy, Stage, stage_choices
+from schemas.crowd import CHOICE_STAGES, CrowdSettings, FlagPolicy, Stage, stage_choices
 from tasks.consensus import METHODS, aggregate, worker_quality
 
 GOLD = pd.Series({"g1": "yes", "g2": "no:hand_cut_off", "g3": "yes"})
@@ -114,7 +114,7 @@ def _answer_tables(stage: Stage):
 # mace (~4 s a fit) and zbs (~1 s) are left out for time: order independence comes from the
 # canonical sort in label_probabilities, which every method goes through
 @pytest.mark.parametrize("method", ["mv", "wmv", "ds", "ocds", "glad", "wawa"])
-@pytest.mark.parametrize("stage", list(Stage))
+@pytest.mark.parametrize("stage", CHOICE_STAGES)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_verdicts_do_not_depend_on_row_order(method, stage, data):
