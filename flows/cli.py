@@ -232,8 +232,8 @@ def validate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
 def filter_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
                answers: AnswersOpt = None, overlap: OverlapOpt = 3, method: MethodOpt = "ds",
                flag_policy: Annotated[str, typer.Option(
-                   help="any_credible: one flag from a non-discounted worker excludes; "
-                        "aggregate: the method's P(flag) >= 0.3")] = "any_credible",
+                   help="aggregate: the method's P(flag) >= 0.3 excludes; any_credible: one "
+                        "flag from a non-discounted worker excludes")] = "aggregate",
                cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
@@ -276,6 +276,62 @@ def golden(file: Annotated[Path, typer.Argument(help="CSV with image_id, answer 
     console.print(f"{stage}: {added} control images added")
     if problems:
         raise typer.Exit(1)
+
+
+@app.command("import-hagrid")
+def import_hagrid_cmd(
+    dataset_dir: Annotated[Path, typer.Argument(help="DATASET_DIR/<gesture>/<name>.jpg")],
+    annotations_dir: Annotated[Path, typer.Argument(
+        help="ANNOTATIONS_DIR/<gesture>.json or ANNOTATIONS_DIR/<split>/<gesture>.json")],
+    root: RootOpt = "./hagrid-root",
+    mode: Annotated[str, typer.Option(
+        help="accept: final annotations; preannotate: pre-annotations annotators correct")
+    ] = "accept",
+    taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
+    min_side: Annotated[int, typer.Option(help="minimum short side in pixels")] = 720,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a dataset in the published HaGRID layout: images through ingest (dedup
+    included), entries as accepted annotations or as pre-annotations."""
+    _quiet_prefect()
+    from schemas.taxonomy import load_taxonomy
+    from tasks import progress
+    from tasks.hagrid_import import ImportMode, import_hagrid, summary_rows
+    from tasks.storage import SourceError
+
+    missing = [str(p) for p in (dataset_dir, annotations_dir) if not p.is_dir()]
+    if missing or mode not in {m.value for m in ImportMode}:
+        problem = f"not a folder: {', '.join(missing)}" if missing else f"unknown mode {mode!r}"
+        console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(2)
+
+    def ingest_batch(source: str, submissions: str, root_uri: str) -> dict[str, Any]:
+        from flows.ingest import ingest  # run_ingest without a taxonomy option: same bar
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=console)
+        with bar:
+            tid = bar.add_task("ingest", total=None)
+            progress.set_listener(lambda _s, n, total: bar.update(tid, completed=n, total=total))
+            try:
+                return ingest(source=source, submissions=submissions, root=root_uri,
+                              min_side=min_side, taxonomy=taxonomy)
+            finally:
+                progress.set_listener(None)
+
+    try:
+        summary = import_hagrid(dataset_dir, annotations_dir, root=root, mode=ImportMode(mode),
+                                taxonomy=load_taxonomy(taxonomy), ingest=ingest_batch)
+    except (SourceError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table("import-hagrid", "count", title=f"{summary['mode']} into {summary['root']}")
+    for label, n in summary_rows(summary):
+        table.add_row(label, str(n))
+    Console().print(table)
 
 
 @app.command()

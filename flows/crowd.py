@@ -195,7 +195,7 @@ def stage_settings(*, overlap: int, method: str, min_confidence: float, max_answ
 
 @flow(name="validate", log_prints=True)
 def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
-             method: str = "ds", min_confidence: float = 0.75, max_answers: int = 7,
+             method: str = "ds", min_confidence: float = 0.9, max_answers: int = 7,
              skill_floor: float = 0.7, golden_overlap: int = 10, cycles: int = 1,
              options: CrowdBackendOptions | None = None,
              s3_endpoint_url: str | None = None) -> dict[str, Any]:
@@ -211,9 +211,9 @@ def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
 
 @flow(name="filter", log_prints=True)
 def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
-                 method: str = "ds", min_confidence: float = 0.75, max_answers: int = 7,
+                 method: str = "ds", min_confidence: float = 0.9, max_answers: int = 7,
                  skill_floor: float = 0.7, golden_overlap: int = 10,
-                 flag_policy: str = "any_credible", min_flag_votes: int = 1, cycles: int = 1,
+                 flag_policy: str = "aggregate", min_flag_votes: int = 1, cycles: int = 1,
                  options: CrowdBackendOptions | None = None,
                  s3_endpoint_url: str | None = None) -> dict[str, Any]:
     """Stage 3: ethical filtration; one credible flag excludes an image."""
@@ -242,7 +242,7 @@ def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
         catalog.write_batch(f"{tag}-v", {"verdicts": verdict_table(
             stage, decisions, batch_id=f"{tag}-v", now=dt.datetime.now(dt.UTC))},
             info={"stage": stage.value, "kind": "reaggregate", "method": settings.method})
-    undecided = sum(1 for p in plan.pushes if p.image_id in tables.verdicts.index)
+    undecided = plan.status["kept"]
     return {"decisions": len(plan.decisions), "changed": len(decisions), "undecided": undecided}
 
 

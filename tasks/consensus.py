@@ -82,14 +82,21 @@ METHODS: dict[str, Aggregator] = {
 }
 
 
+UNSUITED_FOR_RARE_LABELS = frozenset({"mace"})  # bench/RESULTS.md, crowd consensus
+
+
 def label_probabilities(data: pd.DataFrame, *, method: str, golden: pd.Series | None = None,
-                        skills: pd.Series | None = None) -> pd.DataFrame:
+                        skills: pd.Series | None = None,
+                        rare_labels: bool = False) -> pd.DataFrame:
     """P(label) per task from ``method`` over a crowd-kit table (``task, worker, label``).
 
     The table is sorted before fitting, so row order never changes the result.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {sorted(METHODS)}")
+    if method in UNSUITED_FOR_RARE_LABELS and rare_labels:
+        raise ValueError(f"{method} is not usable on filtration's per-flag yes/no tables (it "
+                         "calls every worker a spammer when flags are rare): use ds")
     if data.empty:
         return pd.DataFrame(dtype=float)
     data = data.sort_values(["task", "worker", "label"], kind="stable").reset_index(drop=True)
@@ -125,7 +132,8 @@ def worker_quality(stage: Stage, answers: pd.DataFrame, golden: pd.Series, *,
     the binary decisions (valid or not; each flag raised or not), so a worker who always
     gives the same answer scores 0.5 however unbalanced the control set is.
     """
-    cols = ["worker_id", "n_answers", "n_golden", "golden_accuracy", "discounted"]
+    cols = ["worker_id", "n_answers", "n_golden", "golden_accuracy", "golden_min_side",
+            "discounted"]
     if answers.empty:
         return pd.DataFrame(columns=cols).set_index("worker_id")
     counts = answers.groupby("worker_id").size().rename("n_answers")
@@ -140,8 +148,13 @@ def worker_quality(stage: Stage, answers: pd.DataFrame, golden: pd.Series, *,
     acc = recall.groupby(level="worker_id").mean().rename("golden_accuracy")
     table = pd.concat([counts, n_gold, acc], axis=1)
     table["n_golden"] = table["n_golden"].fillna(0).astype(int)
-    table["discounted"] = (table["n_golden"] >= settings.min_golden) & (
-        table["golden_accuracy"] < settings.skill_floor)
+    per_class = merged.groupby(["worker_id", "value_true"]).size().unstack(fill_value=0)
+    both_sides = per_class.reindex(columns=[False, True], fill_value=0).min(axis=1)
+    table["golden_min_side"] = both_sides.reindex(table.index).fillna(0).astype(int)
+    table["discounted"] = (
+        (table["n_golden"] >= settings.min_golden)
+        & (table["golden_min_side"] >= settings.min_golden_per_class)
+        & (table["golden_accuracy"] < settings.skill_floor))
     table.index.name = "worker_id"
     return table.sort_index()
 
@@ -220,7 +233,8 @@ def _filtration_verdicts(usable: pd.DataFrame, golden: pd.Series, skills: pd.Ser
                              "label": np.where(part["value"], "1", "0")})
         g = gold_units[gold_units["unit"] == flag]
         gold = pd.Series(np.where(g["value"], "1", "0"), index=g["image_id"].values)
-        probas = label_probabilities(data, method=method, golden=gold, skills=skills)
+        probas = label_probabilities(data, method=method, golden=gold, skills=skills,
+                                     rare_labels=True)
         p_flag[flag] = probas.reindex(columns=["0", "1"], fill_value=0.0)["1"]
     p = pd.DataFrame(p_flag).fillna(0.0)
     votes = units[units["value"]].groupby(["image_id", "unit"]).size()

@@ -6,8 +6,9 @@ A pure function over the stage's state, so a scheduled run can be replayed in a 
 - an image never sent goes out (round 1, ``overlap`` answers; control images
   ``golden_overlap``);
 - while answers are outstanding, it waits;
-- a confident crowd verdict from at least ``overlap`` credible answers decides (one credible
-  flag excludes, whatever the confidence);
+- a confident crowd verdict from at least ``min_credible`` credible answers decides (a
+  credible flag excludes, whatever the confidence); an image that already has a crowd
+  verdict keeps it when a refit is less sure, and is never asked again;
 - otherwise ``requeue_answers`` more answers are asked, until ``max_answers`` have been
   asked; then it goes to expert review.
 """
@@ -32,6 +33,7 @@ class ImageState:
     crowd_received: int = 0  # answers received for it from the crowd (any status)
     in_review: bool = False
     review_answer: str | None = None  # accepted expert answer, when there is one
+    decided: bool = False  # it already has a crowd verdict: never asked again
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,13 @@ def _plan_one(stage: Stage, st: ImageState, cv: CrowdVerdict | None, plan: Stage
     if st.crowd_received < st.crowd_asked:
         plan.status["waiting_crowd"] += 1
         return
-    if cv is not None and cv.n_answers >= settings.overlap and (
+    if cv is not None and cv.n_answers >= settings.min_credible and (
             cv.confidence >= settings.min_confidence):
         plan.decisions.append(_decision(cv, method))
         plan.status["decided"] += 1
+        return
+    if st.decided:  # a later refit is less sure: keep the verdict rather than ask again
+        plan.status["kept"] += 1
         return
     _requeue_or_review(st, plan, settings=settings)
 

@@ -158,10 +158,11 @@ def image_states(tables: StageTables) -> list[ImageState]:
     reviews = a[(a["queue"] == Queue.REVIEW.value) & (a["status"] == "accepted")]
     review_answer = reviews.sort_values("answered_at", kind="stable").drop_duplicates(
         "image_id").set_index("image_id")["answer"]
+    decided = set(tables.verdicts.index)
     return [ImageState(image_id=i, golden_answer=tables.golden.get(i),
                        crowd_asked=int(asked.get(i, 0)), crowd_round=int(rounds.get(i, 0)),
                        crowd_received=int(received.get(i, 0)), in_review=i in in_review,
-                       review_answer=review_answer.get(i))
+                       review_answer=review_answer.get(i), decided=i in decided)
             for i in tables.images["image_id"]]
 
 

@@ -74,8 +74,6 @@ from tasks.intake import IMAGE_EXTENSIONS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from tasks.storage import LocalStorage, Storage, open_storage
 
 IMPORT_METHOD = "import:hagrid"  # verdicts.method and boxes.method of imported annotations
-ANNOTATION_STAGE = "annotation"  # verdicts.stage of the annotation stage
-ANNOTATED = "annotated"  # its verdict for an image with final boxes
 EXTRA_FIELDS = ("united_bbox", "united_label", "hand_landmarks", "landmarks", "meta")
 UNKNOWN_SUBJECT = "unknown:"  # prefix of the placeholder subject id of an image without one
 SAMPLE_PROBLEMS = 20
@@ -395,7 +393,7 @@ def import_tables(plan: ImportPlan, *, has_verdict: Mapping[str, AbstractSet[str
     stages = [(Stage.VALIDATION.value, Verdict.ACCEPTED.value),
               (Stage.FILTRATION.value, Verdict.CLEAR.value)]
     if plan.mode is ImportMode.ACCEPT:
-        stages.append((ANNOTATION_STAGE, ANNOTATED))
+        stages.append((Stage.ANNOTATION.value, Verdict.ANNOTATED.value))
     verdicts = [{"stage": stage, "image_id": e.image_id, "verdict": verdict, "reason": None,
                  "confidence": 1.0, "n_answers": 0, "method": IMPORT_METHOD,
                  "batch_id": batch_id, "decided_at": now}
@@ -488,7 +486,7 @@ def annotated_images(catalog: Catalog) -> set[str]:
     """Images with boxes, pre-annotations or an annotation verdict."""
     done = set(catalog.read_table("boxes", columns=["image_id"]).column(0).to_pylist())
     done |= set(catalog.read_table("preannotations", columns=["image_id"]).column(0).to_pylist())
-    return done | verdict_images(catalog).get(ANNOTATION_STAGE, set())
+    return done | verdict_images(catalog).get(Stage.ANNOTATION.value, set())
 
 
 def verdict_images(catalog: Catalog) -> dict[str, set[str]]:
@@ -501,7 +499,7 @@ def verdict_images(catalog: Catalog) -> dict[str, set[str]]:
 
 def write_import(catalog: Catalog, plan: ImportPlan) -> WrittenBatch:
     """The extras file, then the catalog batch (committed last); nothing when nothing to do."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     batch_id = f"hagrid-import-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     tables = import_tables(plan, has_verdict=verdict_images(catalog), batch_id=batch_id,
                            now=now)
@@ -550,18 +548,22 @@ def import_summary(layout: HagridLayout, plan: ImportPlan, *, ingest_summary: Ma
 
 
 def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """The summary's counts as (label, count) rows for a terminal table."""
+    """The summary's counts as (label, count) rows for a terminal table, reasons indented."""
     ingest = summary["ingest"]
     rows = [("ingest: inputs", ingest["inputs"] or 0),
             ("ingest: already seen, skipped", ingest["skipped_already_seen"] or 0),
             ("ingest: accepted", ingest["accepted"] or 0),
             ("ingest: rejected", ingest["rejected"] or 0)]
     rows += [(f"  {reason}", n) for reason, n in (ingest["reasons"] or {}).items()]
-    rows += [(f"files: {status}", n) for status, n in summary["files"].items()]
-    rows += [(f"  not ingested: {r}", n) for r, n in summary["not_ingested"].items()]
-    rows += [(f"  entry rejected: {r}", n) for r, n in summary["entries_rejected"].items()]
+    reasons = {FileStatus.NOT_INGESTED.value: summary["not_ingested"],
+               FileStatus.ENTRY_REJECTED.value: summary["entries_rejected"]}
+    for status, n in summary["files"].items():
+        rows.append((f"files: {status}", n))
+        rows += [(f"  {reason}", k) for reason, k in reasons.get(status, {}).items()]
     rows += [("annotations accepted", summary["annotations_accepted"]),
-             ("pre-annotations written", summary["preannotations_written"]),
+             ("pre-annotations written", summary["preannotations_written"])]
+    rows += [(f"  boxes dropped: {r}", n) for r, n in summary["boxes_dropped"].items()]
+    rows += [("v2 extras kept", summary["written"]["extras"]),
              ("entries without images", summary["entries_without_images"]),
              ("images without entries", summary["images_without_entries"])]
     rows += [(f"problem: {kind}", n) for kind, n in summary["problems"].items()]

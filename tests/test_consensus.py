@@ -30,8 +30,11 @@ ROWS = [
 ANSWERS = pd.DataFrame(ROWS, columns=["image_id", "worker_id", "answer"])
 
 
+ONE_SIDE = CrowdSettings(min_golden_per_class=1)  # the toy table has one invalid control image
+
+
 def test_worker_quality_is_balanced_accuracy_on_control_images():
-    q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD, settings=CrowdSettings())
+    q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD, settings=ONE_SIDE)
     assert q.loc[["w1", "w2", "w3"], "golden_accuracy"].tolist() == [1.0, 1.0, 1.0]
     assert q.at["w4", "golden_accuracy"] == pytest.approx(0.25)  # yes: 1/2 right, no: 0/1
     assert q.at["w5", "golden_accuracy"] == pytest.approx(0.5)  # always yes: chance level
@@ -42,12 +45,15 @@ def test_worker_quality_is_balanced_accuracy_on_control_images():
 
 def test_too_few_control_answers_never_discount():
     q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD,
-                       settings=CrowdSettings(min_golden=4))
+                       settings=CrowdSettings(min_golden=4, min_golden_per_class=1))
     assert not q["discounted"].any()
+    # one invalid control image is too thin to call anyone careless (default: 2 per side)
+    q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD, settings=CrowdSettings())
+    assert not q["discounted"].any() and q["golden_min_side"].tolist() == [1] * 5
 
 
 def test_majority_vote_without_the_discounted_workers():
-    s = CrowdSettings(method="mv")
+    s = CrowdSettings(method="mv", min_golden_per_class=1)
     q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD, settings=s)
     got = {v.image_id: v for v in aggregate(Stage.VALIDATION, ANSWERS, GOLD, q, settings=s)}
     assert (got["t1"].verdict, got["t1"].reason) == ("accepted", None)
@@ -74,6 +80,13 @@ def test_every_method_agrees_on_a_clear_table(method):
     assert (got["t2"], got["t3"]) == ("rejected", "accepted")
 
 
+def test_mace_is_refused_for_filtration():
+    s = CrowdSettings(method="mace")
+    q = worker_quality(Stage.FILTRATION, FLAGS, NO_GOLD, settings=s)
+    with pytest.raises(ValueError, match="use ds"):
+        aggregate(Stage.FILTRATION, FLAGS, NO_GOLD, q, settings=s)
+
+
 FLAGS = pd.DataFrame([
     ("a", "w1", "child"), ("a", "w2", "none"), ("a", "w3", "none"),
     ("b", "w1", "none"), ("b", "w2", "none"), ("b", "w3", "none"),
@@ -83,7 +96,7 @@ NO_GOLD = pd.Series(dtype=str)
 
 
 def _filter(**kw):
-    s = CrowdSettings(method="mv", **kw)
+    s = CrowdSettings(method="mv", **{"flag_policy": FlagPolicy.ANY_CREDIBLE, **kw})
     q = worker_quality(Stage.FILTRATION, FLAGS, NO_GOLD, settings=s)
     return {v.image_id: (v.verdict.value, v.reason)
             for v in aggregate(Stage.FILTRATION, FLAGS, NO_GOLD, q, settings=s)}

@@ -38,7 +38,7 @@ def test_waiting_then_deciding():
 
 def test_unsure_or_too_few_credible_answers_are_requeued_then_reviewed():
     st = ImageState("x", crowd_asked=3, crowd_round=1, crowd_received=3)
-    for unsure in (cv(confidence=0.6), cv(n=2), None):
+    for unsure in (cv(confidence=0.6), cv(n=1), None):
         [push] = plan(st, unsure).pushes
         assert (push.queue, push.round, push.answers_wanted, push.asked_before) == (
             Queue.CROWD, 2, 2, 3)
@@ -51,6 +51,12 @@ def test_unsure_or_too_few_credible_answers_are_requeued_then_reviewed():
                     review_answer="no:bad_distance")
     [d] = plan(st, cv(confidence=0.6)).decisions
     assert (d.verdict, d.reason, d.method) == (Verdict.REJECTED, "bad_distance", "review")
+
+
+def test_a_decided_image_keeps_its_verdict_when_a_refit_is_less_sure():
+    st = ImageState("x", crowd_asked=3, crowd_round=1, crowd_received=3, decided=True)
+    p = plan(st, cv(confidence=0.6))
+    assert (p.pushes, p.decisions, p.status) == ([], [], {"kept": 1})
 
 
 def test_a_credible_flag_excludes_at_once():

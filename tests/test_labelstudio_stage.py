@@ -72,13 +72,14 @@ def task_ids(admin: ls_client.LabelStudio, title: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def campaign(label_studio: LabelStudioEndpoint):
     root = label_studio.document_root / "root"
-    ids = make_catalog(root, n=8, seed=5)
+    ids = make_catalog(root, n=9, seed=5)
     golden = root.parent / "golden.csv"
     with golden.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", "answer", "reason"])
-        w.writerows([[ids[0], "yes", ""], [ids[1], "no", "hand_cut_off"], [ids[2], "yes", ""]])
-    assert add_golden(str(root), Stage.VALIDATION, golden) == (3, [])
+        w.writerows([[ids[0], "yes", ""], [ids[1], "no", "hand_cut_off"], [ids[2], "yes", ""],
+                     [ids[3], "no", "bad_distance"]])
+    assert add_golden(str(root), Stage.VALIDATION, golden) == (4, [])
     options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
                                   ls_token=label_studio.token, ls_project_prefix=PREFIX,
                                   ls_document_root=str(label_studio.document_root))
@@ -99,13 +100,13 @@ def verdicts(root: Path, stage: Stage) -> dict[str, tuple[str, str | None, str]]
 
 def test_the_full_validation_and_filtration_path(campaign, label_studio):
     root, ids, options = campaign
-    g1, g2, g3, i1, i2, i3, i4, i5 = ids
+    g1, g2, g3, g4, i1, i2, i3, i4, i5 = ids
     admin = ls_client.connect(label_studio.url, label_studio.token)
     people = Annotators(label_studio)
 
     # 1. first run: the project is created from annotation_ui/ and every image is imported
     report = run(Stage.VALIDATION, root, options)
-    assert report["pushed"] == 8 and report["queue"] == {"control": 3, "sent": 5}
+    assert report["pushed"] == 9 and report["queue"] == {"control": 4, "sent": 5}
     title = f"{PREFIX} validation"
     pid = ls_client.project_id_by_title(admin, title)
     project = admin.projects.get(pid)
@@ -122,13 +123,13 @@ def test_the_full_validation_and_filtration_path(campaign, label_studio):
     assert served.status_code == 200 and served.content == (root / object_key).read_bytes()
     assert run(Stage.VALIDATION, root, options)["pushed"] == 0  # nothing new: idempotent
 
-    # 2. annotators answer; "careless" says yes to everything (caught on control image g2)
+    # 2. annotators answer; "careless" says yes to everything (caught on control g2 and g4)
     answers = {
-        "alice": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", i1: "yes",
+        "alice": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", g4: "no:other", i1: "yes",
                   i2: "no:wrong_gesture", i3: "yes", i4: "yes", i5: "no"},  # i5: no reason
-        "bob": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", i1: "yes",
+        "bob": {g1: "yes", g2: "no:hand_cut_off", g3: "yes", g4: "no:bad_distance", i1: "yes",
                 i2: "no:wrong_gesture", i3: "yes", i4: "no:other", i5: "yes"},
-        "careless": {g1: "yes", g2: "yes", g3: "yes", i4: "yes"},
+        "careless": {g1: "yes", g2: "yes", g3: "yes", g4: "yes", i4: "yes"},
         "dora": {i1: "yes", i2: "no:wrong_gesture", i3: "yes", i5: "yes"},
     }
     for name, given in answers.items():
@@ -147,24 +148,23 @@ def test_the_full_validation_and_filtration_path(campaign, label_studio):
     assert got[i2] == ("rejected", "wrong_gesture", "mv")
     assert got[i3] == ("accepted", None, "mv")
     assert got[g2] == ("rejected", "hand_cut_off", "golden")
-    # i4: one credible yes, one no (careless discounted); i5: a malformed no -> asked again
-    assert i4 not in got and i5 not in got
-    assert report["queue"]["requeued"] == 2
+    # i5: a malformed "no", then two credible yes: decided; i4: one credible yes and one no
+    # (careless is discounted): asked again
+    assert got[i5] == ("accepted", None, "mv")
+    assert i4 not in got
+    assert report["queue"]["requeued"] == 1
     tasks = task_ids(admin, title)
-    assert f"{i4}:r2" in tasks and f"{i5}:r2" in tasks
+    assert f"{i4}:r2" in tasks and f"{i5}:r2" not in tasks
 
-    # 3. round 2 with new annotators: i5 becomes clear, i4 stays split -> expert review
-    for name, given in {"erin": {i4: "no:other", i5: "yes"}, "fay": {i4: "yes", i5: "yes"},
-                        "gus": {i4: "no:bad_distance", i5: "yes"}}.items():
-        for image_id, answer in given.items():
-            ls_client.submit_annotation(people[name], task_id=tasks[f"{image_id}:r2"],
-                                        result=valid_result(answer))
+    # 3. round 2 with new annotators: i4 stays split -> expert review
+    for name, answer in {"erin": "no:other", "fay": "yes", "gus": "no:bad_distance"}.items():
+        ls_client.submit_annotation(people[name], task_id=tasks[f"{i4}:r2"],
+                                    result=valid_result(answer))
     ls_client.submit_annotation(people["alice"], task_id=tasks[f"{i4}:r2"],
                                 result=valid_result("yes"))  # alice again: a duplicate
     report = run(Stage.VALIDATION, root, options)
     assert report["answers_rejected"] == {"duplicate_answer": 1}
     assert report["queue"]["sent_to_review"] == 1
-    assert verdicts(root, Stage.VALIDATION)[i5] == ("accepted", None, "mv")
     review = task_ids(admin, f"{PREFIX} validation review")
     assert list(review) == [f"{i4}:r1"]
     ls_client.submit_annotation(people["expert"], task_id=review[f"{i4}:r1"],
