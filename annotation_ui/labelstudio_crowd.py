@@ -19,6 +19,7 @@ from annotation_ui import ls_client
 from annotation_ui.configs import instructions, label_config, result_value
 from schemas.crowd import CrowdSettings, Queue, Stage
 from tasks.answers import RawAnswer
+from tasks.boxes import parse_answer_json, to_labelstudio
 from tasks.crowd_backends import CrowdTask, PushedTask
 from tasks.storage import LocalStorage, S3Storage, Storage
 
@@ -101,14 +102,23 @@ class LabelStudioCrowd:
         pushed = []
         for queue, group in by_queue.items():
             pid = self.project(stage, queue)
-            payload = [{"data": {"image": self.image_url(t.object_key), "image_id": t.image_id,
-                                 "task_key": f"{t.image_id}:r{t.round}", "round": t.round,
-                                 "gesture": t.gesture}} for t in group]
+            payload = [self._task_payload(t) for t in group]
             ids = ls_client.import_tasks(self.client, project_id=pid, tasks=payload,
                                          key="task_key")
             pushed += [PushedTask(t.image_id, queue, t.round, self.overlap(queue),
                                   str(ids[f"{t.image_id}:r{t.round}"])) for t in group]
         return pushed
+
+    def _task_payload(self, t: CrowdTask) -> dict[str, Any]:
+        task: dict[str, Any] = {"data": {
+            "image": self.image_url(t.object_key), "image_id": t.image_id,
+            "task_key": f"{t.image_id}:r{t.round}", "round": t.round, "gesture": t.gesture}}
+        if t.preannotation:
+            pre = parse_answer_json(t.preannotation)
+            result = to_labelstudio(pre.boxes, pre.leading_hand, width=t.width or 1,
+                                    height=t.height or 1)
+            task["predictions"] = [{"result": result, "model_version": "preannotation"}]
+        return task
 
     def pull(self, stage: Stage) -> list[RawAnswer]:
         """Every annotation (submitted or skipped) of the stage's projects that exist."""

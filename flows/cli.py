@@ -125,7 +125,8 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
          n: Annotated[int, typer.Option("--n", help="distinct photos")] = 120,
          seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
     """The main job on the embedded default: generate a crowd batch, ingest it, then run
-    validation and filtration with a simulated crowd (30% spammers), and summarise."""
+    validation, filtration and annotation with a simulated crowd (30% spammers/sloppy
+    annotators), and summarise."""
     from tasks.synth import generate_batch
 
     batch = Path(root).parent / f"batch-seed{seed}"
@@ -135,7 +136,7 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     summary = run_ingest(str(batch), str(batch / "submissions.csv"), root)
     print_summary(summary)
     opts = _crowd_options("simulated", None, None, None, "hagrid", None, seed, 0.3)
-    for stage in ("validation", "filtration"):
+    for stage in ("validation", "filtration", "annotation"):
         print_stage_report(_run_stage(stage, root=root, options=opts, cycles=None),
                            as_json=False)
 
@@ -205,7 +206,9 @@ def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
 
     if cycles is None:
         cycles = 20 if options.kind == "simulated" else 1
-    flow = validate if stage_name == "validation" else filter_stage
+    from flows.crowd import annotate
+
+    flow = {"validation": validate, "filtration": filter_stage, "annotation": annotate}[stage_name]
     try:
         return flow(root=root, crowd=options.kind, options=options, cycles=cycles, **settings)
     except ValueError as exc:
@@ -243,6 +246,23 @@ def filter_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("filtration", root=root, options=opts, cycles=cycles,
                         overlap=overlap, method=method, flag_policy=flag_policy)
+    print_stage_report(report, as_json=as_json)
+
+
+@app.command("annotate")
+def annotate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
+                 answers: AnswersOpt = None, overlap: OverlapOpt = 3,
+                 min_agreement: Annotated[float, typer.Option(
+                     help="mean IoU below which an image is asked again")] = 0.7,
+                 cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
+                 ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
+                 sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
+                 as_json: JsonOpt = False) -> None:
+    """Stage 4, annotation: hand boxes and leading hand for validated, unflagged images."""
+    opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
+                          ls_document_root, sim_seed, sim_spammers)
+    report = _run_stage("annotation", root=root, options=opts, cycles=cycles,
+                        overlap=overlap, min_agreement=min_agreement)
     print_stage_report(report, as_json=as_json)
 
 

@@ -23,7 +23,7 @@ from tasks.answers import RawAnswer
 from tasks.storage import Storage
 
 EXPORT_COLUMNS = ("task_id", "stage", "queue", "round", "image_id", "image_uri", "gesture",
-                  "answers_wanted")
+                  "answers_wanted", "width", "height", "preannotation")
 ANSWER_FILE_COLUMNS = ("image_id", "worker_id", "answer", "reason", "queue", "stage", "time")
 
 
@@ -99,7 +99,9 @@ class FileCrowd:
             writer.writerow({"task_id": f"{t.queue.value}:{t.image_id}:{t.round}",
                              "stage": stage.value, "queue": t.queue.value, "round": t.round,
                              "image_id": t.image_id, "image_uri": self.image_uri(t.object_key),
-                             "gesture": t.gesture, "answers_wanted": t.answers_wanted})
+                             "gesture": t.gesture, "answers_wanted": t.answers_wanted,
+                             "width": t.width, "height": t.height,
+                             "preannotation": t.preannotation or ""})
         self.root.write_bytes(key, buf.getvalue().encode())
         return [PushedTask(t.image_id, t.queue, t.round, t.answers_wanted, key) for t in tasks]
 

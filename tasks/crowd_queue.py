@@ -93,6 +93,9 @@ def _plan_one(stage: Stage, st: ImageState, cv: CrowdVerdict | None, plan: Stage
             plan.pushes.append(PushRequest(st.image_id, Queue.CROWD, 1, settings.golden_overlap,
                                            0, True))
         return
+    if st.crowd_round == 0 and st.decided:  # decided without this crowd: an import
+        plan.status["decided_elsewhere"] += 1
+        return
     if st.crowd_round == 0:
         plan.pushes.append(PushRequest(st.image_id, Queue.CROWD, 1, settings.overlap, 0, False))
         plan.status["sent"] += 1

@@ -59,6 +59,11 @@ def test_a_decided_image_keeps_its_verdict_when_a_refit_is_less_sure():
     assert (p.pushes, p.decisions, p.status) == ([], [], {"kept": 1})
 
 
+def test_an_image_decided_without_the_crowd_is_not_sent():
+    p = plan(ImageState("x", decided=True))
+    assert (p.pushes, p.decisions, p.status) == ([], [], {"decided_elsewhere": 1})
+
+
 def test_a_credible_flag_excludes_at_once():
     st = ImageState("x", crowd_asked=3, crowd_round=1, crowd_received=1)
     [d] = plan(st, cv(Verdict.EXCLUDED, confidence=0.2, n=1, reason="child"),
