@@ -169,7 +169,8 @@ def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendO
     if len(tables.golden) or tables.images.empty or options.sim_golden <= 0:
         return 0
     truth = _sim_truth(options)
-    ids = sorted(tables.images["image_id"],
+    undecided = [i for i in tables.images["image_id"] if i not in tables.verdicts.index]
+    ids = sorted(undecided,
                  key=lambda i: hashlib.sha256(f"golden|{options.sim_seed}|{i}".encode()).digest())
     easy = YES if stage is Stage.VALIDATION else NONE_FLAG
     positives = [i for i in ids if truth(stage, i) != easy][: options.sim_golden // 2]

@@ -266,3 +266,25 @@ def test_a_bad_leading_conf_rejects_the_entry(conf):
     with pytest.raises(ValueError, match="leading_conf"):
         parse_entry(entry, mode=ImportMode.PREANNOTATE, labels=LABELS)
     assert FileStatus.ENTRY_REJECTED.value == "entry_rejected"
+
+
+def test_the_crowd_stages_leave_imported_images_alone(accepted, tmp_path):
+    import shutil
+
+    from flows.crowd import annotate, validate
+    from schemas.crowd import Stage
+    from tasks.crowd_stage import latest_verdicts
+
+    src, _ = accepted
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    imported = latest_verdicts(_catalog(root), Stage.ANNOTATION)
+    imported = set(imported.index[imported["method"] == "import:hagrid"])
+    assert imported
+    validate(root=str(root), crowd="simulated", cycles=20)
+    annotate(root=str(root), crowd="simulated", cycles=20)
+    for stage in (Stage.VALIDATION, Stage.ANNOTATION):
+        v = latest_verdicts(_catalog(root), stage)
+        assert (v.loc[sorted(imported), "method"] == "import:hagrid").all()
+    sent = _catalog(root).read_table("stage_tasks").to_pandas()
+    assert not set(sent["image_id"]) & imported
