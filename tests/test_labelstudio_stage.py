@@ -216,3 +216,77 @@ def test_an_s3_dataset_root_is_served_through_an_s3_storage(label_studio, s3_ser
     key = task["data"]["image"].removeprefix("s3://crowd-s3/")
     body = s3_server.client().get_object(Bucket="crowd-s3", Key=key)["Body"].read()
     assert httpx.get(redirect.headers["location"]).content == body
+
+
+def rect_result(boxes: list[tuple[float, float, float, float, str]], hand: str) -> list[dict]:
+    """What an annotator's rectangles and leading-hand choice look like (percent coords)."""
+    out: list[dict] = [{"from_name": "hands", "to_name": "image", "type": "rectanglelabels",
+                        "original_width": 96, "original_height": 64,
+                        "value": {"x": x * 100, "y": y * 100, "width": w * 100,
+                                  "height": h * 100, "rotation": 0,
+                                  "rectanglelabels": [label]}}
+                       for x, y, w, h, label in boxes]
+    out.append({"from_name": "leading_hand", "to_name": "image", "type": "choices",
+                "value": {"choices": [hand]}})
+    return out
+
+
+def test_annotation_in_label_studio_with_preannotations(label_studio):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from flows.crowd import annotate
+    from schemas.crowd import Verdict
+    from schemas.tables import PREANNOTATIONS
+    from tasks.crowd_queue import Decision
+    from tasks.crowd_stage import verdict_table
+
+    root = label_studio.document_root / "annot-root"
+    ids = make_catalog(root, n=2, seed=8)
+    cat = Catalog(LocalStorage(root))
+    now = dt.datetime.now(dt.UTC)
+    for stage, verdict in ((Stage.VALIDATION, Verdict.ACCEPTED), (Stage.FILTRATION,
+                                                                  Verdict.CLEAR)):
+        cat.write_batch(f"0000-{stage.value}", {"verdicts": verdict_table(
+            stage, [Decision(i, verdict, None, 1.0, 3, "mv") for i in ids], batch_id="t",
+            now=now)}, info={})
+    pre = '{"bboxes":[[0.1,0.1,0.2,0.3]],"labels":["like"],"leading_hand":"right"}'
+    cat.write_batch("0001-pre", {"preannotations": pa.Table.from_pylist(
+        [{"image_id": ids[0], "answer": pre, "source": "test", "batch_id": "p",
+          "added_at": now}], schema=PREANNOTATIONS)}, info={})
+    options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
+                                  ls_token=label_studio.token, ls_project_prefix="ann-test",
+                                  ls_document_root=str(label_studio.document_root))
+    assert annotate(root=str(root), crowd="labelstudio", options=options)["pushed"] == 2
+
+    admin = ls_client.connect(label_studio.url, label_studio.token)
+    pid = ls_client.project_id_by_title(admin, "ann-test annotation")
+    config = admin.projects.get(pid).label_config
+    assert 'name="hands"' in config and '<Label value="no_gesture"/>' in config
+    assert '<Label value="two_up_inverted"/>' in config
+    tasks = task_ids(admin, "ann-test annotation")
+    task = admin.tasks.get(tasks[f"{ids[0]}:r1"])
+    [prediction] = task.predictions
+    [box] = [r for r in prediction.result if r["type"] == "rectanglelabels"]
+    assert box["value"]["rectanglelabels"] == ["like"]
+    assert box["value"]["x"] == pytest.approx(10.0) and box["value"]["height"] == pytest.approx(30)
+
+    people = Annotators(label_studio)
+    drawn = {"ann1": [(0.10, 0.10, 0.20, 0.30, "like"), (0.6, 0.5, 0.1, 0.2, "no_gesture")],
+             "ann2": [(0.11, 0.10, 0.20, 0.30, "like"), (0.6, 0.5, 0.1, 0.2, "no_gesture")],
+             "ann3": [(0.10, 0.12, 0.20, 0.28, "like")]}  # missed the free hand
+    for name, boxes in drawn.items():
+        ls_client.submit_annotation(people[name], task_id=tasks[f"{ids[0]}:r1"],
+                                    result=rect_result(boxes, "right"))
+        ls_client.submit_annotation(people[name], task_id=tasks[f"{ids[1]}:r1"],
+                                    result=rect_result([(0.3, 0.3, 0.2, 0.2, "bogus")], "left"))
+    report = annotate(root=str(root), crowd="labelstudio", options=options)
+    assert report["answers_rejected"] == {"no_boxes": 3}  # ids[1]: only unknown labels
+    rows = cat.read_table("boxes").to_pandas().sort_values("box_index")
+    assert rows["image_id"].unique().tolist() == [ids[0]]
+    assert rows["label"].tolist() == ["like", "no_gesture"]
+    assert rows["n_votes"].tolist() == [3, 2]
+    assert rows.iloc[0][["x", "y", "w", "h"]].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.3])
+    assert (rows["leading_hand"] == "right").all() and (rows["leading_conf"] == 1.0).all()
+    assert report["queue"]["requeued"] == 1
