@@ -89,7 +89,7 @@ class CrowdSettings:
     """How a crowd stage asks, aggregates and decides. Passed explicitly, never global.
 
     - ``overlap``: answers asked per image in the first round; a crowd verdict needs at least
-      ``min_credible`` answers from workers who are not discounted.
+      ``min_credible`` answers (at most ``overlap``) from workers who are not discounted.
     - ``requeue_answers`` more answers are asked when a verdict is not confident, until an
       image has had ``max_answers`` asked; after that it goes to expert review.
     - ``min_confidence``: a verdict below it is not final.
@@ -102,7 +102,7 @@ class CrowdSettings:
     """
 
     overlap: int = 3
-    min_credible: int = 2
+    min_credible: int = 3
     requeue_answers: int = 2
     max_answers: int = 7
     min_confidence: float = 0.9

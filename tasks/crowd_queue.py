@@ -110,7 +110,7 @@ def _plan_one(stage: Stage, st: ImageState, cv: CrowdVerdict | None, plan: Stage
     if st.crowd_received < st.crowd_asked:
         plan.status["waiting_crowd"] += 1
         return
-    if cv is not None and cv.n_answers >= settings.min_credible and (
+    if cv is not None and cv.n_answers >= min(settings.min_credible, settings.overlap) and (
             cv.confidence >= settings.min_confidence):
         plan.decisions.append(_decision(cv, method))
         plan.status["decided"] += 1
