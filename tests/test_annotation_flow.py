@@ -51,7 +51,7 @@ def simulated(tmp_path_factory):
 
 
 def test_only_validated_unflagged_images_are_annotated(simulated):
-    root, ids, report = simulated
+    root, _, report = simulated
     cat = _catalog(root)
     valid = latest_verdicts(cat, Stage.VALIDATION)
     clear = latest_verdicts(cat, Stage.FILTRATION)

@@ -199,7 +199,7 @@ def test_an_s3_dataset_root_is_served_through_an_s3_storage(label_studio, s3_ser
         monkeypatch.setenv(key, value)
     s3_server.client().create_bucket(Bucket="crowd-s3")
     root = "s3://crowd-s3/campaign"
-    [image_id] = make_catalog(S3Storage(root, endpoint_url=s3_server.endpoint_url), n=1, seed=9)
+    make_catalog(S3Storage(root, endpoint_url=s3_server.endpoint_url), n=1, seed=9)
     options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
                                   ls_token=label_studio.token, ls_project_prefix="s3-stage")
     report = validate(root=root, crowd="labelstudio", options=options,
