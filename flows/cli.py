@@ -57,7 +57,7 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
 
     preflight(source, submissions, s3_endpoint_url=s3_endpoint_url)
     flow = ingest if workers is None else ingest.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=workers))
+        task_runner=ThreadPoolTaskRunner(max_workers=workers))  # type: ignore[arg-type]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not show_progress)
     with bar:
@@ -208,7 +208,9 @@ def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
         cycles = 20 if options.kind == "simulated" else 1
     from flows.crowd import annotate
 
-    flow = {"validation": validate, "filtration": filter_stage, "annotation": annotate}[stage_name]
+    flows: dict[str, Any] = {"validation": validate, "filtration": filter_stage,
+                             "annotation": annotate}
+    flow = flows[stage_name]
     try:
         return flow(root=root, crowd=options.kind, options=options, cycles=cycles, **settings)
     except ValueError as exc:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
 
 
 def serve_all(*, name: str = "local") -> None:
@@ -11,7 +14,10 @@ def serve_all(*, name: str = "local") -> None:
     from flows.crowd import annotate, filter_stage, validate
     from flows.ingest import ingest
 
-    serve(ingest.to_deployment(name=name, description="Mining ingestion with dedup"),
-          validate.to_deployment(name=name, description="Crowd validation: push, pull, decide"),
-          filter_stage.to_deployment(name=name, description="Ethical filtration by the crowd"),
-          annotate.to_deployment(name=name, description="Hand boxes and leading hand"))
+    described: list[tuple[Any, str]] = [(ingest, "Mining ingestion with dedup"),
+                 (validate, "Crowd validation: push, pull, decide"),
+                 (filter_stage, "Ethical filtration by the crowd"),
+                 (annotate, "Hand boxes and leading hand")]
+    # to_deployment is sync here (no running event loop); its type also admits a coroutine
+    serve(*(cast(RunnerDeployment, f.to_deployment(name=name, description=d))
+            for f, d in described))

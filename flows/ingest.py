@@ -71,7 +71,8 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
     return subs
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=default_workers()),
+@flow(name="ingest",
+      task_runner=ThreadPoolTaskRunner(max_workers=default_workers()),  # type: ignore[arg-type]
       log_prints=True)
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,

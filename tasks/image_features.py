@@ -8,6 +8,7 @@ corruption are caught.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import warnings
@@ -57,7 +58,7 @@ class ImageFeatures:
     orientation: int
     phash: int
     phash_mirror: int
-    thumb: bytes  # THUMB_SIZE x THUMB_SIZE grey, row-major uint8
+    thumb: builtins.bytes  # THUMB_SIZE x THUMB_SIZE grey, row-major uint8
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -69,9 +70,9 @@ def decide_window(inspected: Sequence[InspectedInput],
                   known: KnownImages) -> list[DuplicateDecision | None]:
     """Duplicate decisions for the in-spec inputs of a window (None for the others too)."""
     positions = [i for i, x in enumerate(inspected) if isinstance(x.result, ImageFeatures)]
-    feats = [inspected[i].result for i in positions]
-    items = [DedupItem(f.sha256, f.phash, f.phash_mirror, f.thumb) for f in feats]  # type: ignore[union-attr]
-    ids = [image_id_for(f.sha256) for f in feats]  # type: ignore[union-attr]
+    feats = [cast(ImageFeatures, inspected[i].result) for i in positions]
+    items = [DedupItem(f.sha256, f.phash, f.phash_mirror, f.thumb) for f in feats]
+    ids = [image_id_for(f.sha256) for f in feats]
     decided = decide_duplicates(items, known, new_ids=ids)
     out: list[DuplicateDecision | None] = [None] * len(inspected)
     for pos, decision in zip(positions, decided):
@@ -88,7 +89,7 @@ def build_records(inspected: Sequence[InspectedInput], decisions: Sequence[Dupli
     keys = pseudonymize([x.planned.user_id for x in inspected], salt=salt)
     for x, decision, user_key in zip(inspected, decisions, keys):
         p, r = x.planned, x.result
-        row = dict(submission_id=p.submission_id, batch_id=batch_id, source=source, file=p.file,
+        row: dict[str, Any] = dict(submission_id=p.submission_id, batch_id=batch_id, source=source, file=p.file,
                    row_index=p.row_index, user_id=p.user_id, user_key=user_key,
                    gesture=p.gesture, submitted_at=p.submitted_at, sha256=r.sha256,
                    bytes=r.bytes, ingested_at=now, image_id=None, duplicate_of=None,

@@ -36,7 +36,7 @@ def summarize_run(submissions: list[pa.Table], *, kept_files: dict[str, str], sk
 
 def _spread(pairs: list[dict], n: int) -> list[dict]:
     """Up to n pairs, one of each reason first."""
-    first = {}
+    first: dict[str, dict] = {}
     for p in pairs:
         first.setdefault(p["reason"], p)
     chosen = list(first.values())
