@@ -89,7 +89,7 @@ def campaign(label_studio: LabelStudioEndpoint):
 def run(stage: Stage, root: Path, options: CrowdBackendOptions) -> dict:
     flow = validate if stage is Stage.VALIDATION else filter_stage
     return flow(root=str(root), crowd="labelstudio", options=options, method="mv",
-                overlap=3, max_answers=6, min_confidence=0.75)
+                overlap=3, max_answers=6, min_confidence=0.75, min_credible=2)
 
 
 def verdicts(root: Path, stage: Stage) -> dict[str, tuple[str, str | None, str]]:
