@@ -8,7 +8,6 @@ Runs are idempotent, so a deployment can run them on a schedule.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -21,8 +20,6 @@ from prefect.cache_policies import NO_CACHE
 from flows.ingest import DEFAULT_ROOT
 from schemas.annotation import AnnotationSettings
 from schemas.crowd import (
-    NONE_FLAG,
-    YES,
     CrowdBackendOptions,
     CrowdSettings,
     FlagPolicy,
@@ -47,7 +44,12 @@ from tasks.crowd_stage import (
     task_table,
     verdict_table,
 )
-from tasks.simulated_crowd import SimulatedCrowd, planted_truth, worker_pool
+from tasks.simulated_crowd import (
+    SimulatedCrowd,
+    pick_control_images,
+    planted_truth,
+    worker_pool,
+)
 from tasks.storage import open_storage
 
 
@@ -168,16 +170,12 @@ def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendO
     tables = load_stage(catalog, stage)
     if len(tables.golden) or tables.images.empty or options.sim_golden <= 0:
         return 0
-    truth = _sim_truth(options)
     undecided = [i for i in tables.images["image_id"] if i not in tables.verdicts.index]
-    ids = sorted(undecided,
-                 key=lambda i: hashlib.sha256(f"golden|{options.sim_seed}|{i}".encode()).digest())
-    easy = YES if stage is Stage.VALIDATION else NONE_FLAG
-    positives = [i for i in ids if truth(stage, i) != easy][: options.sim_golden // 2]
-    negatives = [i for i in ids if truth(stage, i) == easy][: options.sim_golden - len(positives)]
-    rows = [{"image_id": i, "answer": truth(stage, i)} for i in positives + negatives]
+    rows = pick_control_images(undecided, _sim_truth(options), stage, n=options.sim_golden,
+                               seed=options.sim_seed)
     tag = _batch_tag(stage)
-    table, problems = golden_table(stage, rows, known_images=set(ids), source="simulated-truth",
+    table, problems = golden_table(stage, rows, known_images=set(undecided),
+                                   source="simulated-truth",
                                    batch_id=f"{tag}-g", now=dt.datetime.now(dt.UTC))
     assert not problems, problems  # planted answers are canonical by construction
     catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})

@@ -25,6 +25,8 @@ from schemas.crowd import (
     Queue,
     Stage,
 )
+from schemas.taxonomy import load_taxonomy
+from tasks.boxes import AnnotationError, answer_json, from_hagrid, from_labelstudio
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,6 @@ def canonical_answer(stage: Stage, value: Any) -> str:
 
 def _canonical_annotation(value: Any) -> str:
     """Boxes + leading hand: a Label Studio result list, or a HaGRID-style entry (or JSON)."""
-    from schemas.taxonomy import load_taxonomy
-    from tasks.boxes import AnnotationError, answer_json, from_hagrid, from_labelstudio
-
     labels = set(load_taxonomy().box_labels)
     try:
         if isinstance(value, str):

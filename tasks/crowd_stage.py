@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from schemas.annotation import BOXES, AnnotationSettings
 from schemas.crowd import CrowdSettings, Queue, Stage, Verdict
-from schemas.tables import ANSWERS, STAGE_TASKS, VERDICTS
+from schemas.tables import ANSWERS, GOLDEN, STAGE_TASKS, VERDICTS
 from tasks.annotation_stage import annotation_consensus, review_annotation
-from tasks.answers import screen_answers
+from tasks.answers import AnswerError, canonical_answer, screen_answers
 from tasks.box_consensus import ImageAnnotation, box_rows
 from tasks.catalog import Catalog
 from tasks.consensus import aggregate, worker_quality
@@ -245,9 +245,6 @@ def task_table(stage: Stage, pushed: list[PushedTask], golden: set[str], *, back
 def golden_table(stage: Stage, rows: list[dict[str, Any]], *, known_images: set[str],
                  source: str, batch_id: str, now: dt.datetime) -> tuple[pa.Table, list[str]]:
     """Control answers as a ``golden`` batch, and a message for each row that was refused."""
-    from schemas.tables import GOLDEN
-    from tasks.answers import AnswerError, canonical_answer
-
     good, problems = [], []
     for n, row in enumerate(rows, 1):
         image_id = str(row.get("image_id") or "").strip()

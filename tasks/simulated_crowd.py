@@ -85,6 +85,19 @@ def planted_truth(*, seed: int = 0, invalid_rate: float = 0.2,
     return truth
 
 
+def pick_control_images(image_ids: list[str], truth: TruthFn, stage: Stage, *, n: int,
+                        seed: int) -> list[dict[str, str]]:
+    """``n`` control images with their planted answers: half (at most) that should fail the
+    stage, the rest that pass, in a seeded order, so both sides of every worker's balanced
+    accuracy are measured."""
+    ids = sorted(image_ids,
+                 key=lambda i: hashlib.sha256(f"golden|{seed}|{i}".encode()).digest())
+    easy = YES if stage is Stage.VALIDATION else NONE_FLAG
+    positives = [i for i in ids if truth(stage, i) != easy][: n // 2]
+    negatives = [i for i in ids if truth(stage, i) == easy][: n - len(positives)]
+    return [{"image_id": i, "answer": truth(stage, i)} for i in positives + negatives]
+
+
 def planted_boxes(*, seed: int = 0, two_hands: float = 0.3) -> BoxTruthFn:
     """True hands per image, planted from the image id: the gesture hand (labelled with the
     assigned gesture) and, for a share of images, a free hand labelled ``no_gesture``."""
