@@ -7,6 +7,7 @@ the root. Writes are atomic (a local temp file renamed into place; a single S3 P
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,14 @@ class Storage(Protocol):
 
     def sync(self) -> None:
         """Make every earlier non-durable write durable."""
+        ...
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        """``size`` bytes of ``key`` from byte ``offset`` (one sample out of a shard)."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Atomically create or replace ``key`` with the content of a local file (moved)."""
         ...
 
     def exists(self, key: str) -> bool:
@@ -95,6 +104,26 @@ class LocalStorage:
         """Flush the file system's dirty pages (one call per batch, not one fsync per file)."""
         os.sync()
 
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        """Seek and read; a short read (past the end) raises ``EOFError``."""
+        with self._p(key).open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+        if len(data) != size:
+            raise EOFError(f"{key}: wanted {size} bytes at {offset}, got {len(data)}")
+        return data
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Rename (or copy, across file systems) the file into place."""
+        target = self._p(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except OSError:
+            shutil.copyfile(path, target.with_name(f".tmp-{target.name}"))
+            os.replace(target.with_name(f".tmp-{target.name}"), target)
+            Path(path).unlink()
+
     def exists(self, key: str) -> bool:
         """True when the file exists."""
         return self._p(key).is_file()
@@ -153,6 +182,23 @@ class S3Storage:
 
     def sync(self) -> None:
         """Nothing to do: a PUT is durable when it returns."""
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        """A ranged GET."""
+        byte_range = f"bytes={offset}-{offset + size - 1}"
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._k(key), Range=byte_range)
+        except self.client.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(key) from exc
+        data: bytes = body["Body"].read()
+        if len(data) != size:
+            raise EOFError(f"{key}: wanted {size} bytes at {offset}, got {len(data)}")
+        return data
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload the file (multipart for large ones), then remove the local copy."""
+        self.client.upload_file(str(path), self.bucket, self._k(key))
+        Path(path).unlink()
 
     def exists(self, key: str) -> bool:
         """HEAD the object."""

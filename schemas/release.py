@@ -1,0 +1,143 @@
+"""Shapes of a published release: the manifest schema, the folder layout, the settings.
+
+A release is an immutable folder ``ROOT/releases/<version>/``::
+
+    manifests/<split>.parquet       one row per image (MANIFEST), sorted by image_id
+    shards/<split>-<n:06d>.tar      WebDataset tar shards: <key>.<ext> (the image) + <key>.json
+    hagrid/<split>/<gesture>.json   the published HaGRID annotation format
+    coco/<split>.json               COCO instances, boxes in pixels
+    yolo/<split>/<key>.txt          YOLO labels (only with ``PublishSettings.yolo``)
+    data_docs/                      Great Expectations Data Docs of the contracts run
+    report/index.html               the quality report with plots
+    release.json                    settings, counts and provenance of the release
+    README.md                       the data card
+    SHA256SUMS                      sha256 of every other file, ``sha256sum -c`` format
+
+Boxes everywhere follow HaGRID: ``[x, y, w, h]`` relative to the width and height of the
+ORIENTED image (EXIF orientation applied). Shard members are the stored bytes unchanged, so
+a reader must apply the EXIF orientation (``PIL.ImageOps.exif_transpose``) before using boxes.
+The key of a sample is its image_id (a UUID), never anything taken from raw input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")  # every split name a release may hold
+KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+RELEASES = "releases"  # under the dataset root
+MANIFESTS = "manifests"
+SHARDS = "shards"
+HAGRID = "hagrid"
+COCO = "coco"
+YOLO = "yolo"
+DATA_DOCS = "data_docs"
+REPORT = "report"
+RELEASE_INFO = "release.json"
+DATA_CARD = "README.md"
+CHECKSUMS = "SHA256SUMS"
+
+MANIFEST = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # also the sample key in shards
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # of the image bytes in the shard
+        pa.field("width", pa.int32(), nullable=False),  # oriented
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),  # JPEG / PNG / WEBP
+        pa.field("gesture", pa.string(), nullable=False),  # the assigned, validated class
+        pa.field("user_id", pa.string(), nullable=False),  # pseudonymous subject id
+        pa.field("boxes", pa.list_(pa.list_(pa.float64(), 4)), nullable=False),  # [x, y, w, h]
+        pa.field("labels", pa.list_(pa.string()), nullable=False),  # one per box
+        pa.field("box_agreement", pa.list_(pa.float64()), nullable=False),  # one per box
+        pa.field("leading_hand", pa.string(), nullable=False),  # left | right
+        pa.field("leading_conf", pa.float64(), nullable=False),
+        pa.field("n_annotators", pa.int16(), nullable=False),
+        pa.field("annotation_method", pa.string(), nullable=False),  # median_edges, import...
+        pa.field("shard", pa.string(), nullable=False),  # e.g. shards/train-000000.tar
+        pa.field("offset", pa.int64(), nullable=False),  # byte offset of the image member data
+        pa.field("size", pa.int64(), nullable=False),  # its size in bytes
+        pa.field("json_offset", pa.int64(), nullable=False),  # the <key>.json member's data
+        pa.field("json_size", pa.int64(), nullable=False),
+    ]
+)
+
+# Manifest columns known before the shards are written (the rest say where the sample sits).
+SHARD_COLUMNS: tuple[str, ...] = ("shard", "offset", "size", "json_offset", "json_size")
+SAMPLE_COLUMNS: tuple[str, ...] = tuple(n for n in MANIFEST.names if n not in SHARD_COLUMNS)
+
+LICENCE = "CC BY-SA 4.0"  # HaGRID's own licence; a campaign sets its own
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """What a release contains and how it is cut. Same settings + same catalog = same bytes.
+
+    - ``fractions``: target share of images per split (default HaGRID v1's 92/8); a split
+      with fraction 0 gets no new users and is absent when it ends up empty.
+    - ``shard_max_bytes`` / ``shard_max_count``: a shard closes before it would pass either.
+    - ``yolo``: also write YOLO labels. ``seed``: tie-breaking of the split assignment.
+    - ``taxonomy``: the label vocabulary the contracts check against.
+    - ``licence``, ``title``: printed in the data card.
+    """
+
+    fractions: Mapping[str, float] = field(
+        default_factory=lambda: {"train": 0.92, "test": 0.08})
+    shard_max_bytes: int = 1 << 30
+    shard_max_count: int = 10_000
+    yolo: bool = False
+    seed: int = 0
+    taxonomy: str = "hagrid_v1"
+    licence: str = LICENCE
+    title: str = "HaGRID-style hand gesture dataset"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fractions) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split names {sorted(unknown)}; use {SPLITS}")
+        if any(f < 0 for f in self.fractions.values()):
+            raise ValueError("split fractions must be >= 0")
+        if abs(sum(self.fractions.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {dict(self.fractions)}")
+        if self.shard_max_bytes < 10_240 or self.shard_max_count < 1:
+            raise ValueError("shard_max_bytes must be >= 10240 and shard_max_count >= 1")
+
+    def as_dict(self) -> dict[str, object]:
+        """The settings as plain JSON values (recorded in release.json)."""
+        return {
+            "fractions": {k: self.fractions[k] for k in sorted(self.fractions)},
+            "shard_max_bytes": self.shard_max_bytes, "shard_max_count": self.shard_max_count,
+            "yolo": self.yolo, "seed": self.seed, "taxonomy": self.taxonomy,
+            "licence": self.licence, "title": self.title,
+        }
+
+
+def check_version(version: str) -> str:
+    """Return ``version`` when it is a safe folder name; raise ValueError otherwise."""
+    if not VERSION_PATTERN.match(version) or version in (".", ".."):
+        raise ValueError(f"release version must match {VERSION_PATTERN.pattern}: {version!r}")
+    return version
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """``"train=0.76,val=0.09,test=0.15"`` or ``"76/9/15"`` (train/val/test, or train/test)."""
+    text = text.strip()
+    if "=" in text:
+        pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+        values = {k.strip(): float(v) for k, v in pairs}
+    else:
+        nums = [float(p) for p in text.split("/")]
+        names = {2: ("train", "test"), 3: ("train", "val", "test")}.get(len(nums))
+        if names is None:
+            raise ValueError(f"give 2 or 3 fractions (train/test or train/val/test): {text!r}")
+        values = dict(zip(names, nums, strict=True))
+    total = sum(values.values())
+    if total > 1.0 + 1e-6:  # percentages
+        values = {k: v / total for k, v in values.items()}
+    return values
