@@ -139,6 +139,11 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     for stage in ("validation", "filtration", "annotation"):
         print_stage_report(_run_stage(stage, root=root, options=opts, cycles=None),
                            as_json=False)
+    if (Path(root) / "releases" / "v1").exists():
+        console.print(f"release v1 exists in {root}/releases: publish a new one with "
+                      "hagrid publish --version V")
+        return
+    publish(root=root, version="v1")
 
 
 CrowdOpt = Annotated[str, typer.Option("--crowd", help="labelstudio, file or simulated")]
@@ -354,6 +359,67 @@ def import_hagrid_cmd(
     for label, n in summary_rows(summary):
         table.add_row(label, str(n))
     Console().print(table)
+
+
+@app.command()
+def publish(
+    root: RootOpt = "./hagrid-root",
+    version: Annotated[str, typer.Option(help="release version: the folder releases/<V>")] = "v1",
+    fractions: Annotated[str, typer.Option(
+        help="split fractions: 92/8 (train/test), 76/9/15 (train/val/test) or train=..,..")
+    ] = "92/8",
+    shard_max_mb: Annotated[int, typer.Option(help="largest shard, in MB")] = 1024,
+    shard_max_count: Annotated[int, typer.Option(help="most samples per shard")] = 10_000,
+    yolo: Annotated[bool, typer.Option(help="also write YOLO labels")] = False,
+    seed: Annotated[int, typer.Option(help="tie-breaking seed of the split")] = 0,
+    taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
+    workers: Annotated[int, typer.Option(help="shards written at once")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish an immutable release ROOT/releases/VERSION: manifests, shards, HaGRID and
+    COCO exports, data contracts, report, data card and checksums."""
+    _quiet_prefect()
+    from flows.publish import ContractsFailed
+    from flows.publish import publish as publish_flow
+    from tasks.release_writer import ReleaseExists
+
+    try:
+        summary = publish_flow(root=root, version=version, fractions=fractions,
+                               shard_max_bytes=shard_max_mb * 1_000_000,
+                               shard_max_count=shard_max_count, yolo=yolo, seed=seed,
+                               taxonomy=taxonomy, workers=workers,
+                               s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    except (ReleaseExists, ContractsFailed, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table("split", "images", title=f"release {version}: {summary['uri']}")
+    for split, n in summary["split_images"].items():
+        table.add_row(split, str(n))
+    Console().print(table)
+    console.print(f"{summary['shards']} shards; report: {summary['uri']}/report/index.html")
+
+
+@app.command("export-layout")
+def export_layout_cmd(
+    release: Annotated[str, typer.Argument(help="a release folder (or s3:// URI)")],
+    out: Annotated[Path, typer.Argument(help="folder to write <gesture>/<id>.jpg and "
+                                             "annotations/<split>/<gesture>.json into")],
+    split: Annotated[list[str] | None, typer.Option(help="only these splits")] = None,
+) -> None:
+    """Write a release's images in the published HaGRID folder layout, next to the
+    HaGRID annotation files, so code written for HaGRID reads it as is."""
+    from tasks.exports import export_layout
+    from tasks.storage import open_storage
+
+    store = open_storage(release, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    if not store.exists("SHA256SUMS"):
+        console.print(f"[red]error:[/red] not a release folder: {release}")
+        raise typer.Exit(2)
+    counts = export_layout(store, out, splits=split)
+    console.print(f"wrote {counts} into {out}")
 
 
 @app.command()

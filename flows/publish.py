@@ -1,0 +1,231 @@
+"""The ``publish`` flow: stage 5, an immutable release built from the catalog.
+
+Reads the images that passed validation and filtration and have final boxes, assigns
+user-disjoint sticky splits, writes shards, manifests and exports into a staging folder,
+runs the data contracts (a failure stops the release), writes the report, the data card and
+the checksums, then commits the folder as ``ROOT/releases/<version>/`` in one step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from data_contracts.runner import ContractReport, run_contracts
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.ingest import DEFAULT_ROOT
+from schemas.release import (
+    CHECKSUMS,
+    DATA_CARD,
+    DATA_DOCS,
+    RELEASE_INFO,
+    REPORT,
+    SPLITS,
+    PublishSettings,
+    check_version,
+    parse_fractions,
+)
+from schemas.taxonomy import load_taxonomy
+from tasks.catalog import Catalog
+from tasks.data_card import data_card, release_figures
+from tasks.exports import json_bytes
+from tasks.release import (
+    dedup_links,
+    previous_splits,
+    rejection_summary,
+    release_images,
+    sample_table,
+    split_counts,
+)
+from tasks.release_assembly import (
+    SplitPlan,
+    contract_frames,
+    export_files,
+    plan_split,
+    release_info,
+    write_split_shards,
+)
+from tasks.release_report import write_report
+from tasks.release_writer import (
+    check_new_release,
+    checksums,
+    commit_release,
+    discard,
+    keep_refused_docs,
+    parquet_bytes,
+    shard_members,
+    staging_dir,
+    write_file,
+)
+from tasks.splits import assign_splits, split_report, sticky_conflicts
+from tasks.storage import Storage, open_storage
+
+
+class ContractsFailed(RuntimeError):
+    """The data contracts failed: the release was not written."""
+
+
+@dataclass
+class SplitResult:
+    """The split assignment of a release and what the data card says about it."""
+
+    assignment: pd.Series
+    links: list[tuple[str, str]]
+    info: dict[str, Any]
+
+
+@task(cache_policy=NO_CACHE)
+def select_images(root: Storage) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Images that belong in the release, and their final boxes."""
+    images, boxes = release_images(Catalog(root))
+    if images.empty:
+        raise ValueError("nothing to publish: no image passed validation, filtration and "
+                         "annotation yet")
+    return images, boxes
+
+
+@task(cache_policy=NO_CACHE)
+def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> SplitResult:
+    """User-disjoint, link-aware, sticky split assignment."""
+    frame = images[["image_id", "user_id", "gesture"]]
+    links = dedup_links(Catalog(root), images)
+    previous = previous_splits(root)
+    previous = {u: s for u, s in previous.items() if u in set(frame["user_id"])}
+    assignment = assign_splits(frame, fractions=settings.fractions, links=links,
+                               previous=previous, seed=settings.seed)
+    report = split_report(frame, assignment, settings.fractions)
+    conflicts = sticky_conflicts(frame, links=links, previous=previous)
+    info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
+            "sticky_users": len(previous), "links": len(links),
+            "sticky_conflicts": len(conflicts)}
+    return SplitResult(assignment=assignment, links=links, info=info)
+
+
+@task(cache_policy=NO_CACHE)
+def write_shards_and_manifests(root: Storage, staging: Path, images: pd.DataFrame,
+                               samples: pa.Table, settings: PublishSettings,
+                               workers: int) -> tuple[dict[str, pa.Table], dict[str, str],
+                                                      dict[str, float]]:
+    """Plan, write and check every split's shards; write the manifests. Returns timings too."""
+    t0 = time.perf_counter()
+    plans: list[SplitPlan] = [plan_split(samples, images, split=s, settings=settings)
+                              for s in SPLITS if s in set(samples.column("split").to_pylist())]
+    for p in plans:
+        write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
+    t1 = time.perf_counter()
+    digests = write_split_shards(root, staging, plans, workers=workers)
+    t2 = time.perf_counter()
+    manifests = {p.split: p.manifest for p in plans}
+    return manifests, digests, {"manifests_s": t1 - t0, "shards_s": t2 - t1}
+
+
+@task(cache_policy=NO_CACHE)
+def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
+                    links: list[tuple[str, str]], settings: PublishSettings,
+                    version: str) -> ContractReport:
+    """Run the data contracts over the catalog and the staged release; keep the Data Docs."""
+    frames = contract_frames(Catalog(root), manifest, shard_members(staging), links)
+    return run_contracts(frames, taxonomy=load_taxonomy(settings.taxonomy),
+                         docs_dir=staging / DATA_DOCS, run_name=version)
+
+
+@task(cache_policy=NO_CACHE)
+def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, version: str,
+                    settings: PublishSettings, split: SplitResult,
+                    contracts: ContractReport) -> dict[str, Any]:
+    """Report, release.json and the data card; returns release.json's content."""
+    taxonomy = load_taxonomy(settings.taxonomy)
+    catalog = Catalog(root)
+    rejections = rejection_summary(catalog)
+    write_report(manifest, rejections=rejections, out_dir=staging / REPORT,
+                 title=f"{settings.title}: release {version}", gestures=taxonomy.gestures)
+    counts = split_counts(manifest, taxonomy.gestures,
+                          [s for s in SPLITS if s in set(manifest["split"])])
+    info = release_info(version=version, settings=settings, counts=counts, split=split.info,
+                        contracts=contracts.checked, figures=release_figures(manifest),
+                        batches=catalog.committed_batches())
+    write_file(staging, RELEASE_INFO, json_bytes(info))
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.iterdir())
+    card = data_card(version=version, title=settings.title, licence=settings.licence,
+                     manifest=manifest, counts=counts, rejections=rejections, info=info,
+                     taxonomy=settings.taxonomy, files=[*files, DATA_CARD, CHECKSUMS])
+    write_file(staging, DATA_CARD, card.encode())
+    return info
+
+
+@flow(name="publish", log_prints=True)
+def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/8",
+            shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
+            seed: int = 0, taxonomy: str = "hagrid_v1", workers: int = 4,
+            s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
+
+    Refuses a version that exists. A failing data contract stops the release: nothing is
+    written under ``releases/<version>``, the Data Docs of the failed run are kept in
+    ``releases/.refused-<version>/data_docs/``, and ``ContractsFailed`` lists the failures.
+    """
+    settings = PublishSettings(fractions=parse_fractions(fractions),
+                               shard_max_bytes=shard_max_bytes, shard_max_count=shard_max_count,
+                               yolo=yolo, seed=seed, taxonomy=taxonomy)
+    storage = open_storage(root, endpoint_url=s3_endpoint_url)
+    check_new_release(storage, check_version(version))
+    images, boxes = select_images(storage)
+    split = assign(storage, images, settings)
+    staging = staging_dir(storage, version)
+    try:
+        summary = _build(storage, staging, images, boxes, split, settings=settings,
+                         version=version, workers=workers)
+        summary["uri"] = commit_release(storage, staging, version)
+    except ContractsFailed:
+        keep_refused_docs(storage, staging, version)
+        discard(staging)
+        raise
+    except BaseException:
+        discard(staging)
+        raise
+    _artifacts(summary)
+    return summary
+
+
+def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
+           split: SplitResult, *, settings: PublishSettings, version: str,
+           workers: int) -> dict[str, Any]:
+    """Everything between the split assignment and the commit (inside the staging folder)."""
+    samples = sample_table(images, boxes, split.assignment)
+    manifests, digests, timings = write_shards_and_manifests(
+        storage, staging, images, samples, settings, workers)
+    manifest = pa.concat_tables(list(manifests.values())).to_pandas()
+    for key, data in export_files(manifests, settings=settings).items():
+        write_file(staging, key, data)
+    contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
+    if not contracts.success:
+        raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}")
+    info = write_documents(storage, staging, manifest, version=version, settings=settings,
+                           split=split, contracts=contracts)
+    write_file(staging, CHECKSUMS, checksums(staging, known=digests))
+    get_run_logger().info("release %s: %d images, %d shards", version, len(manifest),
+                          len(digests))
+    return {"version": version, "images": len(manifest), "shards": len(digests),
+            "split_images": {k: t.num_rows for k, t in manifests.items()},
+            "splits": info["splits"], "counts": info["counts"], "timings": timings}
+
+
+def _artifacts(summary: dict[str, Any]) -> None:
+    uri = summary["uri"]
+    report = f"{uri}/{REPORT}/index.html"
+    link = report if uri.startswith("s3://") else Path(report).as_uri()
+    create_link_artifact(key="release-report", link=link, link_text=f"{summary['version']} "
+                         "quality report", description="Quality report with plots")
+    create_markdown_artifact(
+        key="release-summary",
+        markdown=(f"# Release {summary['version']}\n\n{summary['images']} images in "
+                  f"{summary['shards']} shards at `{uri}`.\n\n[Quality report]({link}) · "
+                  f"Data Docs: `{uri}/{DATA_DOCS}/index.html`\n"),
+        description="Release summary")

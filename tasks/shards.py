@@ -1,0 +1,175 @@
+"""WebDataset tar shards, reproducible byte for byte, with every member's offset known upfront.
+
+A shard is a plain POSIX (ustar) tar: for each sample, ``<key>.<ext>`` (the image bytes as
+stored) then ``<key>.json`` (its annotation), in sorted key order, every header fixed (mode
+0644, uid/gid 0, no owner names, mtime ``MTIME``), ended by two zero blocks and padded to a
+whole tar record, as GNU tar and Python's tarfile do. WebDataset groups members by the key
+before the first dot of the file name; a key is an image_id (a UUID), so it has no dot.
+
+Because every header is 512 bytes and the data of each member is padded to 512, the place of
+every member follows from the sizes alone: ``plan_shards`` cuts the samples into shards and
+computes the offsets before a byte is written. The manifest is built from that plan, and
+``write_shard`` checks that what it writes lands exactly where the plan said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+BLOCK = 512
+RECORD = 20 * BLOCK  # tar record size: the archive length is a multiple of it
+MTIME = 0  # fixed member time: the bytes must not depend on when a release was cut
+END_OF_ARCHIVE = 2 * BLOCK
+
+
+class ShardError(RuntimeError):
+    """A sample's bytes differ from what the catalog recorded, or a member landed elsewhere."""
+
+
+@dataclass(frozen=True)
+class ShardMember:
+    """One sample in a planned shard: where its two members' data sit."""
+
+    key: str
+    ext: str  # the image member's extension: jpg, png, webp
+    shard: str  # name relative to the release, e.g. shards/train-000000.tar
+    offset: int  # byte offset of the image data
+    size: int
+    json_offset: int
+    json_size: int
+
+
+def padded(size: int) -> int:
+    """Bytes a member's data takes in a tar (a whole number of blocks)."""
+    return -(-size // BLOCK) * BLOCK
+
+
+def archive_size(payload: int) -> int:
+    """Total shard length for ``payload`` bytes of headers and padded data."""
+    return -(-(payload + END_OF_ARCHIVE) // RECORD) * RECORD
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The fixed 512-byte ustar header of a regular file member."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    header = info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
+    if len(header) != BLOCK:  # a long name would need extra blocks; keys never need them
+        raise ShardError(f"member name too long for one ustar header: {name!r}")
+    return header
+
+
+def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
+                max_count: int) -> list[ShardMember]:
+    """Cut samples (columns key, ext, size, json_size; in write order) into shards.
+
+    A shard closes before it would pass ``max_bytes`` (its whole length, end blocks and
+    record padding included) or hold more than ``max_count`` samples. A single sample larger
+    than ``max_bytes`` gets a shard of its own.
+    """
+    sizes = samples["size"].to_numpy(dtype=np.int64)
+    json_sizes = samples["json_size"].to_numpy(dtype=np.int64)
+    footprint = 2 * BLOCK + (-(-sizes // BLOCK) * BLOCK) + (-(-json_sizes // BLOCK) * BLOCK)
+    plan: list[ShardMember] = []
+    shard_no, used, count = 0, 0, 0
+    for key, ext, size, json_size, step in zip(samples["key"], samples["ext"], sizes,
+                                                json_sizes, footprint, strict=True):
+        if count and (count >= max_count or archive_size(used + int(step)) > max_bytes):
+            shard_no, used, count = shard_no + 1, 0, 0
+        offset = used + BLOCK
+        json_offset = offset + padded(int(size)) + BLOCK
+        plan.append(ShardMember(key=str(key), ext=str(ext), shard=shard_name(split, shard_no),
+                                offset=offset, size=int(size), json_offset=json_offset,
+                                json_size=int(json_size)))
+        used += int(step)
+        count += 1
+    return plan
+
+
+def shard_name(split: str, number: int) -> str:
+    """The release-relative name of a split's ``number``-th shard."""
+    return f"shards/{split}-{number:06d}.tar"
+
+
+def group_by_shard(plan: Sequence[ShardMember]) -> dict[str, list[ShardMember]]:
+    """The planned members of each shard, in order."""
+    shards: dict[str, list[ShardMember]] = {}
+    for member in plan:
+        shards.setdefault(member.shard, []).append(member)
+    return shards
+
+
+def write_shard(path: Path, members: Sequence[ShardMember], *,
+                image_bytes: Callable[[ShardMember], bytes],
+                json_bytes: Callable[[ShardMember], bytes],
+                sha256: Callable[[ShardMember], str] | None = None) -> tuple[int, str]:
+    """Write one planned shard to ``path`` (fsynced); return its length and sha256.
+
+    ``image_bytes`` / ``json_bytes`` give each member's content; when ``sha256`` is given,
+    every image is checked against it. Raises ``ShardError`` (and removes the partial file)
+    when a content's size or hash differs from the plan.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("wb", buffering=1 << 20) as raw:
+            fh = _HashingWriter(raw)
+            for member in members:
+                data, meta = image_bytes(member), json_bytes(member)
+                if len(data) != member.size or len(meta) != member.json_size:
+                    raise ShardError(f"{member.key}: content size differs from the catalog")
+                if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256(member):
+                    raise ShardError(f"{member.key}: image bytes do not match their sha256")
+                _write_member(fh, f"{member.key}.{member.ext}", data, member.offset)
+                _write_member(fh, f"{member.key}.json", meta, member.json_offset)
+            end = fh.tell()
+            fh.write(bytes(archive_size(end) - end))
+            raw.flush()
+            os.fsync(raw.fileno())
+            return fh.tell(), fh.digest.hexdigest()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+class _HashingWriter:
+    """A write-only file that hashes what goes through it and counts its position."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest, self.position = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self.raw.write(data)
+        self.digest.update(data)
+        self.position += len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+
+def _write_member(fh: _HashingWriter, name: str, data: bytes, planned_offset: int) -> None:
+    if fh.tell() + BLOCK != planned_offset:
+        raise ShardError(f"{name}: would land at {fh.tell() + BLOCK}, planned {planned_offset}")
+    fh.write(member_header(name, len(data)))
+    fh.write(data)
+    fh.write(bytes(padded(len(data)) - len(data)))
+
+
+def read_members(path: Path) -> Iterator[tuple[str, int, int]]:
+    """(name, data offset, size) of every member of a tar, read with Python's tarfile."""
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            yield info.name, info.offset_data, info.size
