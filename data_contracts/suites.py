@@ -23,16 +23,16 @@ from itertools import chain
 
 os.environ["GX_ANALYTICS_ENABLED"] = "false"  # no network: set before GX is imported
 
-import great_expectations.expectations as gxe  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from great_expectations.expectations.row_conditions import Column  # noqa: E402
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+from great_expectations.expectations.row_conditions import Column
 
-from schemas.annotation import LEADING_HANDS  # noqa: E402
-from schemas.crowd import Stage, Verdict  # noqa: E402
-from schemas.reasons import Outcome, Reason  # noqa: E402
-from schemas.release import KEY_PATTERN, SPLITS  # noqa: E402
-from schemas.taxonomy import Taxonomy  # noqa: E402
+from schemas.annotation import LEADING_HANDS
+from schemas.crowd import Stage, Verdict
+from schemas.reasons import Outcome, Reason
+from schemas.release import KEY_PATTERN, SPLITS
+from schemas.taxonomy import Taxonomy
 
 Expectations = list[gxe.Expectation]
 
@@ -216,13 +216,13 @@ def manifest_frame(manifest: pd.DataFrame) -> pd.DataFrame:
                           n_agreements=_lengths(manifest["box_agreement"]))
 
 
-def _flat(lists: pd.Series, ids: pd.Series) -> tuple[pd.MultiIndex, list[object]]:
-    """(image_id, box_index) of every element of the per-row lists, and the elements."""
+def _flat(lists: pd.Series) -> tuple[pd.MultiIndex, list[object]]:
+    """(row, box_index) of every element of the per-row lists, and the elements."""
     lengths = _lengths(lists)
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     index = pd.MultiIndex.from_arrays(
-        [np.repeat(ids.to_numpy(dtype=object), lengths), np.arange(lengths.sum()) - starts],
-        names=["image_id", "box_index"])
+        [np.repeat(np.arange(len(lengths)), lengths), np.arange(lengths.sum()) - starts],
+        names=["row", "box_index"])
     return index, list(chain.from_iterable(lists))
 
 
@@ -231,14 +231,15 @@ def manifest_boxes_frame(manifest: pd.DataFrame) -> pd.DataFrame:
 
     Lists of unequal length align by position; the shorter side is null (the manifest
     suite reports the mismatch)."""
-    ids = manifest["image_id"]
-    index, boxes = _flat(manifest["boxes"], ids)
+    index, boxes = _flat(manifest["boxes"])
     coords = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     parts = [pd.DataFrame(coords, index=index, columns=["x", "y", "w", "h"])]
     for name, column in (("label", "labels"), ("agreement", "box_agreement")):
-        index, values = _flat(manifest[column], ids)
+        index, values = _flat(manifest[column])
         parts.append(pd.DataFrame({name: pd.Series(values, index=index, dtype=object)}))
     frame = pd.concat(parts, axis=1).reset_index()
+    ids = manifest["image_id"].to_numpy(dtype=object)[frame.pop("row").to_numpy()]
+    frame.insert(0, "image_id", ids)
     return with_box_ends(frame.astype({"agreement": np.float64}))
 
 
@@ -250,7 +251,7 @@ def manifest_users_frame(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def links_frame(links: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
     """``links`` (image_a, image_b) with ``split_a`` and ``split_b`` from the manifest."""
-    split = manifest.set_index("image_id")["split"]
+    split = manifest.drop_duplicates("image_id").set_index("image_id")["split"]
     frame = links[["image_a", "image_b"]].reset_index(drop=True)
     return frame.assign(split_a=frame["image_a"].map(split).astype(object),
                         split_b=frame["image_b"].map(split).astype(object))

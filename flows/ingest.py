@@ -19,8 +19,13 @@ from tasks import progress
 from tasks.catalog import Catalog
 from tasks.dedup import KnownImages
 from tasks.ingest import (
-    InspectedInput, build_records, commit_window, decide_window, inspect_chunk,
-    load_known_images, seen_submission_ids,
+    InspectedInput,
+    build_records,
+    commit_window,
+    decide_window,
+    inspect_chunk,
+    load_known_images,
+    seen_submission_ids,
 )
 from tasks.intake import PlannedInput, parse_submissions, plan_inputs
 from tasks.storage import SourceError, Storage, open_storage
@@ -65,7 +70,7 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
     """Duplicate decisions for a window, then its catalog batch, committed atomically."""
     decisions = decide_window(inspected, known)
     subs, images = build_records(inspected, decisions, source=source_uri, batch_id=batch_id,
-                                 salt=salt, now=dt.datetime.now(dt.timezone.utc))
+                                 salt=salt, now=dt.datetime.now(dt.UTC))
     commit_window(catalog, batch_id=batch_id, submissions=subs, images=images,
                   inspected=inspected, decisions=decisions)
     return subs
@@ -115,7 +120,7 @@ def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known:
                 *, settings: IngestSettings) -> list[Any]:
     """Inspect each window of inputs in parallel chunks, then decide and commit it in order."""
     salt = catalog.salt()
-    run_stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     run_tag = f"{run_stamp}-{secrets.token_hex(3)}"
     results, done = [], 0
     progress.report("ingest", 0, len(todo))

@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from data_contracts.runner import ContractReport, run_contracts
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from data_contracts.runner import ContractReport, run_contracts
 from flows.ingest import DEFAULT_ROOT
 from schemas.release import (
     CHECKSUMS,

@@ -50,14 +50,18 @@ def make_catalog(root: Path | Storage, *, n: int, seed: int = 0) -> list[str]:
 
 
 def make_release_catalog(root: Path | Storage, *, n: int, seed: int = 0, users: int = 40,
-                         links: int = 5, batch: str | None = None) -> dict[str, list[str]]:
+                         links: int = 5, batch: str | None = None,
+                         user_prefix: str | None = None) -> dict[str, list[str]]:
     """A catalog that has been through every stage, made directly (no crowd run).
 
     Every 10th image is rejected by validation, every 13th excluded by filtration, every
     17th passing one is left unannotated; the rest get one or two boxes. ``links`` near
     duplicate submissions of other users are recorded against kept images. Returns the
     image ids per outcome: ``released``, ``rejected``, ``excluded``, ``unannotated``.
+    Users are ``<user_prefix><n>`` (default prefix ``u<seed>-``): share a prefix across
+    batches to give earlier users new images.
     """
+    prefix = f"u{seed}-" if user_prefix is None else user_prefix
     store = root if not isinstance(root, Path) else LocalStorage(root)
     gestures = load_taxonomy().gestures
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seed)
@@ -69,7 +73,7 @@ def make_release_catalog(root: Path | Storage, *, n: int, seed: int = 0, users: 
     for i in range(n):
         data = tiny_jpeg(seed * 100_000 + i)
         sha = hashlib.sha256(data).hexdigest()
-        iid, user, gesture = image_id_for(sha), f"u{seed}-{rng.integers(users):03d}", \
+        iid, user, gesture = image_id_for(sha), f"{prefix}{rng.integers(users):03d}", \
             gestures[int(rng.integers(len(gestures)))]
         store.write_bytes(object_key(sha, "JPEG"), data, durable=False)
         images.append({
@@ -86,7 +90,7 @@ def make_release_catalog(root: Path | Storage, *, n: int, seed: int = 0, users: 
             boxes += _boxes(iid, gesture, two=i % 3 == 0, batch=batch, now=now)
     for j in range(links):  # a near duplicate by another user, kept image = image j
         kept = images[j * 3]
-        subs.append(_submission(f"dup-{seed}-{j}", batch, f"u{seed}-{(j * 7 + 1) % users:03d}",
+        subs.append(_submission(f"dup-{seed}-{j}", batch, f"{prefix}{(j * 7 + 1) % users:03d}",
                                 None, "rejected", "near_duplicate", None, kept["image_id"], now))
     store.sync()
     Catalog(store).write_batch(batch, {
