@@ -208,7 +208,8 @@ def run_contracts(frames: Mapping[str, pd.DataFrame], *, taxonomy: Taxonomy,
 
 def _failures(table: str, result: ExpectationSuiteValidationResult) -> list[ContractFailure]:
     return [ContractFailure(table=table, expectation=r.expectation_config.type,
-                            column=_columns(r.expectation_config.kwargs), detail=_detail(r))
+                            column=_columns(r.expectation_config.kwargs),
+                            detail=_detail(r, id_column=ID_COLUMNS.get(table)))
             for r in result.results if not r.success and r.expectation_config is not None]
 
 
@@ -223,20 +224,21 @@ def _error(result: ExpectationValidationResult) -> str | None:
     candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
     for item in candidates:
         if item.get("raised_exception"):
-            return str(item.get("exception_message", "")).strip().splitlines()[0][:300]
+            lines = str(item.get("exception_message") or "unknown error").strip().splitlines()
+            return (lines or ["unknown error"])[0][:300]
     return None
 
 
-def _detail(result: ExpectationValidationResult) -> str:
+def _detail(result: ExpectationValidationResult, *, id_column: str | None) -> str:
     error = _error(result)
     if error is not None:
         return f"error: {error}"
     outcome = result.result or {}
     if "unexpected_count" not in outcome:
-        return f"observed {outcome.get('observed_value')!r}"
+        return f"observed {_plain(outcome.get('observed_value'))!r}"
     samples = outcome.get("partial_unexpected_index_list") or outcome.get(
         "partial_unexpected_list") or []
-    shown = ", ".join(_sample(s) for s in samples[:MAX_SAMPLES])
+    shown = "; ".join(_sample(s, id_column=id_column) for s in samples[:MAX_SAMPLES])
     return (f"{outcome['unexpected_count']} of {outcome.get('element_count')} unexpected, "
             f"e.g. {shown}")
 
@@ -245,7 +247,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value  # numpy scalar -> Python
 
 
-def _sample(sample: Any) -> str:
-    if isinstance(sample, dict):  # {id column: ..., checked column: ...}
-        return " ".join(f"{k}={_plain(v)!r}" for k, v in sample.items())
-    return repr(_plain(sample))
+def _sample(sample: Any, *, id_column: str | None) -> str:
+    if not isinstance(sample, dict):
+        return repr(_plain(sample))
+    items = sorted(sample.items(), key=lambda item: item[0] != id_column)  # the id first
+    return " ".join(f"{k}={_plain(v)!r}" for k, v in items)

@@ -42,6 +42,7 @@ MEMBER_EXTENSIONS: tuple[str, ...] = ("jpg", "png", "webp", "json")
 MATCHED = "matched"  # shard_check.side: in the manifest and in the shards, same place
 MANIFEST_ONLY = "manifest_only"
 SHARDS_ONLY = "shards_only"
+_SIDES = {"both": MATCHED, "left_only": MANIFEST_ONLY, "right_only": SHARDS_ONLY}  # merge's
 
 # The column that names a row of each table in the samples of a failure (Data Docs too).
 ID_COLUMNS: dict[str, str] = {
@@ -279,22 +280,22 @@ def shard_check_frame(manifest: pd.DataFrame, members: pd.DataFrame) -> pd.DataF
     expected = _expected_members(manifest).astype({"offset": np.int64, "size": np.int64})
     found = _found_members(members).astype({"offset": np.int64, "size": np.int64})
     joined = expected.merge(found, on=on, how="outer", indicator="side", sort=True)
-    names = {"both": MATCHED, "left_only": MANIFEST_ONLY, "right_only": SHARDS_ONLY}
-    return joined.assign(side=joined["side"].astype(str).map(names))
+    return joined.assign(side=joined["side"].astype(str).map(_SIDES))
 
 
 def shard_keys_frame(manifest: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     """One row per key of the manifest or the shards: ``side`` as in ``shard_check_frame``,
     ``n_images`` and ``n_json``, the image and json members found under that key."""
     found = _found_members(members)
-    counts = pd.crosstab(found["key"], found["kind"]).reindex(
-        columns=["image", "json"], fill_value=0)
-    counts = counts.rename(columns={"image": "n_images", "json": "n_json"}).reset_index()
+    counts = pd.concat(
+        [found.loc[found["kind"] == kind, "key"].value_counts().rename(name)
+         for kind, name in (("image", "n_images"), ("json", "n_json"))], axis=1)
+    counts = counts.rename_axis("key").reset_index()
     ids = pd.DataFrame({"key": manifest["image_id"].drop_duplicates()})
     joined = ids.merge(counts, on="key", how="outer", indicator="side", sort=True)
-    names = {"both": MATCHED, "left_only": MANIFEST_ONLY, "right_only": SHARDS_ONLY}
-    joined = joined.fillna({"n_images": 0, "n_json": 0})
-    return joined.assign(side=joined["side"].astype(str).map(names))
+    joined = joined.fillna({"n_images": 0, "n_json": 0}).astype(
+        {"n_images": np.int64, "n_json": np.int64})
+    return joined.assign(side=joined["side"].astype(str).map(_SIDES))
 
 
 def prepare_tables(frames: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

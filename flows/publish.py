@@ -77,7 +77,7 @@ class SplitResult:
     """The split assignment of a release and what the data card says about it."""
 
     assignment: pd.Series
-    links: list[tuple[str, str]]
+    links: list[tuple[str, str]]  # near-duplicate links kept inside one split
     info: dict[str, Any]
 
 
@@ -102,10 +102,12 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
                                previous=previous, seed=settings.seed)
     report = split_report(frame, assignment, settings.fractions)
     conflicts = sticky_conflicts(frame, links=links, previous=previous)
+    kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
     info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
-            "sticky_users": len(previous), "links": len(links),
-            "sticky_conflicts": len(conflicts)}
-    return SplitResult(assignment=assignment, links=links, info=info)
+            "sticky_users": len(previous), "links": len(kept),
+            "sticky_conflicts": len(conflicts), "links_across_published_splits":
+            [[a, b] for a, b in links if assignment[a] != assignment[b]]}
+    return SplitResult(assignment=assignment, links=kept, info=info)
 
 
 @task(cache_policy=NO_CACHE)
@@ -202,11 +204,11 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
     manifests, digests, timings = write_shards_and_manifests(
         storage, staging, images, samples, settings, workers)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
-    for key, data in export_files(manifests, settings=settings).items():
-        write_file(staging, key, data)
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:
         raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}")
+    for key, data in export_files(manifests, settings=settings).items():
+        write_file(staging, key, data)
     info = write_documents(storage, staging, manifest, version=version, settings=settings,
                            split=split, contracts=contracts)
     write_file(staging, CHECKSUMS, checksums(staging, known=digests))

@@ -93,7 +93,8 @@ def _split_notes(info: Mapping[str, Any]) -> str:
     return (f"Largest per-class deviation from the target fractions: "
             f"{split['max_abs_deviation']:.4f}. Subjects kept in the split of an earlier "
             f"release: {split['sticky_users']}; near-duplicate links kept inside one split: "
-            f"{split['links']}; sticky conflicts (a link joining two earlier splits): "
+            f"{split['links']}; sticky conflicts (a new link joining subjects already "
+            f"published in two splits; each subject keeps its split): "
             f"{split['sticky_conflicts']}.")
 
 

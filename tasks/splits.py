@@ -5,9 +5,11 @@ connects one of their images to one of the other's (links across users merge the
 group always lands in one split, so no user_id and no link straddles two splits.
 
 Sticky releases: a group holding a user published earlier (``previous``) goes to that user's
-split. A new link can join users published in different splits; such a group goes to the
-split holding most of its previously published users' images (ties: the smallest split
-name), and ``sticky_conflicts`` lists these groups so the release can report them.
+split. A new link can join users published in different splits. A published user never
+moves (that would leak an earlier test split into a later train split), so each keeps their
+split and the link straddles; the group's new users go to the split holding most of its
+previously published users' images (ties: the smallest split name). ``sticky_conflicts``
+lists these groups so the release can report them.
 
 New groups fill the targets with a deterministic greedy: largest group first (ties broken by
 a seeded hash of the sorted user ids), each to the split whose per-class relative deficit,
@@ -98,7 +100,8 @@ def assign_splits(
     new = [key for key in hist.index if key not in split_of_group]
     split_of_group.update(_fill_targets(hist.loc[new], counts, fractions, seed=seed))
     result = table.set_index("image_id")["group"].map(split_of_group).rename("split")
-    return result.sort_index()
+    published = table.set_index("image_id")["user_id"].astype(str).map(dict(previous or {}))
+    return published.fillna(result).rename("split").sort_index()
 
 
 def split_report(

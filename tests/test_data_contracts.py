@@ -252,6 +252,15 @@ def test_failure_detail_names_the_rows() -> None:
     assert frames["manifest"].loc[2, "image_id"] in failure.detail
 
 
+def test_missing_column_fails_with_the_error() -> None:
+    frames = valid_frames()
+    report = run_contracts({"images": frames["images"].drop(columns=["sha256"])},
+                           taxonomy=TAXONOMY)
+    assert not report.success
+    assert {f.column for f in report.failures} == {"sha256"}
+    assert all(f.detail.startswith("error:") for f in report.failures)
+
+
 def test_unequal_box_and_label_lists_fail_without_crashing() -> None:
     frames = valid_frames()
     labels = list(frames["manifest"].loc[0, "labels"])

@@ -105,7 +105,7 @@ def test_webdataset_reads_every_shard_member(released):
     manifest = _manifest(release).set_index("image_id")
     for split in ("train", "val", "test"):
         urls = sorted(str(p) for p in (release / "shards").glob(f"{split}-*.tar"))
-        samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
+        samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
         keys = [s["__key__"] for s in samples]
         assert keys == sorted(manifest.index[manifest["split"] == split])
         for s in samples[:20]:
@@ -202,6 +202,8 @@ def test_users_stay_in_their_split_in_a_later_release(tmp_path):
     publish(root=str(root), version="2026.2", fractions="92/8")
     second = _manifest(root / "releases" / "2026.2")
     assert set(first["image_id"]) <= set(second["image_id"])
+    info = json.loads((root / "releases" / "2026.2" / "release.json").read_text())
+    assert info["splits"]["sticky_users"] > 0
     old = first.drop_duplicates("user_id").set_index("user_id")["split"]
     new = second.drop_duplicates("user_id").set_index("user_id")["split"]
     assert (new[old.index] == old).all()

@@ -106,22 +106,23 @@ def test_second_release_keeps_old_users_and_new_users_fill_targets(
     assert report["max_abs_deviation"].max() < 0.02
 
 
-def test_link_joining_users_of_two_previous_splits_goes_to_majority() -> None:
+def test_link_joining_users_of_two_previous_splits_keeps_each_published_user() -> None:
     images = pd.DataFrame(
         {
-            "image_id": ["a1", "a2", "b1", "c1", "d1"],
-            "user_id": ["a", "a", "b", "c", "d"],
-            "gesture": ["like", "like", "like", "palm", "palm"],
+            "image_id": ["a1", "a2", "b1", "c1", "d1", "n1"],
+            "user_id": ["a", "a", "b", "c", "d", "n"],
+            "gesture": ["like", "like", "like", "palm", "palm", "palm"],
         }
     )
     previous = {"a": "test", "b": "train", "c": "train", "d": "test"}
-    links = [("a1", "b1"), ("c1", "d1")]
+    links = [("a1", "b1"), ("c1", "d1"), ("n1", "a2")]
     assignment = assign_splits(images, fractions=V1, links=links, previous=previous)
-    assert assignment[["a1", "a2", "b1"]].eq("test").all()  # a has 2 images, b has 1
-    assert assignment[["c1", "d1"]].eq("test").all()  # 1-1 tie: smallest split name
+    assert assignment[["a1", "a2"]].eq("test").all() and assignment["b1"] == "train"
+    assert assignment["c1"] == "train" and assignment["d1"] == "test"
+    assert assignment["n1"] == "test"  # a new user joins the majority (a: 2 images, b: 1)
     conflicts = sticky_conflicts(images, links=links, previous=previous)
     assert conflicts.to_dict("records") == [
-        {"group": "a\tb", "votes": {"test": 2, "train": 1}, "split": "test"},
+        {"group": "a\tb\tn", "votes": {"test": 2, "train": 1}, "split": "test"},
         {"group": "c\td", "votes": {"test": 1, "train": 1}, "split": "test"},
     ]
     assert sticky_conflicts(images, previous=previous).empty
