@@ -12,7 +12,7 @@ previously published users' images (ties: the smallest split name). ``sticky_con
 lists these groups so the release can report them.
 
 New groups fill the targets with a deterministic greedy: largest group first (ties broken by
-a seeded hash of the sorted user ids), each to the split whose per-class relative deficit,
+a seeded hash of the sorted user ids), each to the split whose per-class absolute deficit,
 weighted by the group's class histogram, is largest (ties: the smallest split name). A split
 with fraction 0 receives no new group, though sticky groups may keep it non-empty.
 Everything is derived from sorted keys and counts, so row order never changes the result.
@@ -154,7 +154,7 @@ def _majority(votes: Mapping[str, int]) -> str:
 def _fill_targets(
     hist: pd.DataFrame, counts: pd.DataFrame, fractions: Mapping[str, float], *, seed: int
 ) -> dict[str, str]:
-    """Greedy: each new group (largest first) to the split with the largest relative deficit."""
+    """Greedy: each new group (largest first) to the split with the largest absolute deficit."""
     names = [s for s in counts.index if fractions[s] > 0]
     rows = [counts.index.get_loc(s) for s in names]
     share = np.array([fractions[s] for s in names])[:, None]
@@ -164,7 +164,7 @@ def _fill_targets(
     values = hist.loc[order].to_numpy(dtype=float)
     chosen: dict[str, str] = {}
     for key, group_hist in zip(order, values):
-        deficit = (target - current) / np.maximum(target, 1e-12)
+        deficit = target - current  # absolute: a 92% split needs 11x the images of an 8% one
         best = int(np.argmax(deficit @ group_hist))
         current[best] += group_hist
         chosen[key] = names[best]
