@@ -373,7 +373,7 @@ def publish(
     yolo: Annotated[bool, typer.Option(help="also write YOLO labels")] = False,
     seed: Annotated[int, typer.Option(help="tie-breaking seed of the split")] = 0,
     taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
-    workers: Annotated[int, typer.Option(help="shards written at once")] = 4,
+    workers: Annotated[int, typer.Option(help="shards written at once (processes)")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish an immutable release ROOT/releases/VERSION: manifests, shards, HaGRID and

@@ -113,7 +113,7 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 @task(cache_policy=NO_CACHE)
 def write_shards_and_manifests(root: Storage, staging: Path, images: pd.DataFrame,
                                samples: pa.Table, settings: PublishSettings,
-                               workers: int) -> tuple[dict[str, pa.Table], dict[str, str],
+                               workers: int, endpoint_url: str | None) -> tuple[dict[str, pa.Table], dict[str, str],
                                                       dict[str, float]]:
     """Plan, write and check every split's shards; write the manifests. Returns timings too."""
     t0 = time.perf_counter()
@@ -122,7 +122,8 @@ def write_shards_and_manifests(root: Storage, staging: Path, images: pd.DataFram
     for p in plans:
         write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
     t1 = time.perf_counter()
-    digests = write_split_shards(root, staging, plans, workers=workers)
+    digests = write_split_shards(root, staging, plans, workers=workers,
+                                 endpoint_url=endpoint_url)
     t2 = time.perf_counter()
     manifests = {p.split: p.manifest for p in plans}
     return manifests, digests, {"manifests_s": t1 - t0, "shards_s": t2 - t1}
@@ -165,7 +166,7 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
 @flow(name="publish", log_prints=True)
 def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/8",
             shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
-            seed: int = 0, taxonomy: str = "hagrid_v1", workers: int = 4,
+            seed: int = 0, taxonomy: str = "hagrid_v1", workers: int = 2,
             s3_endpoint_url: str | None = None) -> dict[str, Any]:
     """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
 
@@ -183,7 +184,7 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, workers=workers)
+                         version=version, workers=workers, endpoint_url=s3_endpoint_url)
         summary["uri"] = commit_release(storage, staging, version)
     except ContractsFailed:
         keep_refused_docs(storage, staging, version)
@@ -198,11 +199,11 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           workers: int) -> dict[str, Any]:
+           workers: int, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
     samples = sample_table(images, boxes, split.assignment)
     manifests, digests, timings = write_shards_and_manifests(
-        storage, staging, images, samples, settings, workers)
+        storage, staging, images, samples, settings, workers, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:

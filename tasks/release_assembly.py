@@ -20,8 +20,8 @@ from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
 from tasks.release import image_extension, manifest_table, sample_json
-from tasks.release_writer import write_shards
-from tasks.shards import ShardMember, plan_shards
+from tasks.release_writer import ShardJob, staged_path, write_shards
+from tasks.shards import ShardMember, group_by_shard, plan_shards
 from tasks.storage import Storage
 
 
@@ -56,18 +56,24 @@ def plan_split(samples: pa.Table, images: pd.DataFrame, *, split: str,
 
 
 def write_split_shards(root: Storage, staging: Path, plans: Sequence[SplitPlan], *,
-                       workers: int) -> dict[str, str]:
+                       workers: int, endpoint_url: str | None = None) -> dict[str, str]:
     """Write every split's shards into ``staging``; return shard name -> sha256.
 
     Each image is read from the dataset root and checked against its sha256 on the way.
     """
-    object_keys = {k: v for p in plans for k, v in p.object_keys.items()}
-    members = {k: v for p in plans for k, v in p.json_members.items()}
-    digests = {k: v for p in plans for k, v in p.sha256.items()}
-    return write_shards(staging, [m for p in plans for m in p.plan],
-                        image_bytes=lambda m: root.read_bytes(object_keys[m.key]),
-                        json_bytes=lambda m: members[m.key],
-                        sha256=lambda m: digests[m.key], workers=workers)
+    jobs = []
+    for p in plans:
+        for name, members in group_by_shard(p.plan).items():
+            keys = [m.key for m in members]
+            jobs.append(ShardJob(
+                path=staged_path(staging, name), members=members,
+                object_keys=[p.object_keys[k] for k in keys],
+                json_members=[p.json_members[k] for k in keys],
+                sha256=[p.sha256[k] for k in keys], root_uri=root.uri,
+                endpoint_url=endpoint_url))
+    digests = write_shards(jobs, workers=workers)
+    return {job.path.relative_to(staging).as_posix(): d
+            for job, d in zip(jobs, digests, strict=True)}
 
 
 def export_files(manifests: Mapping[str, pa.Table], *,

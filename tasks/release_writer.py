@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
+import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.release import CHECKSUMS, DATA_DOCS, MANIFESTS, RELEASES, check_version
-from tasks.shards import ShardMember, group_by_shard, read_members, write_shard
-from tasks.storage import LocalStorage, Storage, safe_key
+from tasks.shards import ShardMember, read_members, write_shard
+from tasks.storage import LocalStorage, Storage, open_storage, safe_key
+
+OBJECT_KEY = re.compile(r"^objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{2,4}$")
 
 
 class ReleaseExists(RuntimeError):
@@ -75,21 +80,53 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_shards(staging: Path, plan: Iterable[ShardMember], *,
-                 image_bytes: Callable[[ShardMember], bytes],
-                 json_bytes: Callable[[ShardMember], bytes],
-                 sha256: Callable[[ShardMember], str] | None,
-                 workers: int = 4) -> dict[str, str]:
-    """Write every planned shard (several at once); return shard name -> sha256."""
-    shards = group_by_shard(list(plan))
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one process needs to write one shard (picklable)."""
 
-    def one(name: str) -> tuple[str, str]:
-        _, digest = write_shard(staged_path(staging, name), shards[name],
-                                image_bytes=image_bytes, json_bytes=json_bytes, sha256=sha256)
-        return name, digest
+    path: Path
+    members: list[ShardMember]
+    object_keys: list[str]  # where each member's image is under the dataset root
+    json_members: list[bytes]
+    sha256: list[str]
+    root_uri: str
+    endpoint_url: str | None = None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return dict(pool.map(one, sorted(shards)))
+
+def run_shard_job(job: ShardJob) -> tuple[str, str]:
+    """Write one shard, reading and checking each image; return (path, sha256)."""
+    root = open_storage(job.root_uri, endpoint_url=job.endpoint_url)
+    position = {m.key: i for i, m in enumerate(job.members)}
+    if isinstance(root, LocalStorage):  # a plain open() per image: no per-call path checks
+        base = f"{root.path}/"
+        paths = [base + k for k in job.object_keys if OBJECT_KEY.match(k)]
+        if len(paths) != len(job.object_keys):
+            raise ValueError("an object key is not objects/ab/cd/<sha256>.<ext>")
+
+        def image(m: ShardMember) -> bytes:
+            with open(paths[position[m.key]], "rb", buffering=0) as fh:
+                return fh.read()
+    else:
+        def image(m: ShardMember) -> bytes:
+            return root.read_bytes(job.object_keys[position[m.key]])
+    _, digest = write_shard(job.path, job.members, image_bytes=image,
+                            json_bytes=lambda m: job.json_members[position[m.key]],
+                            sha256=lambda m: job.sha256[position[m.key]])
+    return str(job.path), digest
+
+
+def write_shards(jobs: Sequence[ShardJob], *, workers: int) -> list[str]:
+    """Run the shard jobs, in ``workers`` processes when there are several; return digests.
+
+    Processes, not threads: for small images the per-sample Python work (open, hash,
+    headers) holds the GIL. The pool starts with ``forkserver``, since forking a process
+    that runs Prefect's threads is not safe.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [run_shard_job(job)[1] for job in jobs]
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        return [digest for _, digest in pool.map(run_shard_job, jobs)]
 
 
 def shard_members(staging: Path) -> pd.DataFrame:

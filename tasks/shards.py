@@ -58,19 +58,24 @@ def archive_size(payload: int) -> int:
     return -(-(payload + END_OF_ARCHIVE) // RECORD) * RECORD
 
 
+_USTAR_FIXED = (b"0000644\x00" + b"0000000\x00" * 2, b"%011o\x00" % MTIME,
+                b"0" + bytes(100) + b"ustar\x0000" + bytes(64 + 16 + 167))
+
+
 def member_header(name: str, size: int) -> bytes:
-    """The fixed 512-byte ustar header of a regular file member."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = MTIME
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    header = info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
-    if len(header) != BLOCK:  # a long name would need extra blocks; keys never need them
-        raise ShardError(f"member name too long for one ustar header: {name!r}")
-    return header
+    """The fixed 512-byte ustar header of a regular file member.
+
+    Byte for byte what ``tarfile.TarInfo.tobuf(format=USTAR_FORMAT)`` writes for mode 0644,
+    uid/gid 0, empty owner names and mtime ``MTIME`` (a test holds it to that), built
+    directly because tobuf costs about 18 us, a third of a small sample's budget.
+    """
+    encoded = name.encode("utf-8")
+    if len(encoded) > 100 or size >= 8**11:
+        raise ShardError(f"member does not fit one ustar header: {name!r} ({size} bytes)")
+    mode_ids, mtime, tail = _USTAR_FIXED
+    head = encoded.ljust(100, b"\x00") + mode_ids + b"%011o\x00" % size + mtime
+    checksum = sum(head) + 8 * 32 + sum(tail)
+    return head + b"%06o\x00 " % checksum + tail
 
 
 def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
@@ -133,8 +138,14 @@ def write_shard(path: Path, members: Sequence[ShardMember], *,
                     raise ShardError(f"{member.key}: content size differs from the catalog")
                 if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256(member):
                     raise ShardError(f"{member.key}: image bytes do not match their sha256")
-                _write_member(fh, f"{member.key}.{member.ext}", data, member.offset)
-                _write_member(fh, f"{member.key}.json", meta, member.json_offset)
+                if fh.tell() + BLOCK != member.offset:
+                    raise ShardError(f"{member.key}: would land at {fh.tell() + BLOCK}, "
+                                     f"planned {member.offset}")
+                fh.write(b"".join((  # one write and one hash update per sample
+                    member_header(f"{member.key}.{member.ext}", len(data)), data,
+                    bytes(padded(len(data)) - len(data)),
+                    member_header(f"{member.key}.json", len(meta)), meta,
+                    bytes(padded(len(meta)) - len(meta)))))
             end = fh.tell()
             fh.write(bytes(archive_size(end) - end))
             raw.flush()
@@ -158,14 +169,6 @@ class _HashingWriter:
 
     def tell(self) -> int:
         return self.position
-
-
-def _write_member(fh: _HashingWriter, name: str, data: bytes, planned_offset: int) -> None:
-    if fh.tell() + BLOCK != planned_offset:
-        raise ShardError(f"{name}: would land at {fh.tell() + BLOCK}, planned {planned_offset}")
-    fh.write(member_header(name, len(data)))
-    fh.write(data)
-    fh.write(bytes(padded(len(data)) - len(data)))
 
 
 def read_members(path: Path) -> Iterator[tuple[str, int, int]]:

@@ -143,6 +143,9 @@ def test_no_key_is_lost_or_duplicated_by_sharding(sizes, max_count, max_kb):
             tars[name] = io.BytesIO(path.read_bytes())
         if len(members) > 1:
             assert len(tars[name].getvalue()) <= max_kb * 1024
-    names = [i.name for buf in tars.values() for i in tarfile.open(fileobj=buf).getmembers()]
+    names = []
+    for buf in tars.values():
+        with tarfile.open(fileobj=buf) as tar:
+            names += [i.name for i in tar.getmembers()]
     assert sorted(names) == sorted([f"{k}.jpg" for k in frame.key] +
                                    [f"{k}.json" for k in frame.key])

@@ -1,0 +1,158 @@
+"""Publishing speed: a synthetic catalog of N small JPEGs through the real ``publish`` flow.
+
+    .venv/bin/python bench/bench_publish.py [--n 100000] [--runs 3] [--workers 2] [--size 96x64]
+
+Builds (once, cached in ``bench/_work/publish-<n>/root``) a catalog in which every image
+passed validation and filtration and has one or two boxes, with distinct 96x64 JPEGs of about
+10 KB from a few hundred users. Each run publishes a fresh release through the flow and
+deletes it afterwards, so every run does the same work. Reported per run: the flow's own
+timings for the manifests (sample table, shard plan, Parquet) and the shards (reading each
+object, sha256 check, tar writing, fsync), the whole flow, and right after it this disk's
+sequential write speed: the same number of bytes written in 1 MiB blocks to one file in the
+same folder, fsynced. The ratio is shard bytes per second over that. Medians of ``--runs``.
+The objects are read from the page cache (the catalog was just built or read), as they are
+after ingest on a machine with enough memory; a cold read is a property of the disk, not of
+the shard writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from schemas.annotation import BOXES
+from schemas.tables import IMAGES, VERDICTS
+from schemas.taxonomy import load_taxonomy
+from tasks.catalog import Catalog, image_id_for, object_key
+from tasks.storage import LocalStorage
+
+
+def build_catalog(root: Path, *, n: int, size: tuple[int, int], seed: int = 0) -> None:
+    """N passing, annotated images with real small JPEG objects (skipped when present)."""
+    if (root / "catalog" / "_commits").is_dir():
+        return
+    store, rng = LocalStorage(root), np.random.default_rng(seed)
+    gestures = load_taxonomy().gestures
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    width, height = size
+    base = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+    images, verdicts, boxes = [], [], []
+    for i in range(n):
+        pixels = base.copy()
+        pixels[i % height, :, :] = rng.integers(0, 255, size=(width, 3), dtype=np.uint8)
+        pixels[:8, :8, 0] = i % 251
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        iid, gesture = image_id_for(sha), gestures[i % len(gestures)]
+        store.write_bytes(object_key(sha, "JPEG"), data, durable=False)
+        images.append({"image_id": iid, "sha256": sha, "object_key": object_key(sha, "JPEG"),
+                       "format": "JPEG", "width": width, "height": height, "orientation": 1,
+                       "bytes": len(data), "user_id": f"user{int(rng.integers(n // 15)):06d}",
+                       "gesture": gesture, "submitted_at": None, "submission_id": f"s{i}",
+                       "phash": i, "phash_mirror": i, "thumb": bytes(16), "batch_id": "b",
+                       "ingested_at": now})
+        for stage, verdict in (("validation", "accepted"), ("filtration", "clear"),
+                               ("annotation", "annotated")):
+            verdicts.append({"stage": stage, "image_id": iid, "verdict": verdict,
+                             "reason": None, "confidence": 1.0, "n_answers": 3,
+                             "method": "ds", "batch_id": "b", "decided_at": now})
+        for k in range(1 + i % 2):
+            boxes.append({"image_id": iid, "box_index": k, "x": 0.1 + 0.5 * k, "y": 0.2,
+                          "w": 0.3, "h": 0.4, "label": gesture if k == 0 else "no_gesture",
+                          "label_conf": 1.0, "agreement": 0.9, "n_votes": 3,
+                          "n_annotators": 3, "leading_hand": "right", "leading_conf": 1.0,
+                          "method": "median_edges", "batch_id": "b", "decided_at": now})
+    store.sync()
+    Catalog(store).write_batch("00000-bench", {
+        "images": pa.Table.from_pylist(images, schema=IMAGES),
+        "verdicts": pa.Table.from_pylist(verdicts, schema=VERDICTS),
+        "boxes": pa.Table.from_pylist(boxes, schema=BOXES)}, info={})
+
+
+def sequential_write(folder: Path, nbytes: int) -> float:
+    """Seconds to write ``nbytes`` in 1 MiB blocks to one new file, fsynced."""
+    block = os.urandom(1 << 20)
+    path = folder / "seqwrite.bin"
+    start = time.perf_counter()
+    with path.open("wb", buffering=0) as fh:
+        for _ in range(-(-nbytes // len(block))):
+            fh.write(block)
+        os.fsync(fh.fileno())
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return elapsed
+
+
+def one_run(root: Path, *, run: int, workers: int) -> dict[str, float]:
+    """Publish once, measure, delete the release, then time the disk."""
+    from flows.publish import publish
+
+    version = f"bench-{run}"
+    start = time.perf_counter()
+    summary = publish(root=str(root), version=version, workers=workers)
+    total = time.perf_counter() - start
+    release = root / "releases" / version
+    shard_bytes = sum(p.stat().st_size for p in (release / "shards").glob("*.tar"))
+    shutil.rmtree(release)
+    seq = sequential_write(root, shard_bytes)
+    timings = summary["timings"]
+    return {"images": summary["images"], "shards": summary["shards"],
+            "shard_mb": shard_bytes / 1e6, "manifests_s": timings["manifests_s"],
+            "shards_s": timings["shards_s"], "flow_s": total,
+            "shard_mb_s": shard_bytes / 1e6 / timings["shards_s"],
+            "disk_mb_s": shard_bytes / 1e6 / seq}
+
+
+def main() -> None:
+    """Build the catalog, publish ``--runs`` times, print and save the medians."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size", default="96x64", help="image WxH (noise: ~8 KB at 96x64)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=BENCH / "results_publish.md")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    root = BENCH / "_work" / f"publish-{args.n}-{args.size}" / "root"
+    start = time.perf_counter()
+    build_catalog(root, n=args.n, size=(width, height))
+    print(f"catalog ready in {time.perf_counter() - start:.1f}s", flush=True)
+    runs = []
+    for run in range(args.runs):
+        runs.append(one_run(root, run=run, workers=args.workers))
+        runs[-1]["ratio"] = runs[-1]["shard_mb_s"] / runs[-1]["disk_mb_s"]
+        print(json.dumps(runs[-1]), flush=True)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    lines = [(f"# Publish benchmark: {args.n} images of {args.size}, {args.runs} runs, "
+             f"workers {args.workers}"),
+             "", "| figure | median | runs |", "|---|---|---|"]
+    for key in ("images", "shards", "shard_mb", "manifests_s", "shards_s", "flow_s",
+                "shard_mb_s", "disk_mb_s", "ratio"):
+        lines.append(f"| {key} | {med[key]:.3f} | "
+                     + ", ".join(f"{r[key]:.3f}" for r in runs) + " |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
