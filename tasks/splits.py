@@ -168,6 +168,27 @@ def _fill_targets(
         best = int(np.argmax(deficit @ group_hist))
         current[best] += group_hist
         chosen[key] = names[best]
+    return _fill_empty_splits(chosen, hist, counts, fractions)
+
+
+def _fill_empty_splits(chosen: dict[str, str], hist: pd.DataFrame, counts: pd.DataFrame,
+                       fractions: Mapping[str, float]) -> dict[str, str]:
+    """Give a split with a positive fraction that got nothing the group nearest its target.
+
+    On small releases every group holds a large share of its classes, and the per-class
+    greedy can leave an 8% split empty; a group is then taken from a split that has more.
+    """
+    sizes = hist.sum(axis=1)
+    total = int(sizes.sum() + counts.to_numpy().sum())
+    for split in sorted(fractions):
+        if fractions[split] <= 0 or counts.loc[split].sum() > 0 or split in chosen.values():
+            continue
+        donors = pd.Series(chosen).value_counts()
+        movable = [k for k in chosen if donors[chosen[k]] > 1]
+        if movable:
+            target = fractions[split] * total
+            key = min(movable, key=lambda k: (abs(int(sizes[k]) - target), k))
+            chosen[key] = split
     return chosen
 
 

@@ -148,3 +148,14 @@ def test_same_input_in_any_row_order_gives_same_splits(
     again = assign_splits(shuffled, fractions=V2, links=swapped, seed=seed)
     pd.testing.assert_series_equal(first, again)
     assert (users_per_split(images, first) == 1).all()
+
+
+def test_a_small_release_still_fills_every_split_with_a_positive_fraction() -> None:
+    images = pd.DataFrame({
+        "image_id": [f"i{n:02d}" for n in range(45)],
+        "user_id": [f"u{n % 9}" for n in range(45)],
+        "gesture": [f"g{n % 3}" for n in range(45)],
+    })
+    assignment = assign_splits(images, fractions=V1)
+    assert set(assignment) == {"train", "test"}
+    assert (assignment == "test").sum() == 5  # one user of 5 images, nearest to 8% of 45
