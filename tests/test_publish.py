@@ -23,6 +23,7 @@ from schemas.annotation import BOXES
 from schemas.release import MANIFEST
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
+from tasks.exports import export_layout
 from tasks.release_writer import ReleaseExists
 from tasks.storage import LocalStorage
 from tests.catalogs import make_release_catalog
@@ -247,3 +248,41 @@ def test_the_real_pipeline_publishes(tmp_path):
     manifest = _manifest(root / "releases" / "v1")
     assert set(manifest["image_id"]) == set(boxes["image_id"])
     assert summary["images"] == len(manifest) > 20
+
+
+@pytest.mark.slow
+def test_publish_to_an_s3_dataset_root(s3_server, tmp_path, monkeypatch):
+    """The S3 path: catalog and objects in a bucket (moto), the release uploaded there."""
+    from tasks.storage import S3Storage
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.client().create_bucket(Bucket="hagrid")
+    store = S3Storage("s3://hagrid/root", endpoint_url=s3_server.endpoint_url)
+    outcomes = make_release_catalog(store, n=80, seed=9)
+    summary = publish(root="s3://hagrid/root", version="v1", shard_max_count=20,
+                      s3_endpoint_url=s3_server.endpoint_url)
+    assert summary["uri"] == "s3://hagrid/root/releases/v1"
+    release = S3Storage("s3://hagrid/root/releases/v1", endpoint_url=s3_server.endpoint_url)
+    keys = release.list()
+    assert "SHA256SUMS" in keys and "data_docs/index.html" in keys
+    listed = dict(line.split("  ")[::-1] for line in
+                  release.read_bytes("SHA256SUMS").decode().splitlines())
+    assert set(listed) == set(keys) - {"SHA256SUMS"}
+    table = pq.read_table(pa.BufferReader(release.read_bytes("manifests/train.parquet")))
+    row = table.slice(3, 1).to_pylist()[0]
+    data = release.read_range(row["shard"], row["offset"], row["size"])
+    assert hashlib.sha256(data).hexdigest() == row["sha256"]
+    assert set(_ids_of(release)) == set(outcomes["released"])
+    out = export_layout(release, tmp_path / "layout")
+    assert out["images"] == len(outcomes["released"])
+    with pytest.raises(ReleaseExists):
+        publish(root="s3://hagrid/root", version="v1", s3_endpoint_url=s3_server.endpoint_url)
+
+
+def _ids_of(release) -> list[str]:
+    ids = []
+    for key in release.list("manifests"):
+        ids += pq.read_table(pa.BufferReader(release.read_bytes(key))).column(
+            "image_id").to_pylist()
+    return ids
