@@ -373,7 +373,7 @@ def report_totals(data: ReportData) -> list[tuple[str, int]]:
         ("gesture boxes", int((~data.free).sum())),
         (f"{FREE_HAND_LABEL} boxes", int(data.free.sum())),
         ("subjects in more than one split", int((splits_per_subject > 1).sum())),
-        ("rejected (all stages)", int(data.rejections["count"].sum())),
+        ("not released: rejected or pending (all stages)", int(data.rejections["count"].sum())),
     ]
 
 

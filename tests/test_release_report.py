@@ -92,7 +92,7 @@ def test_totals_match_the_manifest(report: Path) -> None:
     assert found["boxes"] == str(n_boxes)
     assert found["no_gesture boxes"] == str(n_free)
     assert found["subjects in more than one split"] == "0"
-    assert found["rejected (all stages)"] == "22"
+    assert found["not released: rejected or pending (all stages)"] == "22"
     assert "<td>peace</td><td>0</td><td>0</td><td>0</td>" in page  # class without images
     assert "<td>total</td><td>30</td><td>30</td><td>60</td>" in page
 
@@ -121,7 +121,7 @@ def test_empty_rejections(empty: pd.DataFrame, tmp_path: Path) -> None:
     index = write_report(synthetic_manifest(20), rejections=empty, out_dir=tmp_path,
                          title="t", gestures=GESTURES)
     page = index.read_text(encoding="utf-8")
-    assert "<p>none recorded</p>" in page and totals(page)["rejected (all stages)"] == "0"
+    assert "<p>none recorded</p>" in page and totals(page)["not released: rejected or pending (all stages)"] == "0"
     assert len(list(tmp_path.glob("*.png"))) == len(PLOTS)
 
 
