@@ -100,8 +100,10 @@ def assign_splits(
     new = [key for key in hist.index if key not in split_of_group]
     split_of_group.update(_fill_targets(hist.loc[new], counts, fractions, seed=seed))
     result = table.set_index("image_id")["group"].map(split_of_group).rename("split")
-    published = table.set_index("image_id")["user_id"].astype(str).map(dict(previous or {}))
-    return published.fillna(result).rename("split").sort_index()
+    if previous:  # a published user never moves, even when a new link joins two splits
+        published = table.set_index("image_id")["user_id"].astype(str).map(dict(previous))
+        result = published.astype(object).fillna(result.astype(object)).astype(str)
+    return result.rename("split").sort_index()
 
 
 def split_report(
