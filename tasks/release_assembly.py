@@ -22,7 +22,7 @@ from tasks.exports import coco_instances, hagrid_annotations, json_bytes, yolo_l
 from tasks.release import image_extension, manifest_table, sample_json
 from tasks.release_writer import ShardJob, staged_path, write_shards
 from tasks.shards import ShardMember, group_by_shard, plan_shards
-from tasks.storage import Storage
+from tasks.storage import LocalStorage, Storage
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def write_split_shards(root: Storage, staging: Path, plans: Sequence[SplitPlan],
                 json_members=[p.json_members[k] for k in keys],
                 sha256=[p.sha256[k] for k in keys], root_uri=root.uri,
                 endpoint_url=endpoint_url))
-    digests = write_shards(jobs, workers=workers)
+    # S3 roots write in this process: a forkserver started earlier would not see credentials
+    # set in the environment since (and S3 reads are network-bound, not GIL-bound)
+    digests = write_shards(jobs, workers=workers if isinstance(root, LocalStorage) else 1)
     return {job.path.relative_to(staging).as_posix(): d
             for job, d in zip(jobs, digests, strict=True)}
 
