@@ -9,7 +9,6 @@ the checksums, then commits the folder as ``ROOT/releases/<version>/`` in one st
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,12 @@ from tasks.catalog import Catalog
 from tasks.data_card import data_card, release_figures
 from tasks.exports import json_bytes
 from tasks.release import (
-    dedup_links,
-    previous_splits,
+    SplitResult,
     rejection_summary,
     release_images,
     sample_table,
     split_counts,
+    split_release,
 )
 from tasks.release_assembly import (
     SplitPlan,
@@ -64,21 +63,11 @@ from tasks.release_writer import (
     staging_dir,
     write_file,
 )
-from tasks.splits import assign_splits, split_report, sticky_conflicts
 from tasks.storage import Storage, open_storage
 
 
 class ContractsFailed(RuntimeError):
     """The data contracts failed: the release was not written."""
-
-
-@dataclass
-class SplitResult:
-    """The split assignment of a release and what the data card says about it."""
-
-    assignment: pd.Series
-    links: list[tuple[str, str]]  # near-duplicate links kept inside one split
-    info: dict[str, Any]
 
 
 @task(cache_policy=NO_CACHE)
@@ -94,20 +83,7 @@ def select_images(root: Storage) -> tuple[pd.DataFrame, pd.DataFrame]:
 @task(cache_policy=NO_CACHE)
 def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> SplitResult:
     """User-disjoint, link-aware, sticky split assignment."""
-    frame = images[["image_id", "user_id", "gesture"]]
-    links = dedup_links(Catalog(root), images)
-    previous = previous_splits(root)
-    previous = {u: s for u, s in previous.items() if u in set(frame["user_id"])}
-    assignment = assign_splits(frame, fractions=settings.fractions, links=links,
-                               previous=previous, seed=settings.seed)
-    report = split_report(frame, assignment, settings.fractions)
-    conflicts = sticky_conflicts(frame, links=links, previous=previous)
-    kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
-    info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
-            "sticky_users": len(previous), "links": len(kept),
-            "sticky_conflicts": len(conflicts), "links_across_published_splits":
-            [[a, b] for a, b in links if assignment[a] != assignment[b]]}
-    return SplitResult(assignment=assignment, links=kept, info=info)
+    return split_release(Catalog(root), images, fractions=settings.fractions, seed=settings.seed)
 
 
 @task(cache_policy=NO_CACHE)

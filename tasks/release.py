@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ from schemas.release import MANIFEST, MANIFESTS, RELEASES, SAMPLE_COLUMNS, SHARD
 from tasks.catalog import Catalog
 from tasks.crowd_stage import images_passing, latest_verdicts
 from tasks.shards import ShardMember
+from tasks.splits import assign_splits, split_report, sticky_conflicts
 from tasks.storage import Storage
 
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -188,10 +191,33 @@ def split_counts(manifest: pd.DataFrame, gestures: Sequence[str],
     return table.reindex(index=list(gestures), columns=list(splits), fill_value=0)
 
 
-def user_split_map(manifest: pd.DataFrame) -> Mapping[str, str]:
-    """user_id -> split of a manifest (raises when a user sits in two splits)."""
-    per_user = manifest.groupby("user_id")["split"].nunique()
-    if (per_user > 1).any():
-        raise ValueError(f"users in two splits: {list(per_user[per_user > 1].index[:5])}")
-    users = manifest.drop_duplicates("user_id")
-    return dict(zip(users["user_id"], users["split"], strict=True))
+@dataclass
+class SplitResult:
+    """The split assignment of a release and what the data card says about it."""
+
+    assignment: pd.Series  # image_id -> split
+    links: list[tuple[str, str]]  # near-duplicate links kept inside one split
+    info: dict[str, Any]
+
+
+def split_release(catalog: Catalog, images: pd.DataFrame, *, fractions: Mapping[str, float],
+                  seed: int) -> SplitResult:
+    """User-disjoint, link-aware, sticky split of the release images.
+
+    A link that joins users already published in two splits straddles (a published user
+    never moves); it is listed in ``info["links_across_published_splits"]``.
+    """
+    frame = images[["image_id", "user_id", "gesture"]]
+    links = dedup_links(catalog, images)
+    users = set(frame["user_id"])
+    previous = {u: s for u, s in previous_splits(catalog.root).items() if u in users}
+    assignment = assign_splits(frame, fractions=fractions, links=links, previous=previous,
+                               seed=seed)
+    report = split_report(frame, assignment, fractions)
+    conflicts = sticky_conflicts(frame, links=links, previous=previous)
+    kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
+    info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
+            "sticky_users": len(previous), "links": len(kept),
+            "sticky_conflicts": len(conflicts), "links_across_published_splits":
+            [[a, b] for a, b in links if assignment[a] != assignment[b]]}
+    return SplitResult(assignment=assignment, links=kept, info=info)

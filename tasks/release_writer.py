@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.release import CHECKSUMS, DATA_DOCS, MANIFESTS, RELEASES, check_version
+from schemas.release import CHECKSUMS, DATA_DOCS, RELEASES, check_version
 from tasks.shards import ShardMember, read_members, write_shard
 from tasks.storage import LocalStorage, Storage, open_storage, safe_key
 
@@ -141,12 +141,6 @@ def shard_members(staging: Path) -> pd.DataFrame:
             key, _, ext = name.partition(".")
             rows.append((shard, key, ext, offset, size))
     return pd.DataFrame(rows, columns=["shard", "key", "ext", "offset", "size"])
-
-
-def read_manifests(staging: Path) -> pd.DataFrame:
-    """All split manifests of a staged or published release folder, concatenated."""
-    parts = [pq.read_table(p) for p in sorted((staging / MANIFESTS).glob("*.parquet"))]
-    return pa.concat_tables(parts).to_pandas() if parts else pd.DataFrame()
 
 
 def checksums(staging: Path, *, known: Mapping[str, str] | None = None) -> bytes:
