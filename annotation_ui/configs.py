@@ -1,5 +1,5 @@
 """Label Studio label configs and annotator instructions of the crowd stages, and the
-mapping from a Label Studio result back to an answer value (``tasks.answers``)."""
+mapping from a Label Studio result back to an answer value (``tasks.crowd.answers``)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def result_value(stage: Stage, result: Any) -> Any:
         chosen.setdefault(str(item.get("from_name")), []).extend(
             choices if isinstance(choices, list) else [choices])
     if stage is Stage.ANNOTATION:
-        return result  # boxes and leading hand: parsed by tasks.boxes.from_labelstudio
+        return result  # boxes and leading hand: parsed by tasks.annotate.boxes.from_labelstudio
     if stage is Stage.VALIDATION:
         return {"valid": chosen.get("valid"), "reason": chosen.get("reason")}
     return chosen.get("flags")

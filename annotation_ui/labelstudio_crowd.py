@@ -18,9 +18,9 @@ from typing import Any
 from annotation_ui import ls_client
 from annotation_ui.configs import instructions, label_config, result_value
 from schemas.crowd import CrowdSettings, Queue, Stage
-from tasks.answers import RawAnswer
-from tasks.boxes import parse_answer_json, to_labelstudio
-from tasks.crowd_backends import CrowdTask, PushedTask
+from tasks.annotate.boxes import parse_answer_json, to_labelstudio
+from tasks.crowd.answers import RawAnswer
+from tasks.crowd.backends import CrowdTask, PushedTask
 from tasks.storage import LocalStorage, S3Storage, Storage
 
 

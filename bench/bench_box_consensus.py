@@ -38,15 +38,15 @@ import numpy as np
 
 from schemas.annotation import AnnotationSettings
 from schemas.taxonomy import load_taxonomy
-from tasks.box_consensus import (
+from tasks.annotate.boxes import AnnotationError, Box, ParsedAnnotation, from_labelstudio, iou
+from tasks.annotate.consensus import (
     ImageAnnotation,
     aggregate_image,
     annotator_quality,
     match_boxes,
     skills_from_quality,
 )
-from tasks.boxes import AnnotationError, Box, ParsedAnnotation, from_labelstudio, iou
-from tasks.simulated_annotators import SimAnnotator, annotator_rng, simulated_answer
+from tasks.simulation.annotators import SimAnnotator, annotator_rng, simulated_answer
 
 TAXONOMY = load_taxonomy()
 LABELS = TAXONOMY.box_labels

@@ -59,9 +59,9 @@ from schemas.crowd import (
 from schemas.tables import IMAGES
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog, image_id_for, object_key
-from tasks.consensus import METHODS, aggregate, worker_quality
-from tasks.crowd_stage import crowd_answers, latest_verdicts, load_stage
-from tasks.simulated_crowd import planted_truth, worker_pool
+from tasks.crowd.consensus import METHODS, aggregate, worker_quality
+from tasks.crowd.stage import crowd_answers, latest_verdicts, load_stage
+from tasks.simulation.crowd import planted_truth, worker_pool
 from tasks.storage import LocalStorage
 
 ALL_METHODS = ("mv", "wmv", "ds", "glad", "wawa", "zbs", "mace", "ocds")

@@ -23,13 +23,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DUP = {"exact_duplicate", "near_duplicate", "mirrored_duplicate"}
 
 
 def _batch(n: int, seed: int) -> Path:
-    from tasks.synth import generate_batch
+    from tasks.simulation.generator import generate_batch
 
     out = Path(__file__).parent / "_data" / f"quality-{n}-{seed}"
     if not (out / "truth.jsonl").exists():
@@ -43,7 +43,7 @@ def score(batch: Path) -> dict:
     from flows.ingest import ingest
     from schemas.settings import DedupSettings
     from tasks.catalog import Catalog
-    from tasks.hash_index import all_pairs
+    from tasks.ingest.hash_index import all_pairs
     from tasks.storage import LocalStorage
 
     root = Path(tempfile.mkdtemp())
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _report(results: dict[int, dict], args: argparse.Namespace) -> str:
     lines = ["## Duplicate decisions: precision and recall on planted sets", "",
-             f"`.venv/bin/python bench/bench_dedup_quality.py --n {args.n} --seeds "
+             (f"`.venv/bin/python bench/bench_dedup_quality.py --n {args.n} --seeds "
              f"{' '.join(map(str, args.seeds))}` (synthetic batches, dup rate 0.3, hard "
-             "negatives on; scored against the generator's truth)", "",
-             "| seed | inputs | accepted | hard-negative pairs | TP | FN | FP | precision | recall "
-             "| hash-radius-only false pairs |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "negatives on; scored against the generator's truth)"), "",
+             ("| seed | inputs | accepted | hard-negative pairs | TP | FN | FP | precision | recall "
+             "| hash-radius-only false pairs |"), "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     kinds: Counter = Counter()
     hits: Counter = Counter()
     for seed, r in results.items():
@@ -116,8 +116,8 @@ def _report(results: dict[int, dict], args: argparse.Namespace) -> str:
         hits.update(r["per_kind_hit"])
     lines += ["", "Recall per resubmission kind (all seeds): " + ", ".join(
         f"{k} {hits[k]}/{n}" for k, n in sorted(kinds.items())), "",
-        "\"hash-radius-only false pairs\": pairs of distinct accepted photos whose hashes (plain "
-        "or mirrored) lie within the radius - what a radius-only rule would have rejected.", ""]
+        ("\"hash-radius-only false pairs\": pairs of distinct accepted photos whose hashes (plain "
+        "or mirrored) lie within the radius - what a radius-only rule would have rejected."), ""]
     return "\n".join(lines)
 
 

@@ -24,11 +24,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.baselines import BENCH_PYTHON, jpeg_files, time_decode_floor, time_imagededup  # noqa: E402
+from bench.baselines import BENCH_PYTHON, jpeg_files, time_decode_floor, time_imagededup
 
 
 def _dataset(n: int, seed: int) -> Path:
-    from tasks.synth import generate_batch
+    from tasks.simulation.generator import generate_batch
 
     out = Path(__file__).parent / "_data" / f"ingest-{n}-{seed}"
     if not (out / "submissions.csv").exists():
@@ -92,16 +92,16 @@ def _report(n: int, floor: list[float], dedup: list[float], ours: list[float],
     ]
     lines = [
         "## Ingest throughput", "",
-        f"`.venv/bin/python bench/bench_ingest.py --n {args.n} --repeat {args.repeat}` "
+        (f"`.venv/bin/python bench/bench_ingest.py --n {args.n} --repeat {args.repeat}` "
         f"({n} FullHD JPEGs, quality ~90, {mb:.2f} MB average, page cache warm; 2 cores; "
-        f"median of {args.repeat} interleaved runs)", "",
+        f"median of {args.repeat} interleaved runs)"), "",
         "| what | median s | images/s | runs (s) |", "|---|---:|---:|---|",
     ]
     lines += [f"| {name} | {m:.2f} | {n / m:.0f} | {', '.join(f'{x:.2f}' for x in runs)} |"
               for name, m, runs in rows]
     lines += ["", f"- ingest vs imagededup: **{d / o:.2f}x** (target >= 3x)",
-              f"- ingest vs decode floor: **{f / o:.0%}** of the floor's throughput "
-              "(target >= 85%)", ""]
+              (f"- ingest vs decode floor: **{f / o:.0%}** of the floor's throughput "
+              "(target >= 85%)"), ""]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark exact Hamming-radius search (tasks/hash_index.py) on phash-like codes.
+"""Benchmark exact Hamming-radius search (tasks/ingest/hash_index.py) on phash-like codes.
 
 Measures, in one run: ``all_pairs`` over n codes, a batch of new codes queried against an
 index of n codes (and the index build), peak memory, numba compile time, and two baselines:
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.hash_index import HammingIndex, all_pairs
+from tasks.ingest.hash_index import HammingIndex, all_pairs
 
 T = TypeVar("T")
 RESULTS = ROOT / "bench" / "results_search.md"
@@ -189,7 +189,7 @@ def compile_seconds() -> tuple[float, float]:
     """First-call time with an empty numba cache (cold compile), and with this run's cache."""
     probe = (
         "import time, numpy as np\n"
-        "from tasks.hash_index import HammingIndex, all_pairs\n"
+        "from tasks.ingest.hash_index import HammingIndex, all_pairs\n"
         "codes = np.random.default_rng(0).integers(0, 2**63, 5000, dtype=np.uint64)\n"
         "t = time.perf_counter()\n"
         "all_pairs(codes, radius=8, blocks=4); all_pairs(codes, radius=8)\n"
@@ -363,7 +363,7 @@ def report(
     n, nq = args.n, args.queries
     all_pairs_count = n * (n - 1) / 2
     lines = [
-        "## Hamming-radius search (`tasks/hash_index.py`)",
+        "## Hamming-radius search (`tasks/ingest/hash_index.py`)",
         "",
         f"Command: `{extras['command']}`",
         "",

@@ -87,7 +87,7 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to write the batch in
           problems: Annotated[bool, typer.Option(help="plant corrupt/bad inputs")] = True,
           workers: Annotated[int, typer.Option(help="processes")] = 2) -> None:
     """Generate a synthetic crowd batch: photos, OUT/submissions.csv and OUT/truth.jsonl."""
-    from tasks.synth import generate_batch
+    from tasks.simulation.generator import generate_batch
 
     summary = generate_batch(out, n=n, seed=seed, dup_rate=dup_rate, problems=problems,
                              workers=workers)
@@ -127,7 +127,7 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     """The main job on the embedded default: generate a crowd batch, ingest it, then run
     validation, filtration and annotation with a simulated crowd (30% spammers/sloppy
     annotators), and summarise."""
-    from tasks.synth import generate_batch
+    from tasks.simulation.generator import generate_batch
 
     batch = Path(root).parent / f"batch-seed{seed}"
     if not (batch / "submissions.csv").exists():
@@ -211,7 +211,7 @@ def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
 
     if cycles is None:
         cycles = 20 if options.kind == "simulated" else 1
-    from flows.crowd import annotate
+    from flows.annotate import annotate
 
     flows: dict[str, Any] = {"validation": validate, "filtration": filter_stage,
                              "annotation": annotate}
@@ -323,7 +323,7 @@ def import_hagrid_cmd(
     _quiet_prefect()
     from schemas.taxonomy import load_taxonomy
     from tasks import progress
-    from tasks.hagrid_import import ImportMode, import_hagrid, summary_rows
+    from tasks.annotate.hagrid_import import ImportMode, import_hagrid, summary_rows
     from tasks.storage import SourceError
 
     missing = [str(p) for p in (dataset_dir, annotations_dir) if not p.is_dir()]
@@ -381,7 +381,7 @@ def publish(
     _quiet_prefect()
     from flows.publish import ContractsFailed
     from flows.publish import publish as publish_flow
-    from tasks.release_writer import ReleaseExists
+    from tasks.publish.writer import ReleaseExists
 
     try:
         summary = publish_flow(root=root, version=version, fractions=fractions,
@@ -411,7 +411,7 @@ def export_layout_cmd(
 ) -> None:
     """Write a release's images in the published HaGRID folder layout, next to the
     HaGRID annotation files, so code written for HaGRID reads it as is."""
-    from tasks.exports import export_layout
+    from tasks.publish.exports import export_layout
     from tasks.storage import open_storage
 
     store = open_storage(release, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))

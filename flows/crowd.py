@@ -1,4 +1,4 @@
-"""The ``validate`` and ``filter`` flows: crowd stages 2 and 3.
+"""The ``validate`` and ``filter`` flows: crowd stages 2 and 3, and the stage cycle they share.
 
 Each run pulls the answers given since the last run, aggregates them, writes the verdicts
 that are final, and pushes what is still pending (first rounds, re-queues, expert review).
@@ -25,11 +25,11 @@ from schemas.crowd import (
     FlagPolicy,
     Stage,
 )
-from tasks.annotation_stage import agreement_histogram
+from tasks.annotate.stage import agreement_histogram
 from tasks.catalog import Catalog
-from tasks.crowd_backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
-from tasks.crowd_report import report_markdown, stage_report
-from tasks.crowd_stage import (
+from tasks.crowd.backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
+from tasks.crowd.report import report_markdown, stage_report
+from tasks.crowd.stage import (
     StageTables,
     answer_table,
     boxes_table,
@@ -44,7 +44,7 @@ from tasks.crowd_stage import (
     task_table,
     verdict_table,
 )
-from tasks.simulated_crowd import (
+from tasks.simulation.crowd import (
     SimulatedCrowd,
     pick_control_images,
     planted_truth,
@@ -272,24 +272,3 @@ def add_golden(root: str, stage: Stage, path: Path, *,
     if table.num_rows:
         catalog.write_batch(f"{tag}-g", {"golden": table}, info={"stage": stage.value})
     return table.num_rows, problems
-
-
-@flow(name="annotate", log_prints=True)
-def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
-             min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
-             cycles: int = 1, options: CrowdBackendOptions | None = None,
-             s3_endpoint_url: str | None = None) -> dict[str, Any]:
-    """Stage 4: hand boxes and the leading hand, from ``overlap`` annotators per image.
-
-    Only images accepted by validation and not excluded by filtration are sent; images with
-    a pre-annotation (``hagrid import-hagrid --mode preannotate``) carry it as a prediction.
-    Images whose annotators agree less than ``min_agreement`` (mean IoU) are re-queued, then
-    reviewed.
-    """
-    settings = CrowdSettings(overlap=overlap, min_confidence=min_agreement,
-                             max_answers=max(max_answers, overlap), method="median_edges")
-    boxes = AnnotationSettings(overlap=overlap, match_iou=match_iou, min_agreement=min_agreement,
-                               max_answers=max(max_answers, overlap))
-    opts = options or CrowdBackendOptions(kind=crowd)
-    return run_crowd_stage(Stage.ANNOTATION, root=root, options=opts, settings=settings,
-                           cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes)

@@ -12,7 +12,8 @@ from prefect.deployments.runner import RunnerDeployment
 
 def serve_all(*, name: str = "local") -> None:
     """Serve every flow's deployment until interrupted (needs ``PREFECT_API_URL``)."""
-    from flows.crowd import annotate, filter_stage, validate
+    from flows.annotate import annotate
+    from flows.crowd import filter_stage, validate
     from flows.ingest import ingest
     from flows.publish import publish
 

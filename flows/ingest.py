@@ -17,8 +17,9 @@ from schemas.settings import DedupSettings, IngestSettings, default_workers
 from schemas.taxonomy import load_taxonomy
 from tasks import progress
 from tasks.catalog import Catalog
-from tasks.dedup import KnownImages
-from tasks.ingest import (
+from tasks.ingest.dedup import KnownImages
+from tasks.ingest.intake import PlannedInput, parse_submissions, plan_inputs
+from tasks.ingest.steps import (
     InspectedInput,
     build_records,
     commit_window,
@@ -27,9 +28,8 @@ from tasks.ingest import (
     load_known_images,
     seen_submission_ids,
 )
-from tasks.intake import PlannedInput, parse_submissions, plan_inputs
+from tasks.ingest.summary import summarize_run, summary_markdown
 from tasks.storage import SourceError, Storage, open_storage
-from tasks.summary import summarize_run, summary_markdown
 
 DEFAULT_ROOT = "./hagrid-root"
 

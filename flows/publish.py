@@ -33,17 +33,7 @@ from schemas.release import (
 )
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
-from tasks.data_card import data_card, release_figures
-from tasks.exports import json_bytes
-from tasks.release import (
-    SplitResult,
-    rejection_summary,
-    release_images,
-    sample_table,
-    split_counts,
-    split_release,
-)
-from tasks.release_assembly import (
+from tasks.publish.assembly import (
     SplitPlan,
     contract_frames,
     export_files,
@@ -51,8 +41,18 @@ from tasks.release_assembly import (
     release_info,
     write_split_shards,
 )
-from tasks.release_report import write_report
-from tasks.release_writer import (
+from tasks.publish.data_card import data_card, release_figures
+from tasks.publish.exports import json_bytes
+from tasks.publish.report import write_report
+from tasks.publish.selection import (
+    SplitResult,
+    rejection_summary,
+    release_images,
+    sample_table,
+    split_counts,
+    split_release,
+)
+from tasks.publish.writer import (
     check_new_release,
     checksums,
     commit_release,

@@ -10,7 +10,7 @@ one canonical JSON form, the fields of a HaGRID annotation entry::
     {"bboxes": [[x, y, w, h], ...], "labels": ["like", "no_gesture"], "leading_hand": "right"}
 
 with the boxes sorted and the coordinates rounded to ``COORD_DECIMALS`` places
-(``tasks.boxes.answer_json`` / ``tasks.boxes.parse_answer_json``).
+(``tasks.annotate.boxes.answer_json`` / ``tasks.annotate.boxes.parse_answer_json``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ COORD_DECIMALS = 6  # canonical answers: 1e-6 of the image side (0.002 px on Ful
 class BoxReason(StrEnum):
     """Why an annotator's box, or whole answer, was not used. Stored: never rename one.
 
-    Box-level reasons drop that box only (``tasks.boxes.BoxProblem``); answer-level reasons
-    reject the whole answer (``tasks.boxes.AnnotationError``).
+    Box-level reasons drop that box only (``tasks.annotate.boxes.BoxProblem``); answer-level reasons
+    reject the whole answer (``tasks.annotate.boxes.AnnotationError``).
     """
 
     # one box

@@ -98,7 +98,7 @@ class CrowdSettings:
     - Workers with at least ``min_golden`` control answers, ``min_golden_per_class`` of them
       on each side (right and wrong, flag and no flag), and a balanced accuracy on them below
       ``skill_floor`` are discounted: their answers are not aggregated.
-    - ``method``: the aggregation method (``tasks.consensus.METHODS``).
+    - ``method``: the aggregation method (``tasks.crowd.consensus.METHODS``).
     """
 
     overlap: int = 3

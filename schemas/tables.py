@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# The submissions table a crowd platform hands over (CSV, JSONL or Parquet): one row per photo.
+SUBMISSION_TABLE_REQUIRED: tuple[str, ...] = ("file", "user_id", "gesture")
+SUBMISSION_TABLE_OPTIONAL: tuple[str, ...] = ("submitted_at",)
+
 SUBMISSIONS = pa.schema(
     [
         pa.field("submission_id", pa.string(), nullable=False),  # stable identity of an input
@@ -122,12 +126,12 @@ CATALOG_TABLES.update(
 
 # ---- annotation (boxes and leading hand) -----------------------------------------------
 
-from schemas.annotation import BOXES  # noqa: E402 - declared with the annotation vocabulary
+from schemas.annotation import BOXES
 
 PREANNOTATIONS = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),  # tasks.boxes.answer_json form
+        pa.field("answer", pa.string(), nullable=False),  # tasks.annotate.boxes.answer_json form
         pa.field("source", pa.string(), nullable=False),  # e.g. hagrid:<annotations file>
         pa.field("batch_id", pa.string(), nullable=False),
         pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),

@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_labelstudio.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# Lint and type-check every package first (configuration in pyproject.toml).
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

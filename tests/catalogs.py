@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ def make_catalog(root: Path | Storage, *, n: int, seed: int = 0) -> list[str]:
     store = root if not isinstance(root, Path) else LocalStorage(root)
     gestures = load_taxonomy().gestures
     now = dt.datetime.now(dt.UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(n):
         data = tiny_jpeg(seed * 100_000 + i)
         sha = hashlib.sha256(data).hexdigest()
@@ -67,7 +68,10 @@ def make_release_catalog(root: Path | Storage, *, n: int, seed: int = 0, users: 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seed)
     batch = batch or f"{seed:05d}-release"
     rng = np.random.default_rng(seed)
-    images, subs, verdicts, boxes = [], [], [], []
+    images: list[dict[str, Any]] = []
+    subs: list[dict[str, object]] = []
+    verdicts: list[dict[str, object]] = []
+    boxes: list[dict[str, object]] = []
     out: dict[str, list[str]] = {"released": [], "rejected": [], "excluded": [],
                                  "unannotated": []}
     for i in range(n):
@@ -89,7 +93,7 @@ def make_release_catalog(root: Path | Storage, *, n: int, seed: int = 0, users: 
         if outcome == "released":
             boxes += _boxes(iid, gesture, two=i % 3 == 0, batch=batch, now=now)
     for j in range(links):  # a near duplicate by another user, kept image = image j
-        kept = images[j * 3]
+        kept: dict[str, Any] = images[j * 3]
         subs.append(_submission(f"dup-{seed}-{j}", batch, f"{prefix}{(j * 7 + 1) % users:03d}",
                                 None, "rejected", "near_duplicate", None, kept["image_id"], now))
     store.sync()

@@ -10,9 +10,9 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.servers import S3Endpoint, moto_s3_server  # noqa: E402
+from tests.servers import S3Endpoint, moto_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def crowd_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic crowd batch with every planted resubmission kind and problem."""
-    from tasks.synth import generate_batch
+    from tasks.simulation.generator import generate_batch
 
     out = tmp_path_factory.mktemp("crowd") / "batch"
     generate_batch(out, n=60, seed=11, workers=2)
@@ -46,7 +46,7 @@ def s3_server() -> Iterator[S3Endpoint]:
         yield endpoint
 
 
-from tests.servers import LabelStudioEndpoint, label_studio_server  # noqa: E402
+from tests.servers import LabelStudioEndpoint, label_studio_server
 
 
 @pytest.fixture(scope="session")

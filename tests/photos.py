@@ -15,7 +15,7 @@ def textured_photo(seed: int, size: tuple[int, int] = (1280, 720)) -> Image.Imag
     acc = np.zeros((h, w, 3), np.float32)
     for cells, weight in ((3, 90.0), (9, 45.0), (40, 20.0)):
         small = rng.random((cells, max(2, cells * w // h), 3)).astype(np.float32)
-        layer = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+        layer = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
         acc += (np.asarray(layer, np.float32) / 255 - 0.5) * weight
     acc += rng.normal(0, 6, (h, w, 3)).astype(np.float32) + 128
     im = Image.fromarray(np.clip(acc, 0, 255).astype(np.uint8))
@@ -43,7 +43,7 @@ def variants(im: Image.Image) -> dict[str, bytes]:
     exif[0x0112] = 6
     return {
         "recompressed": encode(im, quality=60),
-        "resized": encode(im.resize((w * 3 // 4, h * 3 // 4), Image.LANCZOS), quality=90),
+        "resized": encode(im.resize((w * 3 // 4, h * 3 // 4), Image.Resampling.LANCZOS), quality=90),
         "cropped": encode(im.crop((int(w * 0.04), int(h * 0.03), w, h)), quality=90),
         "brighter": encode(ImageEnhance.Brightness(im).enhance(1.25), quality=90),
         "darker": encode(ImageEnhance.Brightness(im).enhance(0.8), quality=90),

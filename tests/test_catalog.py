@@ -12,9 +12,10 @@ from tasks.storage import LocalStorage
 
 
 def _subs(n: int, batch: str) -> pa.Table:
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    rows = [dict(submission_id=f"{batch}-{i}", batch_id=batch, source="/s", file=f"{i}.jpg",
-                 outcome="rejected", reason="missing_file", ingested_at=now) for i in range(n)]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = [{"submission_id": f"{batch}-{i}", "batch_id": batch, "source": "/s",
+             "file": f"{i}.jpg", "outcome": "rejected", "reason": "missing_file",
+             "ingested_at": now} for i in range(n)]
     return pa.Table.from_pylist(rows, schema=SUBMISSIONS)
 
 

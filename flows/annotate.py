@@ -1,0 +1,37 @@
+"""The ``annotate`` flow: stage 4, hand boxes and the leading hand.
+
+It runs the same pull / decide / push cycle as the crowd stages (``flows.crowd``), with the
+annotation stage's box consensus deciding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.crowd import run_crowd_stage
+from flows.ingest import DEFAULT_ROOT
+from schemas.annotation import AnnotationSettings
+from schemas.crowd import CrowdBackendOptions, CrowdSettings, Stage
+
+
+@flow(name="annotate", log_prints=True)
+def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
+             min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
+             cycles: int = 1, options: CrowdBackendOptions | None = None,
+             s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Stage 4: hand boxes and the leading hand, from ``overlap`` annotators per image.
+
+    Only images accepted by validation and not excluded by filtration are sent; images with
+    a pre-annotation (``hagrid import-hagrid --mode preannotate``) carry it as a prediction.
+    Images whose annotators agree less than ``min_agreement`` (mean IoU) are re-queued, then
+    reviewed.
+    """
+    settings = CrowdSettings(overlap=overlap, min_confidence=min_agreement,
+                             max_answers=max(max_answers, overlap), method="median_edges")
+    boxes = AnnotationSettings(overlap=overlap, match_iou=match_iou, min_agreement=min_agreement,
+                               max_answers=max(max_answers, overlap))
+    opts = options or CrowdBackendOptions(kind=crowd)
+    return run_crowd_stage(Stage.ANNOTATION, root=root, options=opts, settings=settings,
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes)

@@ -1,0 +1,167 @@
+"""The work of the ``ingest`` flow, as plain functions the flow calls on chunks of inputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.reasons import DUPLICATE_REASONS, Outcome, Reason
+from schemas.settings import IngestSettings
+from schemas.tables import IMAGES, SUBMISSIONS
+from tasks.catalog import Catalog, image_id_for, object_key, pseudonymize
+from tasks.ingest.dedup import DedupItem, DuplicateDecision, KnownImages, decide_duplicates
+from tasks.ingest.inspection import ImageFeatures, Rejection, inspect_image, sha256_hex
+from tasks.ingest.intake import PlannedInput
+from tasks.storage import Storage
+
+
+@dataclass(frozen=True)
+class InspectedInput:
+    """One input after reading and checking: features when in spec, else a rejection."""
+
+    planned: PlannedInput
+    result: ImageFeatures | Rejection
+
+
+def inspect_one(source: Storage, root: Storage, item: PlannedInput,
+                *, settings: IngestSettings) -> InspectedInput:
+    """Read the file once, hash and check it; store the bytes of an in-spec image."""
+    if not item.needs_read:
+        return InspectedInput(item, Rejection(item.reason or Reason.MISSING_FILE,
+                                              item.detail or ""))
+    try:
+        data = source.read_bytes(item.file)
+    except FileNotFoundError:
+        return InspectedInput(item, Rejection(Reason.MISSING_FILE, "file vanished from source"))
+    except Exception as exc:  # noqa: BLE001 - permissions, I/O, network errors after retries
+        return InspectedInput(item, Rejection(Reason.UNREADABLE, f"cannot read: {exc}"))
+    if item.reason is not None:  # bad metadata: record the bytes' identity, nothing more
+        return InspectedInput(
+            item, Rejection(item.reason, item.detail or "", sha256_hex(data), len(data))
+        )
+    result = inspect_image(data, formats=settings.formats, max_pixels=settings.max_pixels,
+                           min_side=settings.min_side)
+    if isinstance(result, ImageFeatures):
+        key = object_key(result.sha256, result.format)
+        if not root.exists(key):  # content-addressed: never rewritten
+            root.write_bytes(key, data, durable=False)  # made durable by commit_window
+    return InspectedInput(item, result)
+
+
+def inspect_chunk(source: Storage, root: Storage, items: Sequence[PlannedInput],
+                  *, settings: IngestSettings) -> list[InspectedInput]:
+    """Inspect a chunk of inputs; one bad file never stops the others."""
+    out = []
+    for item in items:
+        try:
+            out.append(inspect_one(source, root, item, settings=settings))
+        except Exception as exc:  # noqa: BLE001 - a bug or decoder crash: record it, go on
+            failed = Rejection(Reason.UNREADABLE, f"inspection failed: {exc!r}")
+            out.append(InspectedInput(item, failed))
+    return out
+
+
+def decide_window(inspected: Sequence[InspectedInput],
+                  known: KnownImages) -> list[DuplicateDecision | None]:
+    """Duplicate decisions for the in-spec inputs of a window (None for the others too)."""
+    positions = [i for i, x in enumerate(inspected) if isinstance(x.result, ImageFeatures)]
+    feats = [cast(ImageFeatures, inspected[i].result) for i in positions]
+    items = [DedupItem(f.sha256, f.phash, f.phash_mirror, f.thumb) for f in feats]
+    ids = [image_id_for(f.sha256) for f in feats]
+    decided = decide_duplicates(items, known, new_ids=ids)
+    out: list[DuplicateDecision | None] = [None] * len(inspected)
+    for pos, decision in zip(positions, decided):
+        out[pos] = decision
+    return out
+
+
+def build_records(inspected: Sequence[InspectedInput], decisions: Sequence[DuplicateDecision | None],
+                  *, source: str, batch_id: str, salt: str,
+                  now: dt.datetime) -> tuple[pa.Table, pa.Table]:
+    """The ``submissions`` rows (every input) and ``images`` rows (accepted) of a window."""
+    subs: list[dict] = []
+    images: list[dict] = []
+    keys = pseudonymize([x.planned.user_id for x in inspected], salt=salt)
+    for x, decision, user_key in zip(inspected, decisions, keys):
+        p, r = x.planned, x.result
+        row: dict[str, Any] = {
+            "submission_id": p.submission_id, "batch_id": batch_id, "source": source,
+            "file": p.file, "row_index": p.row_index, "user_id": p.user_id,
+            "user_key": user_key, "gesture": p.gesture, "submitted_at": p.submitted_at,
+            "sha256": r.sha256, "bytes": r.bytes, "ingested_at": now, "image_id": None,
+            "duplicate_of": None, "duplicate_distance": None, "duplicate_similarity": None,
+        }
+        if isinstance(r, Rejection):
+            row.update(outcome=Outcome.REJECTED.value, reason=r.reason.value, detail=r.detail)
+        elif decision is not None:
+            row.update(outcome=Outcome.REJECTED.value, reason=decision.reason.value,
+                       detail=f"{decision.reason.value} of {decision.duplicate_of}",
+                       duplicate_of=decision.duplicate_of,
+                       duplicate_distance=decision.distance,
+                       duplicate_similarity=decision.similarity)
+        else:
+            image_id = image_id_for(r.sha256)
+            row.update(outcome=Outcome.ACCEPTED.value, reason=None, detail=None, image_id=image_id)
+            images.append(_image_row(r, p, image_id=image_id, user_key=user_key,
+                                     batch_id=batch_id, now=now))
+        subs.append(row)
+    return (pa.Table.from_pylist(subs, schema=SUBMISSIONS),
+            pa.Table.from_pylist(images, schema=IMAGES))
+
+
+def _image_row(f: ImageFeatures, p: PlannedInput, *, image_id: str, user_key: str | None,
+               batch_id: str, now: dt.datetime) -> dict:
+    return {
+        "image_id": image_id, "sha256": f.sha256, "object_key": object_key(f.sha256, f.format),
+        "format": f.format, "width": f.width, "height": f.height, "orientation": f.orientation,
+        "bytes": f.bytes, "user_id": user_key, "gesture": p.gesture,
+        "submitted_at": p.submitted_at, "submission_id": p.submission_id, "phash": f.phash,
+        "phash_mirror": f.phash_mirror, "thumb": f.thumb, "batch_id": batch_id,
+        "ingested_at": now,
+    }
+
+
+def commit_window(catalog: Catalog, *, batch_id: str, submissions: pa.Table, images: pa.Table,
+                  inspected: Sequence[InspectedInput],
+                  decisions: Sequence[DuplicateDecision | None]) -> None:
+    """Drop stored bytes of rejected near duplicates, then write and commit the batch.
+
+    Only near and mirrored duplicates are dropped: an exact duplicate's bytes are the kept
+    image's bytes, and a near duplicate's sha256 is never accepted (else it would be exact).
+    """
+    for x, decision in zip(inspected, decisions):
+        r = x.result
+        if decision is not None and decision.reason is not Reason.EXACT_DUPLICATE:
+            assert isinstance(r, ImageFeatures)
+            catalog.root.delete(object_key(r.sha256, r.format))
+    catalog.root.sync()  # every object of the batch is on disk before the batch is visible
+    counts = Counter(submissions.column("outcome").to_pylist())
+    catalog.write_batch(batch_id, {"images": images, "submissions": submissions},
+                        info={"rows": submissions.num_rows, **counts})
+
+
+def load_known_images(catalog: Catalog, *, settings: IngestSettings) -> KnownImages:
+    """The catalog's accepted images, indexed for duplicate search."""
+    t = catalog.read_table("images", columns=["image_id", "sha256", "phash", "thumb"])
+    return KnownImages.from_catalog(
+        ids=t.column("image_id").to_pylist(), shas=t.column("sha256").to_pylist(),
+        phash=t.column("phash").to_numpy().astype(np.uint64), thumbs=t.column("thumb").to_pylist(),
+        settings=settings.dedup,
+    )
+
+
+def seen_submission_ids(catalog: Catalog) -> set[str]:
+    """Ids of every input already recorded: a rerun skips them."""
+    return set(catalog.read_table("submissions", columns=["submission_id"])
+               .column("submission_id").to_pylist())
+
+
+def is_duplicate_reason(reason: str | None) -> bool:
+    """True for the three duplicate reasons."""
+    return reason is not None and Reason(reason) in DUPLICATE_REASONS

@@ -1,0 +1,223 @@
+"""What goes into a release, read from the catalog: images, their boxes, links, earlier splits.
+
+A release holds the images that passed validation, were not excluded by filtration and have
+an aggregated annotation (the latest ``boxes`` batch of each image whose latest annotation
+verdict is ``annotated``). Everything is sorted by image_id so the same catalog always gives
+the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.crowd import Stage, Verdict
+from schemas.reasons import Outcome
+from schemas.release import MANIFEST, MANIFESTS, RELEASES, SAMPLE_COLUMNS, SHARD_COLUMNS
+from tasks.catalog import Catalog
+from tasks.crowd.stage import images_passing, latest_verdicts
+from tasks.publish.shards import ShardMember
+from tasks.publish.splits import assign_splits, split_report, sticky_conflicts
+from tasks.storage import Storage
+
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
+IMAGE_COLUMNS = ["image_id", "sha256", "object_key", "format", "width", "height", "bytes",
+                 "user_id", "gesture"]
+
+
+def latest_boxes(catalog: Catalog) -> pd.DataFrame:
+    """The boxes of each annotated image's latest batch, sorted by image_id and box_index."""
+    verdicts = latest_verdicts(catalog, Stage.ANNOTATION)
+    annotated = verdicts.index[verdicts["verdict"] == Verdict.ANNOTATED.value]
+    boxes = catalog.read_table("boxes").to_pandas()
+    boxes = boxes[boxes["image_id"].isin(annotated)]
+    last = (boxes.sort_values(["decided_at", "batch_id"], kind="stable")
+            .drop_duplicates("image_id", keep="last")[["image_id", "batch_id"]])
+    boxes = boxes.merge(last, on=["image_id", "batch_id"])
+    return boxes.sort_values(["image_id", "box_index"], kind="stable").reset_index(drop=True)
+
+
+def release_images(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(images, boxes) of every image that belongs in a release, both sorted by image_id."""
+    images = catalog.read_table("images", columns=IMAGE_COLUMNS).to_pandas()
+    passing = set(images_passing(catalog)["image_id"])
+    boxes = latest_boxes(catalog)
+    keep = passing & set(boxes["image_id"])
+    images = images[images["image_id"].isin(keep)].sort_values("image_id", kind="stable")
+    boxes = boxes[boxes["image_id"].isin(keep)].reset_index(drop=True)
+    return images.reset_index(drop=True), boxes
+
+
+def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series) -> pa.Table:
+    """The manifest columns known before sharding (``SAMPLE_COLUMNS``), one row per image.
+
+    ``images`` and ``boxes`` as from ``release_images``; ``split`` maps image_id -> split.
+    """
+    counts = boxes.groupby("image_id", sort=True).size().reindex(images["image_id"])
+    offsets = np.concatenate([[0], np.cumsum(counts.to_numpy())]).astype(np.int32)
+    coords = boxes[["x", "y", "w", "h"]].to_numpy(dtype=np.float64).reshape(-1)
+    per_image = boxes.drop_duplicates("image_id").set_index("image_id").reindex(images["image_id"])
+
+    def listed(values: pa.Array) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+    columns = {
+        "image_id": images["image_id"], "split": split.reindex(images["image_id"]).to_numpy(),
+        "sha256": images["sha256"], "width": images["width"], "height": images["height"],
+        "format": images["format"], "gesture": images["gesture"], "user_id": images["user_id"],
+        "boxes": listed(pa.FixedSizeListArray.from_arrays(pa.array(coords), 4)),
+        "labels": listed(pa.array(boxes["label"].to_numpy(dtype=object), pa.string())),
+        "box_agreement": listed(pa.array(boxes["agreement"].to_numpy(np.float64))),
+        "leading_hand": per_image["leading_hand"].to_numpy(),
+        "leading_conf": per_image["leading_conf"].to_numpy(np.float64),
+        "n_annotators": per_image["n_annotators"].to_numpy(np.int16),
+        "annotation_method": per_image["method"].to_numpy(),
+    }
+    schema = pa.schema([MANIFEST.field(name) for name in SAMPLE_COLUMNS])
+    arrays = [c if isinstance(c, pa.Array) else pa.array(np.asarray(c), schema.field(n).type)
+              for n, c in columns.items()]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def sample_json(samples: pa.Table) -> list[bytes]:
+    """The ``<key>.json`` member of every sample: its HaGRID entry plus identity and size."""
+    rows = samples.select(["image_id", "gesture", "boxes", "labels", "leading_hand",
+                           "leading_conf", "user_id", "width", "height", "sha256"]).to_pylist()
+    out = []
+    for row in rows:
+        row["bboxes"] = row.pop("boxes")
+        out.append(json.dumps(row, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return out
+
+
+def manifest_table(samples: pa.Table, plan: Sequence[ShardMember]) -> pa.Table:
+    """Samples plus where each sits in the shards (``plan`` in the same row order)."""
+    if [m.key for m in plan] != samples.column("image_id").to_pylist():
+        raise ValueError("the shard plan is not in the samples' order")
+    extra = {name: [getattr(m, name) for m in plan] for name in SHARD_COLUMNS}
+    arrays = samples.columns + [pa.array(extra[n], MANIFEST.field(n).type) for n in extra]
+    return pa.Table.from_arrays(arrays, schema=MANIFEST)
+
+
+def image_extension(fmt: str) -> str:
+    """File extension of a stored image format."""
+    return EXTENSIONS.get(fmt, fmt.lower())
+
+
+def dedup_links(catalog: Catalog, released: pd.DataFrame) -> list[tuple[str, str]]:
+    """Near-duplicate links the dedup stage saw, as pairs of released images.
+
+    A duplicate submission was not kept, but its uploader and the kept image's uploader are
+    linked (possibly one person with two accounts): the pair is expressed through the first
+    released image of each user, so ``tasks.publish.splits`` keeps both users in one split.
+    """
+    subs = catalog.read_table("submissions", columns=["user_key", "duplicate_of"]).to_pandas()
+    subs = subs.dropna(subset=["user_key", "duplicate_of"])
+    owners = catalog.read_table("images", columns=["image_id", "user_id"]).to_pandas()
+    kept_user = owners.set_index("image_id")["user_id"]
+    subs = subs.assign(kept_user=subs["duplicate_of"].map(kept_user)).dropna()
+    first_image = released.sort_values("image_id").drop_duplicates("user_id")
+    first_image = first_image.set_index("user_id")["image_id"]
+    a = subs["user_key"].map(first_image)
+    b = subs["kept_user"].map(first_image)
+    pairs = pd.DataFrame({"a": a, "b": b}).dropna()
+    pairs = pairs[pairs["a"] != pairs["b"]].drop_duplicates().sort_values(["a", "b"])
+    return list(zip(pairs["a"], pairs["b"], strict=True))
+
+
+def published_versions(root: Storage) -> list[str]:
+    """Versions of the complete releases under ``root`` (staging folders are skipped)."""
+    versions = {k.split("/")[1] for k in root.list(RELEASES) if k.count("/") >= 2}
+    return sorted(v for v in versions if not v.startswith(".")
+                  and root.exists(f"{RELEASES}/{v}/SHA256SUMS"))
+
+
+def previous_splits(root: Storage) -> dict[str, str]:
+    """user_id -> split in earlier releases (a later release wins, though they never differ)."""
+    found: dict[str, str] = {}
+    for version in published_versions(root):
+        prefix = f"{RELEASES}/{version}/{MANIFESTS}/"
+        for key in root.list(prefix):
+            if key.endswith(".parquet"):
+                table = pq.read_table(io.BytesIO(root.read_bytes(key)), columns=["user_id",
+                                                                                  "split"])
+                users = table.to_pandas().drop_duplicates("user_id")
+                found.update(zip(users["user_id"], users["split"], strict=True))
+    return found
+
+
+def rejection_summary(catalog: Catalog) -> pd.DataFrame:
+    """What each stage rejected and why: columns stage, reason, count (sorted).
+
+    Ingest counts rejected submissions; validation and filtration count images by their
+    current verdict (filtration per flag) and ``pending`` for images still undecided;
+    annotation counts images that passed both but have no final boxes yet.
+    """
+    subs = catalog.read_table("submissions", columns=["outcome", "reason"]).to_pandas()
+    rows = _count("ingest", subs.loc[subs["outcome"] != Outcome.ACCEPTED.value, "reason"])
+    images = catalog.read_table("images", columns=["image_id"]).to_pandas()["image_id"]
+    valid = latest_verdicts(catalog, Stage.VALIDATION)
+    rows += _count("validation", valid.loc[valid["verdict"] == Verdict.REJECTED.value, "reason"]
+                   .fillna("other"))
+    rows += _count("validation", pd.Series(["pending"] * int((~images.isin(valid.index)).sum())))
+    clear = latest_verdicts(catalog, Stage.FILTRATION)
+    flags = clear.loc[clear["verdict"] == Verdict.EXCLUDED.value, "reason"].fillna("flagged")
+    rows += _count("filtration", flags.str.split(",").explode())
+    accepted = valid.index[valid["verdict"] == Verdict.ACCEPTED.value]
+    rows += _count("filtration", pd.Series(["pending"] * len(set(accepted) - set(clear.index))))
+    passing = set(images_passing(catalog)["image_id"])
+    annotated = set(latest_boxes(catalog)["image_id"])
+    rows += _count("annotation", pd.Series(["not_annotated"] * len(passing - annotated)))
+    return pd.DataFrame(rows, columns=["stage", "reason", "count"])
+
+
+def _count(stage: str, reasons: pd.Series) -> list[dict[str, object]]:
+    counts = reasons.astype(str).value_counts().sort_index()
+    return [{"stage": stage, "reason": r, "count": int(n)} for r, n in counts.items()]
+
+
+def split_counts(manifest: pd.DataFrame, gestures: Sequence[str],
+                 splits: Sequence[str]) -> pd.DataFrame:
+    """Images per gesture (rows, taxonomy order) and split (columns), with zeros."""
+    table = pd.crosstab(manifest["gesture"], manifest["split"])
+    return table.reindex(index=list(gestures), columns=list(splits), fill_value=0)
+
+
+@dataclass
+class SplitResult:
+    """The split assignment of a release and what the data card says about it."""
+
+    assignment: pd.Series  # image_id -> split
+    links: list[tuple[str, str]]  # near-duplicate links kept inside one split
+    info: dict[str, Any]
+
+
+def split_release(catalog: Catalog, images: pd.DataFrame, *, fractions: Mapping[str, float],
+                  seed: int) -> SplitResult:
+    """User-disjoint, link-aware, sticky split of the release images.
+
+    A link that joins users already published in two splits straddles (a published user
+    never moves); it is listed in ``info["links_across_published_splits"]``.
+    """
+    frame = images[["image_id", "user_id", "gesture"]]
+    links = dedup_links(catalog, images)
+    users = set(frame["user_id"])
+    previous = {u: s for u, s in previous_splits(catalog.root).items() if u in users}
+    assignment = assign_splits(frame, fractions=fractions, links=links, previous=previous,
+                               seed=seed)
+    report = split_report(frame, assignment, fractions)
+    conflicts = sticky_conflicts(frame, links=links, previous=previous)
+    kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
+    info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
+            "sticky_users": len(previous), "links": len(kept),
+            "sticky_conflicts": len(conflicts), "links_across_published_splits":
+            [[a, b] for a, b in links if assignment[a] != assignment[b]]}
+    return SplitResult(assignment=assignment, links=kept, info=info)

@@ -1,0 +1,289 @@
+"""The publish flow: a release read back through the real readers, reproducible, immutable,
+sticky across releases, and refused when a data contract fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+from pycocotools.coco import COCO
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.publish import ContractsFailed, publish
+from schemas.annotation import BOXES
+from schemas.release import MANIFEST
+from schemas.taxonomy import load_taxonomy
+from tasks.catalog import Catalog
+from tasks.publish.exports import export_layout
+from tasks.publish.writer import ReleaseExists
+from tasks.storage import LocalStorage
+from tests.catalogs import make_release_catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _manifest(release: Path) -> pd.DataFrame:
+    parts = [pq.read_table(p) for p in sorted((release / "manifests").glob("*.parquet"))]
+    return pa.concat_tables(parts).to_pandas()
+
+
+def _files(release: Path) -> dict[str, bytes]:
+    return {p.relative_to(release).as_posix(): p.read_bytes()
+            for p in sorted(release.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    root = tmp_path_factory.mktemp("publish") / "root"
+    outcomes = make_release_catalog(root, n=400, seed=3, users=60, links=8)
+    summary = publish(root=str(root), version="v1", fractions="76/9/15", shard_max_count=50,
+                      yolo=True)
+    return root, outcomes, summary, root / "releases" / "v1"
+
+
+def test_release_holds_exactly_the_images_that_passed_every_stage(released):
+    _, outcomes, summary, release = released
+    manifest = _manifest(release)
+    assert set(manifest["image_id"]) == set(outcomes["released"])
+    assert summary["images"] == len(outcomes["released"])
+    for split in ("train", "val", "test"):
+        table = pq.read_table(release / "manifests" / f"{split}.parquet")
+        assert table.schema.equals(MANIFEST)
+        assert set(table.column("split").to_pylist()) == {split}
+    assert {p.name for p in release.iterdir()} >= {
+        "manifests", "shards", "hagrid", "coco", "yolo", "data_docs", "report", "README.md",
+        "SHA256SUMS", "release.json"}
+    assert (release / "data_docs" / "index.html").is_file()
+    assert (release / "report" / "index.html").is_file()
+
+
+def test_splits_are_user_disjoint_and_keep_links_whole(released):
+    root, _, _, release = released
+    manifest = _manifest(release)
+    assert (manifest.groupby("user_id")["split"].nunique() == 1).all()
+    subs = Catalog(LocalStorage(root)).read_table("submissions").to_pandas()
+    split_of_user = manifest.drop_duplicates("user_id").set_index("user_id")["split"]
+    images = Catalog(LocalStorage(root)).read_table("images").to_pandas()
+    owner = images.set_index("image_id")["user_id"]
+    linked = 0
+    for dup in subs.dropna(subset=["duplicate_of"]).itertuples():
+        a, b = dup.user_key, owner[dup.duplicate_of]
+        if a in split_of_user and b in split_of_user:
+            assert split_of_user[a] == split_of_user[b]
+            linked += a != b
+    assert linked >= 1
+    fractions = manifest["split"].value_counts(normalize=True)
+    assert abs(fractions["train"] - 0.76) < 0.1 and abs(fractions["test"] - 0.15) < 0.1
+
+
+def test_random_access_by_manifest_offset_returns_the_image(released):
+    root, _, _, release = released
+    manifest = _manifest(release)
+    store = LocalStorage(root)
+    objects = Catalog(store).read_table("images").to_pandas().set_index("image_id")
+    for row in manifest.sample(25, random_state=0).itertuples():
+        with (release / row.shard).open("rb") as fh:
+            fh.seek(row.offset)
+            data = fh.read(row.size)
+            fh.seek(row.json_offset)
+            meta = json.loads(fh.read(row.json_size))
+        assert hashlib.sha256(data).hexdigest() == row.sha256
+        assert data == store.read_bytes(objects.loc[row.image_id, "object_key"])
+        assert meta["image_id"] == row.image_id and meta["labels"] == list(row.labels)
+
+
+def test_webdataset_reads_every_shard_member(released):
+    _, _, _, release = released
+    manifest = _manifest(release).set_index("image_id")
+    for split in ("train", "val", "test"):
+        urls = sorted(str(p) for p in (release / "shards").glob(f"{split}-*.tar"))
+        samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+        keys = [s["__key__"] for s in samples]
+        assert keys == sorted(manifest.index[manifest["split"] == split])
+        for s in samples[:20]:
+            row = manifest.loc[s["__key__"]]
+            assert s["json"]["gesture"] == row["gesture"]
+            assert s["json"]["bboxes"] == [list(b) for b in row["boxes"]]
+            assert s["jpg"].size == (row["width"], row["height"])
+    counts = manifest.groupby("shard").size()
+    assert counts.max() <= 50 and len(counts) > 3
+
+
+def test_checksums_cover_and_verify_every_file(released):
+    _, _, _, release = released
+    files = _files(release)
+    listed = {}
+    for line in files.pop("SHA256SUMS").decode().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    assert set(listed) == set(files)
+    assert all(hashlib.sha256(files[n]).hexdigest() == d for n, d in listed.items())
+
+
+def test_coco_export_loads_in_pycocotools(released):
+    _, _, _, release = released
+    manifest = _manifest(release)
+    coco = COCO(str(release / "coco" / "test.json"))
+    test = manifest[manifest["split"] == "test"]
+    assert len(coco.getImgIds()) == len(test)
+    assert len(coco.getAnnIds()) == sum(len(b) for b in test["boxes"])
+    names = {c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert names == set(load_taxonomy().box_labels)
+
+
+def test_hagrid_json_and_exported_layout_read_like_hagrid(released, tmp_path):
+    _, _, _, release = released
+    manifest = _manifest(release).set_index("image_id")
+    out = tmp_path / "layout"
+    result = CliRunner().invoke(app, ["export-layout", str(release), str(out)])
+    assert result.exit_code == 0, result.output
+    seen = 0
+    for split in ("train", "val", "test"):  # the HaGRID loader's way of reading
+        for ann_file in sorted((out / "annotations" / split).glob("*.json")):
+            gesture = ann_file.stem
+            for image_name, entry in json.loads(ann_file.read_text()).items():
+                image = Image.open(out / gesture / f"{image_name}.jpg")
+                row = manifest.loc[image_name]
+                assert image.size == (row["width"], row["height"])
+                assert entry["labels"] == list(row["labels"])
+                assert entry["leading_hand"] == row["leading_hand"]
+                assert entry["user_id"] == row["user_id"]
+                seen += 1
+    assert seen == len(manifest)
+
+
+def test_data_card_states_the_counts(released):
+    _, outcomes, _, release = released
+    card = (release / "README.md").read_text()
+    assert f"{len(outcomes['released'])} images" in card
+    assert "Licence:" in card and "wrong_gesture" in card and "child" in card
+    info = json.loads((release / "release.json").read_text())
+    assert info["splits"]["links"] >= 1
+    assert sum(sum(v.values()) for v in info["counts"].values()) == len(outcomes["released"])
+
+
+def test_same_catalog_same_bytes_and_an_existing_release_is_never_overwritten(
+        released, tmp_path):
+    root, _, _, release = released
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("releases"))
+    publish(root=str(copy), version="v1", fractions="76/9/15", shard_max_count=50, yolo=True)
+    assert _files(copy / "releases" / "v1") == _files(release)
+    before = _files(release)
+    with pytest.raises(ReleaseExists):
+        publish(root=str(root), version="v1")
+    assert _files(release) == before
+    result = CliRunner().invoke(app, ["publish", "--root", str(root), "--version", "v1"])
+    assert result.exit_code == 2 and "never overwritten" in result.output
+
+
+def test_unsafe_version_names_are_refused(released):
+    root, _, _, _ = released
+    for bad in ("../evil", "a/b", ".hidden", ""):
+        with pytest.raises(ValueError):
+            publish(root=str(root), version=bad)
+    assert not (root.parent / "evil").exists()
+
+
+def test_users_stay_in_their_split_in_a_later_release(tmp_path):
+    root = tmp_path / "root"
+    make_release_catalog(root, n=300, seed=5, users=50, user_prefix="p")
+    publish(root=str(root), version="2026.1", fractions="92/8")
+    first = _manifest(root / "releases" / "2026.1")
+    make_release_catalog(root, n=300, seed=6, users=90, user_prefix="p", batch="00006-more")
+    publish(root=str(root), version="2026.2", fractions="92/8")
+    second = _manifest(root / "releases" / "2026.2")
+    assert set(first["image_id"]) <= set(second["image_id"])
+    info = json.loads((root / "releases" / "2026.2" / "release.json").read_text())
+    assert info["splits"]["sticky_users"] > 0
+    old = first.drop_duplicates("user_id").set_index("user_id")["split"]
+    new = second.drop_duplicates("user_id").set_index("user_id")["split"]
+    assert (new[old.index] == old).all()
+    fresh = second[~second["user_id"].isin(old.index)]
+    assert len(fresh) > 50 and set(fresh["split"]) == {"train", "test"}
+    assert abs((second["split"] == "test").mean() - 0.08) < 0.05
+
+
+def test_a_failing_contract_stops_the_release_and_keeps_its_data_docs(tmp_path):
+    root = tmp_path / "root"
+    outcomes = make_release_catalog(root, n=60, seed=7)
+    bad = outcomes["released"][0]
+    row = {"image_id": bad, "box_index": 0, "x": 0.5, "y": 0.5, "w": 0.0, "h": 0.2,
+           "label": "thumbs_sideways", "label_conf": 1.0, "agreement": 0.9, "n_votes": 3,
+           "n_annotators": 3, "leading_hand": "left", "leading_conf": 1.0,
+           "method": "median_edges", "batch_id": "zz-bad",
+           "decided_at": pd.Timestamp("2030-01-01", tz="UTC")}
+    Catalog(LocalStorage(root)).write_batch(
+        "zz-bad", {"boxes": pa.Table.from_pylist([row], schema=BOXES)}, info={})
+    with pytest.raises(ContractsFailed) as err:
+        publish(root=str(root), version="v1")
+    assert "label" in str(err.value) and "manifest" in str(err.value)
+    releases = root / "releases"
+    assert not (releases / "v1").exists()
+    assert (releases / ".refused-v1" / "data_docs" / "index.html").is_file()
+    assert not [p for p in releases.iterdir() if p.name.startswith(".staging")]
+
+
+def test_the_real_pipeline_publishes(tmp_path):
+    """Ingest-free catalog, then the simulated crowd through every stage, then publish."""
+    from flows.annotate import annotate
+    from flows.crowd import filter_stage, validate
+    from tests.catalogs import make_catalog
+
+    root = tmp_path / "root"
+    make_catalog(root, n=60, seed=8)
+    validate(root=str(root), crowd="simulated", cycles=20)
+    filter_stage(root=str(root), crowd="simulated", cycles=20)
+    annotate(root=str(root), crowd="simulated", cycles=20)
+    summary = publish(root=str(root), version="v1")
+    boxes = Catalog(LocalStorage(root)).read_table("boxes").to_pandas()
+    manifest = _manifest(root / "releases" / "v1")
+    assert set(manifest["image_id"]) == set(boxes["image_id"])
+    assert summary["images"] == len(manifest) > 20
+
+
+@pytest.mark.slow
+def test_publish_to_an_s3_dataset_root(s3_server, tmp_path, monkeypatch):
+    """The S3 path: catalog and objects in a bucket (moto), the release uploaded there."""
+    from tasks.storage import S3Storage
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.client().create_bucket(Bucket="hagrid")
+    store = S3Storage("s3://hagrid/root", endpoint_url=s3_server.endpoint_url)
+    outcomes = make_release_catalog(store, n=80, seed=9)
+    summary = publish(root="s3://hagrid/root", version="v1", shard_max_count=20,
+                      s3_endpoint_url=s3_server.endpoint_url)
+    assert summary["uri"] == "s3://hagrid/root/releases/v1"
+    release = S3Storage("s3://hagrid/root/releases/v1", endpoint_url=s3_server.endpoint_url)
+    keys = release.list()
+    assert "SHA256SUMS" in keys and "data_docs/index.html" in keys
+    listed = dict(line.split("  ")[::-1] for line in
+                  release.read_bytes("SHA256SUMS").decode().splitlines())
+    assert set(listed) == set(keys) - {"SHA256SUMS"}
+    table = pq.read_table(pa.BufferReader(release.read_bytes("manifests/train.parquet")))
+    row = table.slice(3, 1).to_pylist()[0]
+    data = release.read_range(row["shard"], row["offset"], row["size"])
+    assert hashlib.sha256(data).hexdigest() == row["sha256"]
+    assert set(_ids_of(release)) == set(outcomes["released"])
+    out = export_layout(release, tmp_path / "layout")
+    assert out["images"] == len(outcomes["released"])
+    with pytest.raises(ReleaseExists):
+        publish(root="s3://hagrid/root", version="v1", s3_endpoint_url=s3_server.endpoint_url)
+
+
+def _ids_of(release) -> list[str]:
+    ids = []
+    for key in release.list("manifests"):
+        ids += pq.read_table(pa.BufferReader(release.read_bytes(key))).column(
+            "image_id").to_pylist()
+    return ids
