@@ -12,14 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import defaultdict
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from annotation_ui import ls_client
 from annotation_ui.configs import instructions, label_config, result_value
 from schemas.crowd import CrowdSettings, Queue, Stage
 from tasks.annotate.boxes import parse_answer_json, to_labelstudio
-from tasks.crowd.answers import RawAnswer
+from tasks.crowd.answers import RawAnswer, raw_frame
 from tasks.crowd.backends import CrowdTask, PushedTask
 from tasks.storage import LocalStorage, S3Storage, Storage
 
@@ -120,8 +123,9 @@ class LabelStudioCrowd:
             task["predictions"] = [{"result": result, "model_version": "preannotation"}]
         return task
 
-    def pull(self, stage: Stage) -> list[RawAnswer]:
-        """Every annotation (submitted or skipped) of the stage's projects that exist."""
+    def pull(self, stage: Stage, *, recorded: Container[str] = frozenset()) -> pd.DataFrame:
+        """Every annotation (submitted or skipped) of the stage's projects that exist, as a
+        raw answer table (``recorded`` ones too: the caller drops them)."""
         out = []
         for queue in Queue:
             title = self.project_title(stage, queue)
@@ -131,7 +135,7 @@ class LabelStudioCrowd:
                 continue
             for ann in ls_client.list_annotations(self.client, project_id=pid):
                 out.append(self._raw(stage, queue, pid, ann))
-        return out
+        return raw_frame(out)
 
     def _raw(self, stage: Stage, queue: Queue, project_id: int, ann: dict[str, Any]) -> RawAnswer:
         return RawAnswer(

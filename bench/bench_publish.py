@@ -6,10 +6,15 @@ Builds (once, cached in ``bench/_work/publish-<n>/root``) a catalog in which eve
 passed validation and filtration and has one or two boxes, with distinct 96x64 JPEGs of about
 10 KB from a few hundred users. Each run publishes a fresh release through the flow and
 deletes it afterwards, so every run does the same work. Reported per run: the flow's own
-timings for the manifests (sample table, shard plan, Parquet) and the shards (reading each
-object, sha256 check, tar writing, fsync), the whole flow, and right after it this disk's
-sequential write speed: the same number of bytes written in 1 MiB blocks to one file in the
-same folder, fsynced. The ratio is shard bytes per second over that. Medians of ``--runs``.
+timings for the images (reading each object, sha256 check, making its published bytes:
+metadata stripped, or turned upright and re-encoded; spooled), the manifests (sample table,
+shard plan, Parquet) and the shards (tar writing from the spool, sha256 check, fsync), the
+whole flow, and right after it this disk's sequential write speed: the same number of bytes
+written in 1 MiB blocks to one file in the same folder, fsynced. The ratio is shard bytes per
+second (images and shards together) over that. Medians of ``--runs``. ``--exif``: the
+catalog's JPEGs carry no EXIF (``none``), or an EXIF block with GPS and Artist (``tagged``:
+stripped, not re-encoded, as most phone photos), or that plus orientation 6 (``turned``:
+every image decoded, turned and re-encoded, the worst case).
 The objects are read from the page cache (the catalog was just built or read), as they are
 after ingest on a machine with enough memory; a cold read is a property of the disk, not of
 the shard writer.
@@ -45,7 +50,20 @@ from tasks.catalog import Catalog, image_id_for, object_key
 from tasks.storage import LocalStorage
 
 
-def build_catalog(root: Path, *, n: int, size: tuple[int, int], seed: int = 0) -> None:
+def bench_exif(kind: str) -> bytes:
+    """The EXIF block of every bench image: none, GPS + Artist, or those plus orientation 6."""
+    if kind == "none":
+        return b""
+    exif = Image.Exif()
+    exif[0x013B] = "raw-worker-id"
+    exif.get_ifd(0x8825).update({1: "N", 2: (55.0, 45.0, 21.0)})
+    if kind == "turned":
+        exif[0x0112] = 6
+    return exif.tobytes()
+
+
+def build_catalog(root: Path, *, n: int, size: tuple[int, int], exif: str = "none",
+                  seed: int = 0) -> None:
     """N passing, annotated images with real small JPEG objects (skipped when present)."""
     if (root / "catalog" / "_commits").is_dir():
         return
@@ -53,6 +71,7 @@ def build_catalog(root: Path, *, n: int, size: tuple[int, int], seed: int = 0) -
     gestures = load_taxonomy().gestures
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     width, height = size
+    turned = exif == "turned"
     base = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
     images, verdicts, boxes = [], [], []
     for i in range(n):
@@ -60,13 +79,14 @@ def build_catalog(root: Path, *, n: int, size: tuple[int, int], seed: int = 0) -
         pixels[i % height, :, :] = rng.integers(0, 255, size=(width, 3), dtype=np.uint8)
         pixels[:8, :8, 0] = i % 251
         buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=90, exif=bench_exif(exif))
         data = buf.getvalue()
         sha = hashlib.sha256(data).hexdigest()
         iid, gesture = image_id_for(sha), gestures[i % len(gestures)]
         store.write_bytes(object_key(sha, "JPEG"), data, durable=False)
         images.append({"image_id": iid, "sha256": sha, "object_key": object_key(sha, "JPEG"),
-                       "format": "JPEG", "width": width, "height": height, "orientation": 1,
+                       "format": "JPEG", "width": height if turned else width,
+                       "height": width if turned else height, "orientation": 6 if turned else 1,
                        "bytes": len(data), "user_id": f"user{int(rng.integers(n // 15)):06d}",
                        "gesture": gesture, "submitted_at": None, "submission_id": f"s{i}",
                        "phash": i, "phash_mirror": i, "thumb": bytes(16), "batch_id": "b",
@@ -116,10 +136,11 @@ def one_run(root: Path, *, run: int, workers: int) -> dict[str, float]:
     shutil.rmtree(release)
     seq = sequential_write(root, shard_bytes)
     timings = summary["timings"]
+    writing = timings["images_s"] + timings["shards_s"]
     return {"images": summary["images"], "shards": summary["shards"],
-            "shard_mb": shard_bytes / 1e6, "manifests_s": timings["manifests_s"],
-            "shards_s": timings["shards_s"], "flow_s": total,
-            "shard_mb_s": shard_bytes / 1e6 / timings["shards_s"],
+            "shard_mb": shard_bytes / 1e6, "images_s": timings["images_s"],
+            "manifests_s": timings["manifests_s"], "shards_s": timings["shards_s"],
+            "flow_s": total, "shard_mb_s": shard_bytes / 1e6 / writing,
             "disk_mb_s": shard_bytes / 1e6 / seq}
 
 
@@ -130,12 +151,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", default="96x64", help="image WxH (noise: ~8 KB at 96x64)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--exif", choices=("none", "tagged", "turned"), default="none")
     parser.add_argument("--out", type=Path, default=BENCH / "results_publish.md")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    root = BENCH / "_work" / f"publish-{args.n}-{args.size}" / "root"
+    suffix = "" if args.exif == "none" else f"-{args.exif}"
+    root = BENCH / "_work" / f"publish-{args.n}-{args.size}{suffix}" / "root"
     start = time.perf_counter()
-    build_catalog(root, n=args.n, size=(width, height))
+    build_catalog(root, n=args.n, size=(width, height), exif=args.exif)
     print(f"catalog ready in {time.perf_counter() - start:.1f}s", flush=True)
     runs = []
     for run in range(args.runs):
@@ -144,9 +167,9 @@ def main() -> None:
         print(json.dumps(runs[-1]), flush=True)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     lines = [(f"# Publish benchmark: {args.n} images of {args.size}, {args.runs} runs, "
-             f"workers {args.workers}"),
+             f"workers {args.workers}, EXIF {args.exif}"),
              "", "| figure | median | runs |", "|---|---|---|"]
-    for key in ("images", "shards", "shard_mb", "manifests_s", "shards_s", "flow_s",
+    for key in ("images", "shards", "shard_mb", "images_s", "manifests_s", "shards_s", "flow_s",
                 "shard_mb_s", "disk_mb_s", "ratio"):
         lines.append(f"| {key} | {med[key]:.3f} | "
                      + ", ".join(f"{r[key]:.3f}" for r in runs) + " |")

@@ -8,8 +8,10 @@ frames derived from its manifest and the members found in its shards:
 - ``manifest_boxes``: one row per box of the manifest (the lists exploded);
 - ``manifest_users``: one row per user_id with the number of splits it appears in;
 - ``links``: near-duplicate links, with the split of each end looked up in the manifest;
-- ``shard_members``: the tar members as found;
-- ``shard_check``: manifest members (image and json) outer-joined with the shard members;
+- ``shard_members``: the tar members as found, with each image member's pixel size and the
+  metadata its bytes still carry (``writer.shard_members``);
+- ``shard_check``: manifest members (image and json) outer-joined with the shard members,
+  the manifest's width and height beside the image member's;
 - ``shard_keys``: one row per key of either side, with its member counts.
 
 Everything here is pure pandas / numpy: no I/O, no data context.
@@ -37,7 +39,7 @@ from schemas.taxonomy import Taxonomy
 Expectations = list[gxe.Expectation]
 
 BOX_TOLERANCE = 1e-6  # x + w and y + h may pass 1 by this much (float rounding)
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
 MEMBER_EXTENSIONS: tuple[str, ...] = ("jpg", "png", "webp", "json")
 MATCHED = "matched"  # shard_check.side: in the manifest and in the shards, same place
 MANIFEST_ONLY = "manifest_only"
@@ -140,6 +142,7 @@ def manifest_suite(taxonomy: Taxonomy) -> Expectations:
         _one_of("split", SPLITS),
         _one_of("gesture", taxonomy.gestures),
         gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=SHA256_PATTERN),
+        gxe.ExpectColumnValuesToMatchRegex(column="source_sha256", regex=SHA256_PATTERN),
         _positive("width"), _positive("height"),
         gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
         _one_of("leading_hand", LEADING_HANDS),
@@ -163,18 +166,29 @@ def links_suite() -> Expectations:
 
 
 def shard_members_suite() -> Expectations:
-    """Tar members: keys are image keys, known extensions, each (shard, key, ext) once."""
+    """Tar members: keys are image keys, known extensions, each (shard, key, ext) once; every
+    image member readable, and carrying no metadata (no EXIF: no GPS, Artist, Copyright,
+    XPAuthor, ImageDescription, UserComment, MakerNote; no XMP, IPTC, comment, trailer)."""
+    image = Column("ext") != "json"
     return [
         gxe.ExpectColumnValuesToMatchRegex(column="key", regex=KEY_PATTERN.pattern),
         _one_of("ext", MEMBER_EXTENSIONS),
         _non_negative("offset"), _non_negative("size"),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["shard", "key", "ext"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="width", row_condition=image),
+        gxe.ExpectColumnValuesToBeNull(column="metadata"),
     ]
 
 
 def shard_check_suite() -> Expectations:
-    """Every member the manifest names is in the shards at that offset and size, and back."""
-    return [_one_of("side", [MATCHED])]
+    """Every member the manifest names is in the shards at that offset and size, and back;
+    an image member's pixels are as wide and high as the manifest says (upright)."""
+    return [
+        _one_of("side", [MATCHED]),
+        *(gxe.ExpectColumnPairValuesToBeEqual(column_A=side, column_B=f"member_{side}",
+                                              ignore_row_if="either_value_is_missing")
+          for side in ("width", "height")),
+    ]
 
 
 def shard_keys_suite() -> Expectations:
@@ -260,7 +274,7 @@ def links_frame(links: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
 
 def _expected_members(manifest: pd.DataFrame) -> pd.DataFrame:
     keys = ["shard", "image_id"]
-    images = manifest[[*keys, "offset", "size"]].assign(kind="image")
+    images = manifest[[*keys, "offset", "size", "width", "height"]].assign(kind="image")
     json = manifest[[*keys, "json_offset", "json_size"]].assign(kind="json").rename(
         columns={"json_offset": "offset", "json_size": "size"})
     return pd.concat([images, json]).rename(columns={"image_id": "key"})
@@ -268,14 +282,18 @@ def _expected_members(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def _found_members(members: pd.DataFrame) -> pd.DataFrame:
     kind = np.where(members["ext"] == "json", "json", "image")
-    return members[["shard", "key", "offset", "size"]].assign(kind=kind)
+    sizes = members.reindex(columns=["width", "height"]).astype("float64")
+    return members[["shard", "key", "offset", "size"]].assign(
+        kind=kind, member_width=sizes["width"], member_height=sizes["height"])
 
 
 def shard_check_frame(manifest: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     """Manifest members outer-joined with shard members on (shard, key, kind, offset, size).
 
     ``side`` is ``matched``, ``manifest_only`` (the manifest names a member that is not
-    there) or ``shards_only`` (a member no manifest row names)."""
+    there) or ``shards_only`` (a member no manifest row names). Image rows carry the
+    manifest's ``width`` and ``height`` and the member's ``member_width``,
+    ``member_height``."""
     on = ["shard", "key", "kind", "offset", "size"]
     expected = _expected_members(manifest).astype({"offset": np.int64, "size": np.int64})
     found = _found_members(members).astype({"offset": np.int64, "size": np.int64})

@@ -20,7 +20,7 @@ from schemas.crowd import CrowdBackendOptions, CrowdSettings, Stage
 def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
              min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
              cycles: int = 1, options: CrowdBackendOptions | None = None,
-             s3_endpoint_url: str | None = None) -> dict[str, Any]:
+             s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Stage 4: hand boxes and the leading hand, from ``overlap`` annotators per image.
 
     Only images accepted by validation and not excluded by filtration are sent; images with
@@ -34,4 +34,5 @@ def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
                                max_answers=max(max_answers, overlap))
     opts = options or CrowdBackendOptions(kind=crowd)
     return run_crowd_stage(Stage.ANNOTATION, root=root, options=opts, settings=settings,
-                           cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes)
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes,
+                           wait_for_lock=wait_for_lock)

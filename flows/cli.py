@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -18,10 +21,45 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
+def print_error(problem: object) -> None:
+    """One ``error:`` line on stderr: not wrapped, the text shown as is (no markup)."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(problem))}", soft_wrap=True)
+
+
 def _quiet_prefect() -> None:
     """Run without a server unless one is configured: Prefect's ephemeral mode, no analytics."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    _temporary_server_dies_with_cli()
+
+
+class _SubprocessDyingWithParent:
+    """Prefect's server module's view of ``subprocess``: ``Popen`` children die with us."""
+
+    def __getattr__(self, name: str) -> Any:
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args: list[str], **kwargs: Any) -> Any:
+        import subprocess
+
+        from tasks.processes import dying_with_parent
+
+        return subprocess.Popen(dying_with_parent(args), **kwargs)
+
+
+def _temporary_server_dies_with_cli() -> None:
+    """In ephemeral mode Prefect starts a temporary server as a child process, which a
+    ``kill -9`` of the CLI would leave running: start it so that it ends with the CLI."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api import server
+
+    server.subprocess = _SubprocessDyingWithParent()  # type: ignore[assignment]
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -47,7 +85,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
                workers: int | None = None, commit_every: int = 2048,
-               s3_endpoint_url: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+               s3_endpoint_url: str | None = None, show_progress: bool = True,
+               max_bytes: int = 100_000_000, wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Run the ingest flow in-process with a progress bar; returns its summary."""
     _quiet_prefect()
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -60,14 +99,34 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
         task_runner=ThreadPoolTaskRunner(max_workers=workers))  # type: ignore[arg-type]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not show_progress)
-    with bar:
+    with holding_root(root, command="ingest", wait_s=wait_for_lock,
+                      s3_endpoint_url=s3_endpoint_url), bar:
         tid = bar.add_task("ingest", total=None)
         progress.set_listener(lambda _s, done, total: bar.update(tid, completed=done, total=total))
         try:
             return flow(source=source, submissions=submissions, root=root, min_side=min_side,
-                        commit_every=commit_every, s3_endpoint_url=s3_endpoint_url)
+                        commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
+                        max_bytes=max_bytes, wait_for_lock=wait_for_lock)
         finally:
             progress.set_listener(None)
+
+
+@contextmanager
+def holding_root(root: str, *, command: str, wait_s: float,
+                 s3_endpoint_url: str | None = None) -> Iterator[None]:
+    """Take the dataset root's writer lock in the CLI process, before Prefect starts: a
+    refusal is then immediate and clean, and the flow's own lock is re-entrant. Says what a
+    run that died holding the lock left (removed)."""
+    from tasks.integrity import exclusive_writer
+    from tasks.storage import open_storage
+
+    store = open_storage(root, endpoint_url=s3_endpoint_url)
+    with exclusive_writer(store, command=command, wait_s=wait_s) as debris:
+        for kind, keys in debris.items():
+            if keys:
+                console.print(f"[yellow]removed {len(keys)} {kind.replace('_', ' ')} left by "
+                              f"a run that died[/yellow]")
+        yield
 
 
 def preflight(source: str, submissions: str, *, s3_endpoint_url: str | None) -> None:
@@ -104,15 +163,20 @@ def ingest_cmd(
     commit_every: Annotated[int, typer.Option(help="rows per committed batch")] = 2048,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    max_bytes: Annotated[int, typer.Option(
+        help="size cap per input file; larger ones are rejected as too_large unread")
+    ] = 100_000_000,
+    wait: WaitOpt = False,
 ) -> None:
     """Ingest a batch of submissions: checks, exact and near dedup, catalog append."""
     from tasks.storage import SourceError
 
     try:
         summary = run_ingest(source, submissions, root, min_side=min_side, workers=workers,
-                             commit_every=commit_every, s3_endpoint_url=s3_endpoint_url)
+                             commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
+                             max_bytes=max_bytes, wait_for_lock=_wait_s(wait))
     except SourceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
@@ -144,6 +208,15 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
                       "hagrid publish --version V")
         return
     publish(root=root, version="v1")
+
+
+WAIT_FOREVER_S = 7 * 24 * 3600.0  # --wait: a week is "until the other run ends"
+WaitOpt = Annotated[bool, typer.Option(
+    "--wait", help="if another run holds the dataset root, wait for it instead of refusing")]
+
+
+def _wait_s(wait: bool) -> float:
+    return WAIT_FOREVER_S if wait else 0.0
 
 
 CrowdOpt = Annotated[str, typer.Option("--crowd", help="labelstudio, file or simulated")]
@@ -183,7 +256,7 @@ def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
         print(json.dumps(report, indent=2, default=str))
         return
     out = Console()
-    out.print(f"[bold]{report['stage']}[/bold] on {report.get('root', '')} "
+    out.print(f"[bold]{report['stage']}[/bold] on {escape(str(report.get('root', '')))} "
               f"({report['backend']}, {report['method']}): pulled {report['answers_pulled']} "
               f"answers, pushed {report['pushed']} tasks")
     table = Table("verdict", "images")
@@ -200,8 +273,19 @@ def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
         cols = list(report["workers"][0])
         workers = Table(*cols, title="worker quality")
         for w in report["workers"]:
-            workers.add_row(*("[red]yes[/red]" if w[c] is True else str(w[c]) for c in cols))
+            workers.add_row(*("[red]yes[/red]" if w[c] is True else escape(str(w[c]))
+                              for c in cols))
         out.print(workers)
+
+
+def exit_if_answers_quarantined(report: dict[str, Any], options: Any) -> None:
+    """Say which answer tables were quarantined and why; exit 1 when one given with
+    ``--answers`` was (the run itself went on with the others)."""
+    for q in report.get("quarantined", []):
+        console.print(f"[red]answer table {escape(q['file'])} was quarantined[/red] as "
+                      f"{escape(q['moved_to'])}: {escape(q['reason'])}")
+    if any(q["file"] in options.answers for q in report.get("quarantined", [])):
+        raise typer.Exit(1)
 
 
 def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
@@ -217,9 +301,11 @@ def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
                              "annotation": annotate}
     flow = flows[stage_name]
     try:
-        return flow(root=root, crowd=options.kind, options=options, cycles=cycles, **settings)
+        with holding_root(root, command=flow.name, wait_s=settings.get("wait_for_lock", 0.0)):
+            return flow(root=root, crowd=options.kind, options=options, cycles=cycles,
+                        **settings)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 
@@ -229,13 +315,14 @@ def validate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
                  cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                  ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                  sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
-                 as_json: JsonOpt = False) -> None:
+                 as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 2, validation: push pending images to the crowd, pull answers, aggregate."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("validation", root=root, options=opts, cycles=cycles,
-                        overlap=overlap, method=method)
+                        overlap=overlap, method=method, wait_for_lock=_wait_s(wait))
     print_stage_report(report, as_json=as_json)
+    exit_if_answers_quarantined(report, opts)
 
 
 @app.command("filter")
@@ -247,13 +334,15 @@ def filter_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
                cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
-               as_json: JsonOpt = False) -> None:
+               as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 3, ethical filtration of validated images: one credible flag excludes."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("filtration", root=root, options=opts, cycles=cycles,
-                        overlap=overlap, method=method, flag_policy=flag_policy)
+                        overlap=overlap, method=method, flag_policy=flag_policy,
+                        wait_for_lock=_wait_s(wait))
     print_stage_report(report, as_json=as_json)
+    exit_if_answers_quarantined(report, opts)
 
 
 @app.command("annotate")
@@ -264,25 +353,28 @@ def annotate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
                  cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                  ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                  sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
-                 as_json: JsonOpt = False) -> None:
+                 as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 4, annotation: hand boxes and leading hand for validated, unflagged images."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("annotation", root=root, options=opts, cycles=cycles,
-                        overlap=overlap, min_agreement=min_agreement)
+                        overlap=overlap, min_agreement=min_agreement,
+                        wait_for_lock=_wait_s(wait))
     print_stage_report(report, as_json=as_json)
+    exit_if_answers_quarantined(report, opts)
 
 
 @app.command()
 def aggregate(root: RootOpt = "./hagrid-root",
               stage: Annotated[str, typer.Option(help="validation or filtration")] = "validation",
-              method: MethodOpt = "ds", overlap: OverlapOpt = 3) -> None:
+              method: MethodOpt = "ds", overlap: OverlapOpt = 3, wait: WaitOpt = False) -> None:
     """Recompute a stage's verdicts from the stored answers with another method."""
     from flows.crowd import reaggregate
     from schemas.crowd import CrowdSettings, Stage
 
     result = reaggregate(root, Stage(stage), settings=CrowdSettings(method=method,
-                                                                    overlap=overlap))
+                                                                    overlap=overlap),
+                         wait_for_lock=_wait_s(wait))
     console.print(f"{stage}: {result['decisions']} decisions with {method}, "
                   f"{result['changed']} verdicts changed, {result['undecided']} not confident "
                   f"with {method} (kept as they were)")
@@ -292,12 +384,12 @@ def aggregate(root: RootOpt = "./hagrid-root",
 def golden(file: Annotated[Path, typer.Argument(help="CSV with image_id, answer [, reason]")],
            root: RootOpt = "./hagrid-root",
            stage: Annotated[str, typer.Option(help="validation or filtration")] = "validation",
-           ) -> None:
+           wait: WaitOpt = False) -> None:
     """Add control images with known answers to a stage (mixed into its crowd tasks)."""
     from flows.crowd import add_golden
     from schemas.crowd import Stage
 
-    added, problems = add_golden(root, Stage(stage), file)
+    added, problems = add_golden(root, Stage(stage), file, wait_for_lock=_wait_s(wait))
     for p in problems:
         console.print(f"[red]refused[/red] {p}")
     console.print(f"{stage}: {added} control images added")
@@ -317,6 +409,7 @@ def import_hagrid_cmd(
     taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
     min_side: Annotated[int, typer.Option(help="minimum short side in pixels")] = 720,
     as_json: JsonOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Import a dataset in the published HaGRID layout: images through ingest (dedup
     included), entries as accepted annotations or as pre-annotations."""
@@ -329,7 +422,7 @@ def import_hagrid_cmd(
     missing = [str(p) for p in (dataset_dir, annotations_dir) if not p.is_dir()]
     if missing or mode not in {m.value for m in ImportMode}:
         problem = f"not a folder: {', '.join(missing)}" if missing else f"unknown mode {mode!r}"
-        console.print(f"[red]error:[/red] {problem}")
+        print_error(problem)
         raise typer.Exit(2)
 
     def ingest_batch(source: str, submissions: str, root_uri: str) -> dict[str, Any]:
@@ -347,10 +440,12 @@ def import_hagrid_cmd(
                 progress.set_listener(None)
 
     try:
-        summary = import_hagrid(dataset_dir, annotations_dir, root=root, mode=ImportMode(mode),
-                                taxonomy=load_taxonomy(taxonomy), ingest=ingest_batch)
+        with holding_root(root, command="import-hagrid", wait_s=_wait_s(wait)):
+            summary = import_hagrid(dataset_dir, annotations_dir, root=root,
+                                    mode=ImportMode(mode), taxonomy=load_taxonomy(taxonomy),
+                                    ingest=ingest_batch)
     except (SourceError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
@@ -390,7 +485,7 @@ def publish(
                                taxonomy=taxonomy, workers=workers,
                                s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     except (ReleaseExists, ContractsFailed, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
@@ -411,15 +506,57 @@ def export_layout_cmd(
 ) -> None:
     """Write a release's images in the published HaGRID folder layout, next to the
     HaGRID annotation files, so code written for HaGRID reads it as is."""
-    from tasks.publish.exports import export_layout
+
+    from tasks.publish.exports import ExportError, export_layout
     from tasks.storage import open_storage
 
     store = open_storage(release, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     if not store.exists("SHA256SUMS"):
-        console.print(f"[red]error:[/red] not a release folder: {release}")
+        print_error(f"not a release folder: {release}")
         raise typer.Exit(2)
-    counts = export_layout(store, out, splits=split)
+    try:
+        counts = export_layout(store, out, splits=split)
+    except (ExportError, OSError) as exc:  # a refused target or name, a tampered release
+        print_error(exc)
+        raise typer.Exit(2) from None
     console.print(f"wrote {counts} into {out}")
+
+
+@app.command()
+def check(root: RootOpt = "./hagrid-root",
+          repair: Annotated[bool, typer.Option(
+              help="fix what can be fixed without losing a row")] = False,
+          s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
+          as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
+    """List a dataset root's inconsistencies (exit 1 when any is left); --repair fixes them."""
+    from tasks.integrity import PROBLEM_KINDS, check_root, repair_root
+    from tasks.storage import SourceError, open_storage
+
+    store = open_storage(root, endpoint_url=s3_endpoint_url)
+    try:
+        store.check()
+    except SourceError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+    with holding_root(root, command="check --repair" if repair else "check",
+                      wait_s=_wait_s(wait), s3_endpoint_url=s3_endpoint_url):
+        report = repair_root(store) if repair else None
+        problems = report.left if report else check_root(store)
+    if as_json:
+        print(json.dumps({"repair": report.as_dict() if report else None,
+                          "problems": [p.__dict__ for p in problems]}, indent=2))
+    else:
+        if report:
+            fixed = ", ".join(f"{k} {v}" for k, v in report.fixed.items() if v)
+            console.print(f"repair {report.repair_id}: fixed {fixed or 'nothing'}")
+        table = Table("problem", "key", "detail", "fixable", title=f"check {store.uri}")
+        for p in problems:
+            table.add_row(p.kind, p.key, p.detail, "yes" if p.fixable else "no")
+        Console().print(table if problems else f"{store.uri}: consistent")
+        for kind in sorted({p.kind for p in problems}):
+            console.print(f"  {kind}: {PROBLEM_KINDS[kind]}")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -432,4 +569,10 @@ def serve(name: Annotated[str, typer.Option(help="deployment name")] = "local") 
 
 def main() -> None:
     """Entry point of the ``hagrid`` command."""
-    sys.exit(app())
+    from tasks.lock import RootLocked
+
+    try:
+        sys.exit(app())
+    except RootLocked as exc:  # another run writes to the root: a refusal, not a crash
+        print_error(exc)
+        sys.exit(2)

@@ -13,11 +13,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import DEFAULT_ROOT
+from flows.root_lock import locked_root
 from schemas.annotation import AnnotationSettings
 from schemas.crowd import (
     CrowdBackendOptions,
@@ -27,7 +29,13 @@ from schemas.crowd import (
 )
 from tasks.annotate.stage import agreement_histogram
 from tasks.catalog import Catalog
-from tasks.crowd.backends import CrowdBackend, CrowdTask, FileCrowd, PushedTask
+from tasks.crowd.backends import (
+    CrowdBackend,
+    CrowdTask,
+    FileCrowd,
+    PushedTask,
+    quarantined_tables,
+)
 from tasks.crowd.report import report_markdown, stage_report
 from tasks.crowd.stage import (
     StageTables,
@@ -86,7 +94,7 @@ def _sim_truth(options: CrowdBackendOptions):
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
-def pull_task(backend: CrowdBackend, tables: StageTables) -> list[dict[str, Any]]:
+def pull_task(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
     """Pull and screen new answers (network-facing: retried)."""
     return pull_answers(backend, tables)
 
@@ -101,28 +109,43 @@ def push_task(backend: CrowdBackend, stage: Stage, tasks: list[CrowdTask],
 def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
                     settings: CrowdSettings, cycles: int = 1,
                     s3_endpoint_url: str | None = None,
-                    annotation: AnnotationSettings | None = None) -> dict[str, Any]:
-    """Up to ``cycles`` pull-decide-push cycles of ``stage``; stops early once quiet."""
+                    annotation: AnnotationSettings | None = None,
+                    wait_for_lock: float = 0.0) -> dict[str, Any]:
+    """Up to ``cycles`` pull-decide-push cycles of ``stage``; stops early once quiet.
+
+    Holds the root's writer lock for the whole run (``RootLocked`` when another run holds
+    it for longer than ``wait_for_lock`` seconds).
+    """
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
-    catalog.remove_uncommitted()
+    with locked_root(catalog.root, command=stage.value, wait_s=wait_for_lock):
+        catalog.remove_uncommitted()  # under the lock: only a dead run's files
+        return _stage_cycles(stage, catalog, options=options, settings=settings,
+                             cycles=cycles, s3_endpoint_url=s3_endpoint_url,
+                             annotation=annotation)
+
+
+def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOptions,
+                  settings: CrowdSettings, cycles: int, s3_endpoint_url: str | None,
+                  annotation: AnnotationSettings | None) -> dict[str, Any]:
     backend = make_backend(options, catalog, settings=settings, s3_endpoint_url=s3_endpoint_url)
-    if options.answers:
-        import_answer_files(catalog, stage, [Path(p) for p in options.answers])
+    started = dt.datetime.now(dt.UTC)
+    imported = dict(zip(import_answer_files(catalog, stage, [Path(p) for p in options.answers]),
+                        options.answers, strict=True))
     if options.kind == "simulated" and stage is not Stage.ANNOTATION:
         seed_simulated_golden(catalog, stage, options)
     preannotations = latest_preannotations(catalog) if stage is Stage.ANNOTATION else {}
-    pulled: list[dict[str, Any]] = []
+    pulled: list[pd.DataFrame] = []
     pushed_total = 0
     for _ in range(max(1, cycles)):
         tables = load_stage(catalog, stage)
-        rows = pull_task(backend, tables)
+        rows: pd.DataFrame = pull_task(backend, tables)
         tables = tables.with_answers(rows)
         decision = decide(tables, settings=settings, annotation=annotation)
         plan = decision.plan
         tag = _batch_tag(stage)
         now = dt.datetime.now(dt.UTC)
         decisions = changed_decisions(plan.decisions, tables.verdicts)
-        if rows or decisions:
+        if len(rows) or decisions:
             batch: dict[str, Any] = {
                 "answers": answer_table(rows, batch_id=f"{tag}-a", now=now),
                 "verdicts": verdict_table(stage, decisions, batch_id=f"{tag}-a", now=now)}
@@ -137,13 +160,16 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
             catalog.write_batch(f"{tag}-t", {"stage_tasks": task_table(
                 stage, pushed, set(tables.golden.index), backend=backend.name,
                 batch_id=f"{tag}-t", now=now)}, info={"stage": stage.value, "kind": "tasks"})
-        pulled += rows
+        pulled.append(rows)
         pushed_total += len(pushed)
-        if not rows and not pushed:
+        if rows.empty and not pushed:
             break
     report = stage_report(stage, verdicts=latest_verdicts(catalog, stage), plan=plan,
-                          quality=decision.quality, new_answers=pulled, pushed=pushed_total,
-                          method=decision.method, backend=backend.name)
+                          quality=decision.quality,
+                          new_answers=pd.concat(pulled, ignore_index=True),
+                          pushed=pushed_total, method=decision.method, backend=backend.name,
+                          quarantined=quarantined_tables(catalog.root, stage, since=started),
+                          imported=imported)
     if stage is Stage.ANNOTATION:
         report["agreement"] = agreement_histogram(decision.annotations)
     report["root"] = catalog.root.uri
@@ -200,7 +226,7 @@ def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
              skill_floor: float = 0.7, golden_overlap: int = 10,
              min_credible: int | None = None, cycles: int = 1,
              options: CrowdBackendOptions | None = None,
-             s3_endpoint_url: str | None = None) -> dict[str, Any]:
+             s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Stage 2: did the worker follow the task? Crowd answers -> ``verdicts``.
 
     A verdict needs ``min_credible`` answers (default: ``overlap``) from workers who are not
@@ -212,7 +238,8 @@ def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
                               golden_overlap=golden_overlap, min_credible=min_credible)
     opts = options or CrowdBackendOptions(kind=crowd)
     return run_crowd_stage(Stage.VALIDATION, root=root, options=opts, settings=settings,
-                           cycles=cycles, s3_endpoint_url=s3_endpoint_url)
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url,
+                           wait_for_lock=wait_for_lock)
 
 
 @flow(name="filter", log_prints=True)
@@ -222,7 +249,8 @@ def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: in
                  flag_policy: str = "aggregate", min_flag_votes: int = 1,
                  min_credible: int | None = None, cycles: int = 1,
                  options: CrowdBackendOptions | None = None,
-                 s3_endpoint_url: str | None = None) -> dict[str, Any]:
+                 s3_endpoint_url: str | None = None,
+                 wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Stage 3: ethical filtration; one credible flag excludes an image.
 
     A clear verdict needs ``min_credible`` answers (default: ``overlap``) from workers who
@@ -234,17 +262,24 @@ def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: in
                               golden_overlap=golden_overlap, min_credible=min_credible)
     opts = options or CrowdBackendOptions(kind=crowd)
     return run_crowd_stage(Stage.FILTRATION, root=root, options=opts, settings=settings,
-                           cycles=cycles, s3_endpoint_url=s3_endpoint_url)
+                           cycles=cycles, s3_endpoint_url=s3_endpoint_url,
+                           wait_for_lock=wait_for_lock)
 
 
 def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
-                s3_endpoint_url: str | None = None) -> dict[str, int]:
+                s3_endpoint_url: str | None = None,
+                wait_for_lock: float = 0.0) -> dict[str, int]:
     """Recompute crowd verdicts with ``settings.method`` from stored answers; no new asks.
 
     Where the new method is not confident enough to decide, the image keeps its current
     verdict and is counted as ``undecided`` (a normal run would ask for more answers).
     """
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    with locked_root(catalog.root, command=f"aggregate {stage.value}", wait_s=wait_for_lock):
+        return _reaggregate(catalog, stage, settings=settings)
+
+
+def _reaggregate(catalog: Catalog, stage: Stage, *, settings: CrowdSettings) -> dict[str, int]:
     tables = load_stage(catalog, stage)
     plan = decide(tables, settings=settings).plan
     decisions = changed_decisions(plan.decisions, tables.verdicts)
@@ -258,12 +293,17 @@ def reaggregate(root: str, stage: Stage, *, settings: CrowdSettings,
 
 
 
-def add_golden(root: str, stage: Stage, path: Path, *,
-               s3_endpoint_url: str | None = None) -> tuple[int, list[str]]:
+def add_golden(root: str, stage: Stage, path: Path, *, s3_endpoint_url: str | None = None,
+               wait_for_lock: float = 0.0) -> tuple[int, list[str]]:
     """Add control answers from a CSV (image_id, answer[, reason]); returns (added, refused)."""
+    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    with locked_root(catalog.root, command=f"golden {stage.value}", wait_s=wait_for_lock):
+        return _add_golden(catalog, stage, path)
+
+
+def _add_golden(catalog: Catalog, stage: Stage, path: Path) -> tuple[int, list[str]]:
     import csv
 
-    catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
     rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
     known = set(catalog.read_table("images", columns=["image_id"]).column("image_id").to_pylist())
     tag = _batch_tag(stage)

@@ -13,12 +13,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.root_lock import locked_root
 from schemas.settings import DedupSettings, IngestSettings, default_workers
 from schemas.taxonomy import load_taxonomy
 from tasks import progress
 from tasks.catalog import Catalog
 from tasks.ingest.dedup import KnownImages
-from tasks.ingest.intake import PlannedInput, parse_submissions, plan_inputs
+from tasks.ingest.intake import (
+    PlannedInput,
+    nested_root_folder,
+    parse_submissions,
+    plan_inputs,
+    without_folder,
+)
 from tasks.ingest.steps import (
     InspectedInput,
     build_records,
@@ -51,10 +58,10 @@ def read_submissions_table(uri: str, *, endpoint_url: str | None) -> Any:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def list_source(source: Storage) -> list[str]:
-    """Every key of the source (the broken-source check happens here)."""
+def list_source(source: Storage, root: Storage) -> list[str]:
+    """Every key of the source (the broken-source check happens here) but a root's in it."""
     source.check()
-    return source.list()
+    return without_folder(source.list(), nested_root_folder(source.uri, root.uri))
 
 
 @task(cache_policy=NO_CACHE)
@@ -82,23 +89,38 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
            radius: int = 12, min_similarity: float = 0.95, max_local_residual: float = 0.63,
-           s3_endpoint_url: str | None = None) -> dict[str, Any]:
+           s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0,
+           max_bytes: int = 100_000_000) -> dict[str, Any]:
     """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
 
     Every input ends in ``catalog/submissions`` exactly once, accepted or rejected with a
     reason; accepted images are stored under ``objects/`` and listed in ``catalog/images``.
     Reruns skip inputs already recorded; a killed run resumes from its last committed batch.
+    One run writes to a root at a time: another run holding it refuses this one
+    (``RootLocked``) unless it ends within ``wait_for_lock`` seconds.
     """
-    started = time.perf_counter()
     settings = IngestSettings(min_side=min_side, taxonomy=taxonomy, commit_every=commit_every,
-                              chunk_size=chunk_size,
+                              chunk_size=chunk_size, max_bytes=max_bytes,
                               dedup=DedupSettings(radius=radius, min_similarity=min_similarity,
                                                   max_local_residual=max_local_residual))
     src = open_storage(source, endpoint_url=s3_endpoint_url)
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
-    catalog.remove_uncommitted()
+    with locked_root(catalog.root, command="ingest", wait_s=wait_for_lock):
+        catalog.remove_uncommitted()  # under the lock: only a dead run's files
+        summary = _ingest_locked(src, catalog, submissions, settings=settings,
+                                 s3_endpoint_url=s3_endpoint_url)
+    create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
+                             description=f"ingest of {source}")
+    get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
+                          summary["rejected"], summary["reasons"])
+    return summary
+
+
+def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
+                   settings: IngestSettings, s3_endpoint_url: str | None) -> dict[str, Any]:
+    started = time.perf_counter()
     table = read_submissions_table(submissions, endpoint_url=s3_endpoint_url)
-    planned = plan_inputs(table, source=src.uri, source_keys=list_source(src),
+    planned = plan_inputs(table, source=src.uri, source_keys=list_source(src, catalog.root),
                           taxonomy=load_taxonomy(settings.taxonomy))
     seen = seen_submission_ids(catalog)
     todo = [p for p in planned if p.submission_id not in seen]
@@ -109,10 +131,6 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
     summary = summarize_run(results, kept_files=kept, skipped=len(planned) - len(todo),
                             elapsed_s=time.perf_counter() - started)
     summary["root"] = catalog.root.uri
-    create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
-                             description=f"ingest of {source}")
-    get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
-                          summary["rejected"], summary["reasons"])
     return summary
 
 

@@ -34,11 +34,14 @@ from schemas.release import (
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.assembly import (
+    SPOOL,
     SplitPlan,
     contract_frames,
     export_files,
     plan_split,
+    publish_images,
     release_info,
+    shard_order,
     write_split_shards,
 )
 from tasks.publish.data_card import data_card, release_figures
@@ -61,9 +64,10 @@ from tasks.publish.writer import (
     parquet_bytes,
     shard_members,
     staging_dir,
+    worker_pool,
     write_file,
 )
-from tasks.storage import Storage, open_storage
+from tasks.storage import LocalStorage, Storage, open_storage
 
 
 class ContractsFailed(RuntimeError):
@@ -87,22 +91,31 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 
 
 @task(cache_policy=NO_CACHE)
-def write_shards_and_manifests(root: Storage, staging: Path, images: pd.DataFrame,
-                               samples: pa.Table, settings: PublishSettings,
-                               workers: int, endpoint_url: str | None) -> tuple[dict[str, pa.Table], dict[str, str],
-                                                      dict[str, float]]:
-    """Plan, write and check every split's shards; write the manifests. Returns timings too."""
-    t0 = time.perf_counter()
-    plans: list[SplitPlan] = [plan_split(samples, images, split=s, settings=settings)
-                              for s in SPLITS if s in set(samples.column("split").to_pylist())]
-    for p in plans:
-        write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
-    t1 = time.perf_counter()
-    digests = write_split_shards(root, staging, plans, workers=workers,
-                                 endpoint_url=endpoint_url)
-    t2 = time.perf_counter()
+def write_shards_and_manifests(
+        root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
+        assignment: pd.Series, settings: PublishSettings, workers: int,
+        endpoint_url: str | None) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, float]]:
+    """Make every published image, plan, write and check every split's shards; write the
+    manifests. Returns timings too."""
+    # S3 roots read objects in this process: a forkserver started earlier would not see
+    # credentials set in the environment since (and S3 reads are network-bound)
+    local = isinstance(root, LocalStorage)
+    with worker_pool(workers if local else 1) as pool:
+        t0 = time.perf_counter()
+        published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
+                                   pool=pool, endpoint_url=endpoint_url)
+        t1 = time.perf_counter()
+        samples = sample_table(images, boxes, assignment, published)
+        plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
+                                  for s in SPLITS if s in set(assignment)]
+        for p in plans:
+            write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
+        t2 = time.perf_counter()
+        digests = write_split_shards(staging, plans, pool=pool)
+        discard(staging / SPOOL)
+        t3 = time.perf_counter()
     manifests = {p.split: p.manifest for p in plans}
-    return manifests, digests, {"manifests_s": t1 - t0, "shards_s": t2 - t1}
+    return manifests, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1, "shards_s": t3 - t2}
 
 
 @task(cache_policy=NO_CACHE)
@@ -177,9 +190,8 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
            split: SplitResult, *, settings: PublishSettings, version: str,
            workers: int, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
-    samples = sample_table(images, boxes, split.assignment)
     manifests, digests, timings = write_shards_and_manifests(
-        storage, staging, images, samples, settings, workers, endpoint_url)
+        storage, staging, images, boxes, split.assignment, settings, workers, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:

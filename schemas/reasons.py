@@ -21,7 +21,10 @@ class Reason(StrEnum):
     INVALID_METADATA = "invalid_metadata"  # a row with an empty user_id or an unparsable field
     INVALID_PATH = "invalid_path"  # a row whose path escapes the source (absolute, ``..``)
     UNKNOWN_GESTURE = "unknown_gesture"  # the assigned gesture is not in the taxonomy
+    OUTSIDE_SOURCE = "outside_source"  # a symlink whose target is outside the source: not read
     # file problems
+    NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, device, socket or folder: not read
+    TOO_LARGE = "too_large"  # more bytes than the ingest size cap: not read past it
     UNREADABLE = "unreadable"  # could not be read, or the decoder failed (corrupt, truncated)
     EMPTY_FILE = "empty_file"  # zero bytes
     NOT_AN_IMAGE = "not_an_image"  # no image format recognised

@@ -14,8 +14,10 @@ A release is an immutable folder ``ROOT/releases/<version>/``::
     SHA256SUMS                      sha256 of every other file, ``sha256sum -c`` format
 
 Boxes everywhere follow HaGRID: ``[x, y, w, h]`` relative to the width and height of the
-ORIENTED image (EXIF orientation applied). Shard members are the stored bytes unchanged, so
-a reader must apply the EXIF orientation (``PIL.ImageOps.exif_transpose``) before using boxes.
+ORIENTED image (EXIF orientation applied). The published images are that upright image, with
+no metadata (``tasks.publish.published_image``): a plain ``Image.open(...).convert("RGB")``
+sees what the boxes describe. ``sha256`` and ``size`` are those of the published bytes,
+``source_sha256`` the catalog object's they were made from.
 The key of a sample is its image_id (a UUID), never anything taken from raw input.
 """
 
@@ -28,8 +30,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # every split name a release may hold
-KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Whole-string patterns: use fullmatch (``$`` would also match before a trailing newline).
+KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 RELEASES = "releases"  # under the dataset root
 MANIFESTS = "manifests"
@@ -48,9 +51,10 @@ MANIFEST = pa.schema(
         pa.field("image_id", pa.string(), nullable=False),  # also the sample key in shards
         pa.field("split", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),  # of the image bytes in the shard
+        pa.field("source_sha256", pa.string(), nullable=False),  # of the catalog's object
         pa.field("width", pa.int32(), nullable=False),  # oriented
         pa.field("height", pa.int32(), nullable=False),
-        pa.field("format", pa.string(), nullable=False),  # JPEG / PNG / WEBP
+        pa.field("format", pa.string(), nullable=False),  # JPEG / PNG / WEBP, as published
         pa.field("gesture", pa.string(), nullable=False),  # the assigned, validated class
         pa.field("user_id", pa.string(), nullable=False),  # pseudonymous subject id
         pa.field("boxes", pa.list_(pa.list_(pa.float64(), 4)), nullable=False),  # [x, y, w, h]
@@ -62,7 +66,7 @@ MANIFEST = pa.schema(
         pa.field("annotation_method", pa.string(), nullable=False),  # median_edges, import...
         pa.field("shard", pa.string(), nullable=False),  # e.g. shards/train-000000.tar
         pa.field("offset", pa.int64(), nullable=False),  # byte offset of the image member data
-        pa.field("size", pa.int64(), nullable=False),  # its size in bytes
+        pa.field("size", pa.int64(), nullable=False),  # its size in bytes (the published image)
         pa.field("json_offset", pa.int64(), nullable=False),  # the <key>.json member's data
         pa.field("json_size", pa.int64(), nullable=False),
     ]
@@ -120,7 +124,7 @@ class PublishSettings:
 
 def check_version(version: str) -> str:
     """Return ``version`` when it is a safe folder name; raise ValueError otherwise."""
-    if not VERSION_PATTERN.match(version) or version in (".", ".."):
+    if not VERSION_PATTERN.fullmatch(version) or version in (".", ".."):
         raise ValueError(f"release version must match {VERSION_PATTERN.pattern}: {version!r}")
     return version
 

@@ -39,6 +39,7 @@ class IngestSettings:
 
     min_side: int = 720
     max_pixels: int = 100_000_000
+    max_bytes: int = 100_000_000  # per input; a HaGRID FullHD JPEG is ~1.3 MB
     formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "MPO")
     taxonomy: str = DEFAULT_TAXONOMY
     chunk_size: int = 256  # images per Prefect task (per-task overhead is ~10-15 ms)

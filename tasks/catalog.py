@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.tables import CATALOG_TABLES
@@ -52,11 +53,18 @@ class Catalog:
         keys = self.root.list(f"catalog/{table}")
         return [k for k in keys if k.endswith(".parquet") and _batch_of(k) in done]
 
-    def read_table(self, table: str, *, columns: list[str] | None = None) -> pa.Table:
-        """All committed rows of ``table`` (an empty table with the schema when none)."""
+    def read_table(self, table: str, *, columns: list[str] | None = None,
+                   filters: pc.Expression | None = None) -> pa.Table:
+        """All committed rows of ``table`` (an empty table with the schema when none).
+
+        ``columns`` and ``filters`` (e.g. ``pc.field("stage") == "validation"``) are applied
+        while reading: other columns are not decoded, row groups whose statistics rule the
+        filter out are skipped.
+        """
         schema = CATALOG_TABLES[table]
         parts = [
-            pq.read_table(io.BytesIO(self.root.read_bytes(k)), columns=columns, schema=schema)
+            pq.read_table(io.BytesIO(self.root.read_bytes(k)), columns=columns, schema=schema,
+                          filters=filters)
             for k in self.table_files(table)
         ]
         if not parts:

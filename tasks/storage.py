@@ -6,8 +6,10 @@ the root. Writes are atomic (a local temp file renamed into place; a single S3 P
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -18,6 +20,22 @@ class SourceError(RuntimeError):
     """The source or root itself is broken (unreachable bucket, missing folder or table)."""
 
 
+class InputRefused(Exception):
+    """An input of a source that ``read_input`` refuses to read (one of the kinds below)."""
+
+
+class OutsideSourceError(InputRefused):
+    """The key resolves (through a symlink) to a place outside the source root."""
+
+
+class NotRegularFileError(InputRefused):
+    """The key is a FIFO, a device, a socket or a folder, not a regular file."""
+
+
+class TooLargeError(InputRefused):
+    """The input is larger than the size cap."""
+
+
 class Storage(Protocol):
     """What the pipeline needs from a place that holds files."""
 
@@ -25,6 +43,11 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes:
         """The whole content of ``key``; ``FileNotFoundError`` when absent."""
+        ...
+
+    def read_input(self, key: str, *, max_bytes: int) -> bytes:
+        """An untrusted input of a source, at most ``max_bytes`` (never more than one byte past
+        the cap is read); ``InputRefused`` subclasses say why not, ``FileNotFoundError``."""
         ...
 
     def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
@@ -59,6 +82,13 @@ class Storage(Protocol):
         """Raise ``SourceError`` when the root cannot be reached."""
         ...
 
+    def remove_partial_writes(self) -> builtins.list[str]:
+        """Remove what interrupted writes left (temp files, unfinished uploads); list them.
+
+        Only safe while no other writer is active (under the root's writer lock).
+        """
+        ...
+
 
 def safe_key(key: str) -> str:
     """Normalise a relative key; raise ``ValueError`` when it escapes the root."""
@@ -68,6 +98,29 @@ def safe_key(key: str) -> str:
     if any(p in ("..", "") for p in parts):
         raise ValueError(f"path escapes the source: {key!r}")
     return "/".join(p for p in parts if p != ".")
+
+
+def process_umask() -> int:
+    """This process's umask, read from ``/proc`` (Linux) without changing it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: read by setting, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~process_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` would give a new folder: 0777 less the umask."""
+    return 0o777 & ~process_umask()
 
 
 class LocalStorage:
@@ -84,12 +137,39 @@ class LocalStorage:
         """The whole content of ``key``."""
         return self._p(key).read_bytes()
 
+    def read_input(self, key: str, *, max_bytes: int) -> bytes:
+        """A regular file whose real path is under the root, of at most ``max_bytes``.
+
+        A symlink is followed only while it stays under the root. FIFOs, devices and sockets
+        are refused before opening, and ``O_NONBLOCK`` keeps one swapped in meanwhile from
+        blocking (``fstat`` then refuses it); ``O_NOFOLLOW`` refuses a final link swapped in.
+        """
+        real = Path(os.path.realpath(self._p(key)))
+        if not real.is_relative_to(self.path):
+            raise OutsideSourceError(f"{key} is a link that leads out of {self.path}")
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            raise NotRegularFileError(f"{key} is not a regular file")
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise NotRegularFileError(f"{key} is not a regular file")
+            if info.st_size > max_bytes:
+                raise TooLargeError(f"{key}: {info.st_size} bytes, more than {max_bytes}")
+            data = fh.read(info.st_size + 1)
+            if len(data) > info.st_size:  # grew since fstat: read on, up to one byte past the cap
+                data += fh.read(max_bytes + 1 - len(data))
+        if len(data) > max_bytes:
+            raise TooLargeError(f"{key}: more than {max_bytes} bytes")
+        return data
+
     def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Write to a temp file in the same folder (fsync when durable), rename into place."""
         target = self._p(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
         try:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600: other readers need the umask's
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 if durable:
@@ -117,6 +197,7 @@ class LocalStorage:
         """Rename (or copy, across file systems) the file into place."""
         target = self._p(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, file_mode())  # staged by mkstemp/mkdtemp code: 0600 otherwise
         try:
             os.replace(path, target)
         except OSError:
@@ -129,12 +210,16 @@ class LocalStorage:
         return self._p(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
-        """Every file under ``prefix``, skipping hidden temp files of interrupted writes."""
+        """Every file under ``prefix``, skipping hidden temp files of interrupted writes.
+
+        Symlinked folders are not descended into (one may lead out of the root); a symlinked
+        file is listed, and ``read_input`` checks where it leads.
+        """
         base = self._p(prefix) if prefix else self.path
-        if not base.is_dir():
+        if not base.is_dir() or not Path(os.path.realpath(base)).is_relative_to(self.path):
             return []
         out = []
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, _dirs, files in os.walk(base, followlinks=False):
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
@@ -144,6 +229,17 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         """Remove the file if present."""
         self._p(key).unlink(missing_ok=True)
+
+    def remove_partial_writes(self) -> builtins.list[str]:
+        """Delete the ``.tmp-*`` files of writes a killed run never renamed into place."""
+        removed = []
+        for dirpath, _dirs, files in os.walk(self.path):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    path = Path(dirpath, name)
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.path).as_posix())
+        return sorted(removed)
 
     def check(self) -> None:
         """The root must be an existing directory."""
@@ -175,6 +271,30 @@ class S3Storage:
             return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(key) from exc
+
+    def read_input(self, key: str, *, max_bytes: int) -> bytes:
+        """A ranged GET of the first ``max_bytes + 1`` bytes; ``TooLargeError`` past the cap,
+        decided from the object's size in the reply before its body is read."""
+        from botocore.exceptions import ClientError
+
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self._k(key),
+                                         Range=f"bytes=0-{max_bytes}")
+        except self.client.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(key) from exc
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # a first byte out of range: the object is empty
+            raise
+        with got["Body"] as body:
+            total = (got.get("ContentRange") or "").rpartition("/")[2]  # "bytes 0-N/SIZE"
+            size = int(total) if total.isdigit() else int(got.get("ContentLength") or 0)
+            if size > max_bytes:
+                raise TooLargeError(f"{key}: {size} bytes, more than {max_bytes}")
+            data: bytes = body.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise TooLargeError(f"{key}: more than {max_bytes} bytes")
+        return data
 
     def write_bytes(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """PUT the object (atomic and durable in S3 once it returns)."""
@@ -229,6 +349,19 @@ class S3Storage:
     def delete(self, key: str) -> None:
         """DELETE the object (no error when absent)."""
         self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def remove_partial_writes(self) -> builtins.list[str]:
+        """Abort the multipart uploads under the prefix that a killed run left unfinished."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        removed = []
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                   UploadId=upload["UploadId"])
+                removed.append(upload["Key"][len(prefix):])
+        return sorted(removed)
 
     def check(self) -> None:
         """The bucket must exist and answer."""

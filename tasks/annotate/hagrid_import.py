@@ -21,6 +21,11 @@ Decisions:
   reason. An image without an entry still goes through ingest (and later through every
   stage); it gets a per-image placeholder subject id, ``unknown:<file>``, so that it never
   shares a subject (and a split) with anyone else.
+- Nothing outside the two folders is read. An annotations file that is a link leading out
+  of ANNOTATIONS_DIR, a FIFO or device, or one over ``MAX_ANNOTATIONS_BYTES`` is a problem
+  and is not read; JSON nested deeper than the parser can follow is a malformed file, and an
+  entry nested over ``MAX_ENTRY_DEPTH`` levels a malformed entry. Images go through ingest,
+  which refuses links leading out of DATASET_DIR (``outside_source``).
 - Duplicates map to nothing. A file that ingest rejected as a duplicate does not pass its
   entry to the image kept: a near or mirrored duplicate's boxes are in another frame (a
   crop shifts them, a mirror swaps the leading hand), and the kept image has its own entry
@@ -55,7 +60,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -71,12 +76,14 @@ from tasks.annotate.boxes import AnnotationError, ParsedAnnotation, answer_json,
 from tasks.annotate.consensus import AggregateBox, ImageAnnotation, box_rows
 from tasks.catalog import Catalog
 from tasks.ingest.intake import IMAGE_EXTENSIONS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
-from tasks.storage import LocalStorage, Storage, open_storage
+from tasks.storage import LocalStorage, OutsideSourceError, Storage, open_storage
 
 IMPORT_METHOD = "import:hagrid"  # verdicts.method and boxes.method of imported annotations
 EXTRA_FIELDS = ("united_bbox", "united_label", "hand_landmarks", "landmarks", "meta")
 UNKNOWN_SUBJECT = "unknown:"  # prefix of the placeholder subject id of an image without one
 SAMPLE_PROBLEMS = 20
+MAX_ANNOTATIONS_BYTES = 1 << 30  # per annotations file (HaGRID's largest are ~100 MB)
+MAX_ENTRY_DEPTH = 16  # lists and objects in an entry; HaGRID's hand_landmarks nest 4
 
 IngestFn = Callable[[str, str, str], dict[str, Any]]  # (source, submissions uri, root) -> summary
 
@@ -97,6 +104,8 @@ class LayoutProblem(StrEnum):
     UNKNOWN_GESTURE_FILE = "unknown_gesture_file"  # an annotations file of no known gesture
     OUTSIDE_GESTURE_FOLDER = "outside_gesture_folder"  # an image not directly in a folder
     MALFORMED_FILE = "malformed_file"  # an annotations file that is not a JSON object
+    OUTSIDE_FOLDER = "outside_folder"  # an annotations file linked from outside: not read
+    UNREADABLE_FILE = "unreadable_file"  # not a regular file, too large, or an I/O error
     MALFORMED_ENTRY = "malformed_entry"  # an entry that is not a JSON object
     DUPLICATE_ENTRY = "duplicate_entry"  # one image in two annotations files: first kept
     MISSING_USER_ID = "missing_user_id"  # an entry without user_id: placeholder subject
@@ -175,8 +184,24 @@ def read_hagrid_layout(dataset_dir: Path, annotations_dir: Path, *,
     annotations.check()
     inside = _relative_to(annotations.path, dataset.path)
     keys = [k for k in dataset.list() if inside is None or not _under(k, inside)]
-    files = {k: annotations.read_bytes(k) for k in annotations.list()}
-    return pair_layout(keys, files, taxonomy=taxonomy)
+    files, unread = read_annotation_files(annotations)
+    layout = pair_layout(keys, files, taxonomy=taxonomy)
+    return replace(layout, problems=(*unread, *layout.problems))
+
+
+def read_annotation_files(annotations: Storage) -> tuple[dict[str, bytes], list[Problem]]:
+    """Every annotations file's bytes, and a problem for each one not read: a link that leads
+    out of the folder, a FIFO or device, a file over ``MAX_ANNOTATIONS_BYTES``, an I/O error."""
+    files: dict[str, bytes] = {}
+    problems = []
+    for key in annotations.list():
+        try:
+            files[key] = annotations.read_input(key, max_bytes=MAX_ANNOTATIONS_BYTES)
+        except OutsideSourceError as exc:
+            problems.append(Problem(LayoutProblem.OUTSIDE_FOLDER, key, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - refused or failed: a problem, never fatal
+            problems.append(Problem(LayoutProblem.UNREADABLE_FILE, key, str(exc)))
+    return files, problems
 
 
 def _relative_to(path: Path, base: Path) -> str | None:
@@ -240,6 +265,9 @@ def _parse_annotations_file(key: str, data: bytes, problems: list[Problem]) -> d
         obj = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         problems.append(Problem(LayoutProblem.MALFORMED_FILE, key, f"not JSON: {exc}"))
+        return {}
+    except RecursionError:
+        problems.append(Problem(LayoutProblem.MALFORMED_FILE, key, "JSON nested too deeply"))
         return {}
     if not isinstance(obj, dict):
         problems.append(Problem(LayoutProblem.MALFORMED_FILE, key,
@@ -360,6 +388,8 @@ def parse_entry(entry: Any, *, mode: ImportMode, labels: AbstractSet[str],
     """
     if not isinstance(entry, Mapping):
         raise AnnotationError(BoxReason.MALFORMED, "the entry is not an object")
+    if nested_deeper(entry, MAX_ENTRY_DEPTH):  # its extras would not serialise back
+        raise AnnotationError(BoxReason.MALFORMED, f"nested over {MAX_ENTRY_DEPTH} levels")
     answer = from_hagrid(entry, labels=labels, settings=settings)
     if mode is ImportMode.ACCEPT and answer.problems:
         first = answer.problems[0]
@@ -370,6 +400,16 @@ def parse_entry(entry: Any, *, mode: ImportMode, labels: AbstractSet[str],
     if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
         raise AnnotationError(BoxReason.MALFORMED, f"leading_conf not in [0, 1]: {conf!r}")
     return answer, float(conf)
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """True when lists and objects nest more than ``limit`` levels in ``value`` (no recursion:
+    JSON that parsed near the stack's limit could not be walked or written back recursively)."""
+    level = [value]
+    for _ in range(limit):
+        level = [v for x in level if isinstance(x, (list, dict))
+                 for v in (x.values() if isinstance(x, dict) else x)]
+    return any(isinstance(x, (list, dict)) for x in level)
 
 
 # ---- rows -------------------------------------------------------------------------------

@@ -1,19 +1,28 @@
 """Raw crowd answers -> canonical answers, or a recorded rejection. No I/O.
 
-Every back end (Label Studio, answer files, the simulated crowd) hands over ``RawAnswer``
-records; ``screen_answers`` turns each into exactly one ``answers`` row: accepted with its
-canonical form, or rejected with an ``AnswerReason``. Nothing is dropped and nothing here
-raises on bad input.
+Every back end (Label Studio, answer files, the simulated crowd) hands over raw answers: a
+table with ``RAW_COLUMNS`` (``raw_frame`` builds one from ``RawAnswer`` records; the file back
+end builds it column by column). ``screen_answer_frame`` turns each row into exactly one
+``answers`` row: accepted with its canonical form, or rejected with an ``AnswerReason``.
+Nothing is dropped and nothing here raises on bad input.
+
+Worker ids are opaque: two ids are the same worker when they are equal after removing
+surrounding whitespace (``W1`` and ``w1`` are two workers). ``clean_ids`` is that rule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from schemas.crowd import (
     FILTRATION_FLAGS,
@@ -25,6 +34,7 @@ from schemas.crowd import (
     Queue,
     Stage,
 )
+from schemas.tables import ANSWERS
 from schemas.taxonomy import load_taxonomy
 from tasks.annotate.boxes import AnnotationError, answer_json, from_hagrid, from_labelstudio
 
@@ -72,14 +82,15 @@ def canonical_answer(stage: Stage, value: Any) -> str:
 def _canonical_annotation(value: Any) -> str:
     """Boxes + leading hand: a Label Studio result list, or a HaGRID-style entry (or JSON)."""
     labels = set(load_taxonomy().box_labels)
+    if isinstance(value, str):
+        try:
+            value = parse_json(value)
+        except ValueError as exc:
+            raise AnswerError(AnswerReason.UNREADABLE, f"annotation is not JSON: {exc}") from exc
     try:
-        if isinstance(value, str):
-            value = json.loads(value)
         if isinstance(value, dict):
             return answer_json(from_hagrid(value, labels=labels))
         return answer_json(from_labelstudio(value, labels=labels))
-    except json.JSONDecodeError as exc:
-        raise AnswerError(AnswerReason.UNREADABLE, f"annotation is not JSON: {exc}") from exc
     except AnnotationError as exc:
         raise AnswerError(exc.reason, exc.detail) from exc
 
@@ -144,55 +155,198 @@ def is_yes(answer: str) -> bool:
     return answer == YES
 
 
+# ---- JSON from outside -------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 32  # answers nest a few levels; a thousand exhaust Python's recursion limit
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays and objects of JSON ``text`` nest deeper than ``limit`` (strings
+    skipped; a cheap count rules out most texts at once)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        char = text[token.start()]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` that refuses nesting deeper than ``MAX_JSON_DEPTH`` with a
+    ``ValueError`` (instead of the ``RecursionError`` no caller expects)."""
+    if json_too_deep(text):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
+# ---- screening ----------------------------------------------------------------------------
+
+RAW_COLUMNS = tuple(f.name for f in fields(RawAnswer))  # a raw answer table; raw as JSON text
+SCREENED_COLUMNS = tuple(n for n in ANSWERS.names if n not in ("batch_id", "recorded_at"))
+QUEUES = frozenset(q.value for q in Queue)
+
+
+def raw_json(raw: Any) -> str:
+    """The ``raw`` column: an answer as received, as JSON text."""
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def raw_frame(raws: Iterable[RawAnswer]) -> pd.DataFrame:
+    """``RawAnswer`` records as a raw answer table (``RAW_COLUMNS``)."""
+    rows = [(r.answer_id, r.stage, r.queue, r.image_id, r.worker_id, r.value, r.answered_at,
+             r.origin, raw_json(r.raw or {"value": r.value}), r.skipped, r.unreadable)
+            for r in raws]
+    frame = pd.DataFrame(rows, columns=list(RAW_COLUMNS))
+    frame["value"] = frame["value"].astype(object)
+    frame["skipped"] = frame["skipped"].astype(bool)
+    return frame
+
+
+def clean_ids(values: pd.Series) -> pd.Series:
+    """Image or worker ids as compared and stored: as given, without surrounding whitespace;
+    empty or missing: NaN. Case is kept: a platform's ids are opaque."""
+    text = values.astype("str").str.strip()
+    return text.mask(text.str.len() == 0)
+
+
 def screen_answers(raws: Iterable[RawAnswer], *, stage: Stage, pushed: set[tuple[str, str]],
                    answered: set[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """One ``answers`` row per raw answer, each accepted or rejected with a reason.
+    """``screen_answer_frame`` over ``RawAnswer`` records, as one dict per answers row.
 
     ``pushed`` holds the (queue, image_id) pairs sent out in this stage; ``answered`` the
-    (queue, image_id, worker_id) triples already accepted. Later duplicates from the same
-    worker are rejected, whichever arrives in the same call or came before.
+    (queue, image_id, worker_id) triples already accepted.
     """
-    seen = set(answered)
-    rows = []
-    for raw in raws:
-        row = _base_row(raw)
-        try:
-            key = _check_identity(raw, stage=stage, pushed=pushed, seen=seen)
-            row["answer"] = canonical_answer(stage, raw.value)
-            seen.add(key)
-        except AnswerError as exc:
-            row.update(status="rejected", reason=str(exc.reason), detail=exc.detail)
-        rows.append(row)
-    return rows
+    rows = screen_answer_frame(
+        raw_frame(raws), stage=stage,
+        pushed=pd.DataFrame(sorted(pushed), columns=["queue", "image_id"]),
+        answered=pd.DataFrame(sorted(answered), columns=["queue", "image_id", "worker_id"]))
+    return pa.Table.from_pandas(rows, preserve_index=False).to_pylist()
 
 
-def _check_identity(raw: RawAnswer, *, stage: Stage, pushed: set[tuple[str, str]],
-                    seen: set[tuple[str, str, str]]) -> tuple[str, str, str]:
-    if raw.unreadable is not None:
-        raise AnswerError(AnswerReason.UNREADABLE, raw.unreadable)
-    if raw.skipped:
-        raise AnswerError(AnswerReason.SKIPPED, "the annotator skipped the task")
-    if raw.stage != stage.value:
-        raise AnswerError(AnswerReason.WRONG_STAGE, f"answer for stage {raw.stage!r}")
-    if not raw.image_id or not raw.worker_id:
-        raise AnswerError(AnswerReason.MISSING_FIELD, "no image_id or no worker_id")
-    if raw.queue not in {q.value for q in Queue}:
-        raise AnswerError(AnswerReason.UNKNOWN_CHOICE, f"unknown queue {raw.queue!r}")
-    if (raw.queue, raw.image_id) not in pushed:
-        raise AnswerError(AnswerReason.UNKNOWN_IMAGE,
-                          f"image {raw.image_id} was not sent to the {raw.queue} queue")
-    key = (raw.queue, raw.image_id, raw.worker_id)
-    if key in seen:
-        raise AnswerError(AnswerReason.DUPLICATE_ANSWER,
-                          f"worker {raw.worker_id} already answered image {raw.image_id}")
-    return key
+def screen_answer_frame(raw: pd.DataFrame, *, stage: Stage, pushed: pd.DataFrame,
+                        answered: pd.DataFrame) -> pd.DataFrame:
+    """One ``answers`` row (``SCREENED_COLUMNS``) per raw answer, accepted or rejected.
+
+    The first failing check gives the reason: unreadable, skipped, wrong stage, no image or
+    worker, unknown queue, image not pushed (``pushed``: queue, image_id), then a duplicate
+    (``answered``: queue, image_id, worker_id already accepted, or an earlier accepted row of
+    the same worker here), then the answer itself. A worker whose first answer was malformed
+    may still answer properly.
+    """
+    if raw.empty:
+        return pd.DataFrame(columns=list(SCREENED_COLUMNS))
+    image, worker = clean_ids(raw["image_id"]), clean_ids(raw["worker_id"])
+    queue = raw["queue"].astype("str")
+    reason = np.full(len(raw), None, dtype=object)
+    detail = np.full(len(raw), None, dtype=object)
+    answer = np.full(len(raw), None, dtype=object)
+    pending = _identity_checks(raw, stage=stage, image=image, worker=worker, queue=queue,
+                               pushed=pushed, reason=reason, detail=detail)
+    idx = np.flatnonzero(pending)
+    canon, why, why_detail = _canonical_column(stage, raw["value"].to_numpy()[idx])
+    keys = pd.MultiIndex.from_arrays([queue.to_numpy()[idx], image.to_numpy()[idx],
+                                      worker.to_numpy()[idx]])
+    known = pd.MultiIndex.from_frame(answered[["queue", "image_id", "worker_id"]].astype("str"))
+    earlier = keys.isin(known)
+    fine = pd.isna(why) & ~earlier
+    codes = pd.factorize(keys)[0]
+    duplicate = earlier | (pd.Series(fine).groupby(codes).cumsum().to_numpy() - fine > 0)
+    reason[idx], detail[idx], answer[idx] = why, why_detail, canon
+    dup = idx[duplicate]
+    reason[dup], answer[dup] = AnswerReason.DUPLICATE_ANSWER.value, None
+    detail[dup] = ("worker " + worker.iloc[dup] + " already answered image "
+                   + image.iloc[dup]).to_numpy(dtype=object)
+    return pd.DataFrame({
+        "answer_id": raw["answer_id"], "stage": stage.value, "queue": queue,
+        "image_id": image, "worker_id": worker, "answer": answer,
+        "answered_at": pd.to_datetime(raw["answered_at"], utc=True),
+        "origin": raw["origin"], "status": np.where(pd.isna(reason), "accepted", "rejected"),
+        "reason": reason, "detail": detail, "raw": raw["raw"]},
+        columns=list(SCREENED_COLUMNS)).reset_index(drop=True)
 
 
-def _base_row(raw: RawAnswer) -> dict[str, Any]:
-    return {
-        "answer_id": raw.answer_id, "stage": raw.stage, "queue": raw.queue,
-        "image_id": raw.image_id, "worker_id": raw.worker_id, "answer": None,
-        "answered_at": raw.answered_at, "origin": raw.origin, "status": "accepted",
-        "reason": None, "detail": None,
-        "raw": json.dumps(raw.raw or {"value": raw.value}, sort_keys=True, default=str),
-    }
+def _identity_checks(raw: pd.DataFrame, *, stage: Stage, image: pd.Series, worker: pd.Series,
+                     queue: pd.Series, pushed: pd.DataFrame, reason: np.ndarray,
+                     detail: np.ndarray) -> np.ndarray:
+    """Fill ``reason`` and ``detail`` for the rows the first failing check rejects; the mask of
+    rows that passed every check."""
+    pending = np.ones(len(raw), dtype=bool)
+    sent = pd.MultiIndex.from_frame(pushed[["queue", "image_id"]].astype("str"))
+    checks: list[tuple[Any, AnswerReason, Any]] = [
+        (lambda: raw["unreadable"].notna(), AnswerReason.UNREADABLE,
+         lambda m: raw["unreadable"][m]),
+        (lambda: raw["skipped"].astype(bool), AnswerReason.SKIPPED,
+         lambda m: "the annotator skipped the task"),
+        (lambda: raw["stage"] != stage.value, AnswerReason.WRONG_STAGE,
+         lambda m: "answer for stage '" + raw["stage"][m].astype("str") + "'"),
+        (lambda: image.isna() | worker.isna(), AnswerReason.MISSING_FIELD,
+         lambda m: "no image_id or no worker_id"),
+        (lambda: ~queue.isin(QUEUES), AnswerReason.UNKNOWN_CHOICE,
+         lambda m: "unknown queue '" + queue[m] + "'"),
+        (lambda: ~_in_pairs(queue, image, sent, pending), AnswerReason.UNKNOWN_IMAGE,
+         lambda m: "image " + image[m] + " was not sent to the " + queue[m] + " queue"),
+    ]
+    for failing, why, text in checks:
+        hit = pending & np.asarray(failing(), dtype=bool)
+        if hit.any():
+            reason[hit] = why.value
+            found = text(hit)
+            detail[hit] = found if isinstance(found, str) else found.to_numpy(dtype=object)
+            pending &= ~hit
+    return pending
+
+
+def _in_pairs(queue: pd.Series, image: pd.Series, pairs: pd.MultiIndex,
+              rows: np.ndarray) -> np.ndarray:
+    """Whether (queue, image) of each of ``rows`` is in ``pairs`` (False elsewhere)."""
+    out = np.zeros(len(queue), dtype=bool)
+    idx = np.flatnonzero(rows)
+    keys = pd.MultiIndex.from_arrays([queue.to_numpy()[idx], image.to_numpy()[idx]])
+    out[idx] = keys.isin(pairs)
+    return out
+
+
+def _canonical_column(stage: Stage, values: np.ndarray,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``canonical_answer`` of each value: (answer, reason, detail), None where n/a. Texts and
+    validation ``{"valid", "reason"}`` pairs repeat a lot: each distinct one is checked once."""
+    answer = np.full(len(values), None, dtype=object)
+    reason = np.full(len(values), None, dtype=object)
+    detail = np.full(len(values), None, dtype=object)
+    seen: dict[Any, tuple[str | None, str | None, str | None]] = {}
+    for i, value in enumerate(values):
+        key = _memo_key(value)
+        got = seen.get(key) if key is not None else None
+        if got is None:
+            got = _try_canonical(stage, value)
+            if key is not None:
+                seen[key] = got
+        answer[i], reason[i], detail[i] = got
+    return answer, reason, detail
+
+
+def _memo_key(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.keys() == {"valid", "reason"} and all(
+            v is None or isinstance(v, str) for v in value.values()):
+        return ("valid", value["valid"], value["reason"])
+    return None
+
+
+def _try_canonical(stage: Stage, value: Any) -> tuple[str | None, str | None, str | None]:
+    try:
+        return canonical_answer(stage, None if _is_missing(value) else value), None, None
+    except AnswerError as exc:
+        return None, str(exc.reason), exc.detail
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

@@ -14,19 +14,32 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.annotation import BOXES, AnnotationSettings
-from schemas.crowd import CrowdSettings, Queue, Stage, Verdict
+from schemas.crowd import AnswerReason, CrowdSettings, Queue, Stage, Verdict
 from schemas.tables import ANSWERS, GOLDEN, STAGE_TASKS, VERDICTS
 from tasks.annotate.consensus import ImageAnnotation, box_rows
 from tasks.annotate.stage import annotation_consensus, review_annotation
 from tasks.catalog import Catalog
-from tasks.crowd.answers import AnswerError, canonical_answer, screen_answers
+from tasks.crowd.answers import (
+    SCREENED_COLUMNS,
+    AnswerError,
+    canonical_answer,
+    screen_answer_frame,
+)
 from tasks.crowd.backends import CrowdBackend, CrowdTask, PushedTask
 from tasks.crowd.consensus import aggregate, worker_quality
 from tasks.crowd.queue import Decision, ImageState, StagePlan, plan_stage
 
 DECIDING_FIELDS = ["verdict", "reason", "method", "n_answers"]
+ANSWER_STATE_COLUMNS = ("answer_id", "stage", "queue", "image_id", "worker_id", "answer",
+                        "answered_at", "origin", "status", "reason")
+
+
+def no_answers() -> pd.DataFrame:
+    """An empty table of screened answers."""
+    return pd.DataFrame(columns=list(SCREENED_COLUMNS))
 
 
 @dataclass
@@ -35,24 +48,25 @@ class StageTables:
 
     stage: Stage
     images: pd.DataFrame  # eligible images: image_id, object_key, gesture
-    answers: pd.DataFrame  # every answers row of the stage
+    answers: pd.DataFrame  # every answers row of the stage (ANSWER_STATE_COLUMNS)
     tasks: pd.DataFrame  # every stage_tasks row of the stage
     golden: pd.Series  # image_id -> known answer
     verdicts: pd.DataFrame  # the latest verdict per image of the stage, indexed by image_id
-    new_answers: list[dict[str, Any]] = field(default_factory=list)
+    new_answers: pd.DataFrame = field(default_factory=no_answers)
 
-    def with_answers(self, rows: list[dict[str, Any]]) -> StageTables:
-        """The same state with freshly screened answer rows added."""
-        if not rows:
+    def with_answers(self, rows: pd.DataFrame) -> StageTables:
+        """The same state with freshly screened answer rows (``SCREENED_COLUMNS``) added."""
+        if rows.empty:
             return self
-        merged = pd.concat([self.answers, pd.DataFrame(rows)], ignore_index=True)
-        return replace(self, answers=merged, new_answers=self.new_answers + rows)
+        merged = pd.concat([self.answers, rows[self.answers.columns]], ignore_index=True)
+        new = pd.concat([self.new_answers, rows], ignore_index=True) if len(
+            self.new_answers) else rows
+        return replace(self, answers=merged, new_answers=new)
 
 
 def latest_verdicts(catalog: Catalog, stage: Stage) -> pd.DataFrame:
     """The current verdict of every image in ``stage`` (later rows supersede earlier ones)."""
-    v = catalog.read_table("verdicts").to_pandas()
-    v = v[v["stage"] == stage.value]
+    v = catalog.read_table("verdicts", filters=pc.field("stage") == stage.value).to_pandas()
     v = v.sort_values(["decided_at", "batch_id"], kind="stable")
     return v.drop_duplicates("image_id", keep="last").set_index("image_id")
 
@@ -61,7 +75,9 @@ def eligible_images(catalog: Catalog, stage: Stage) -> pd.DataFrame:
     """Images this stage must decide: all for validation; accepted ones for filtration."""
     images = catalog.read_table("images", columns=["image_id", "object_key", "gesture", "width",
                                                    "height"])
-    df = images.to_pandas()
+    # first row per image: a root damaged by concurrent runs (before the writer lock) may
+    # hold an image twice; `hagrid check --repair` removes the extra row
+    df = images.to_pandas().drop_duplicates("image_id", keep="first")
     if stage is Stage.ANNOTATION:
         return images_passing(catalog)
     if stage is Stage.FILTRATION:
@@ -80,31 +96,34 @@ def images_passing(catalog: Catalog) -> pd.DataFrame:
 
 
 def load_stage(catalog: Catalog, stage: Stage) -> StageTables:
-    """Read the stage's state from the catalog."""
-    answers = catalog.read_table("answers").to_pandas()
-    tasks = catalog.read_table("stage_tasks").to_pandas()
-    golden = catalog.read_table("golden").to_pandas()
-    golden = golden[golden["stage"] == stage.value].sort_values("added_at", kind="stable")
+    """Read the stage's state from the catalog: its rows only, and of ``answers`` only the
+    columns a run works with (the ``raw`` answers and details stay on disk)."""
+    of_stage = pc.field("stage") == stage.value
+    answers = catalog.read_table("answers", columns=list(ANSWER_STATE_COLUMNS),
+                                 filters=of_stage).to_pandas()
+    tasks = catalog.read_table("stage_tasks", filters=of_stage).to_pandas()
+    golden = catalog.read_table("golden", filters=of_stage).to_pandas()
+    golden = golden.sort_values("added_at", kind="stable")
     return StageTables(
-        stage=stage, images=eligible_images(catalog, stage),
-        answers=answers[answers["stage"] == stage.value].reset_index(drop=True),
-        tasks=tasks[tasks["stage"] == stage.value].reset_index(drop=True),
+        stage=stage, images=eligible_images(catalog, stage), answers=answers, tasks=tasks,
         golden=golden.drop_duplicates("image_id", keep="last").set_index("image_id")["answer"],
         verdicts=latest_verdicts(catalog, stage))
 
 
-def pull_answers(backend: CrowdBackend, tables: StageTables) -> list[dict[str, Any]]:
-    """New answers from the back end, each screened into an accepted or rejected row."""
-    known = set(tables.answers["answer_id"])
-    fresh, seen = [], set()
-    for raw in backend.pull(tables.stage):
-        if raw.answer_id not in known and raw.answer_id not in seen:
-            seen.add(raw.answer_id)
-            fresh.append(raw)
-    pushed = set(zip(tables.tasks["queue"], tables.tasks["image_id"]))
+def pull_answers(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
+    """New answers from the back end, each screened into an accepted or rejected row.
+
+    An answer is new when its id is not among the stage's recorded rows, whatever their
+    status: every row a stage screens is stored under that stage (a ``wrong_stage`` one
+    too), so a rejected answer is recorded once, like an accepted one.
+    """
+    recorded = tables.answers["answer_id"]
+    raw = backend.pull(tables.stage, recorded=frozenset(recorded))
+    fresh = raw[~raw["answer_id"].isin(recorded)].drop_duplicates("answer_id")
     ok = tables.answers[tables.answers["status"] == "accepted"]
-    answered = set(zip(ok["queue"], ok["image_id"], ok["worker_id"]))
-    return screen_answers(fresh, stage=tables.stage, pushed=pushed, answered=answered)
+    return screen_answer_frame(fresh, stage=tables.stage,
+                               pushed=tables.tasks[["queue", "image_id"]],
+                               answered=ok[["queue", "image_id", "worker_id"]])
 
 
 def crowd_answers(tables: StageTables) -> pd.DataFrame:
@@ -151,15 +170,18 @@ def image_states(tables: StageTables) -> list[ImageState]:
     """Per eligible image: rounds asked, answers received, review status."""
     t, a = tables.tasks, tables.answers
     crowd_t, review_t = t[t["queue"] == Queue.CROWD.value], t[t["queue"] == Queue.REVIEW.value]
-    asked = crowd_t.groupby("image_id")["answers_wanted"].sum()
-    rounds = crowd_t.groupby("image_id")["round"].max()
-    received = a[a["queue"] == Queue.CROWD.value].groupby("image_id").size()
+    asked = crowd_t.groupby("image_id")["answers_wanted"].sum().to_dict()
+    rounds = crowd_t.groupby("image_id")["round"].max().to_dict()
+    # a rejected answer used up an assignment too, unless it belongs to another stage
+    came = (a["queue"] == Queue.CROWD.value) & (a["reason"] != AnswerReason.WRONG_STAGE.value)
+    received = a[came].groupby("image_id").size().to_dict()
     in_review = set(review_t["image_id"])
     reviews = a[(a["queue"] == Queue.REVIEW.value) & (a["status"] == "accepted")]
     review_answer = reviews.sort_values("answered_at", kind="stable").drop_duplicates(
-        "image_id").set_index("image_id")["answer"]
+        "image_id").set_index("image_id")["answer"].to_dict()
+    golden = tables.golden.to_dict()
     decided = set(tables.verdicts.index)
-    return [ImageState(image_id=i, golden_answer=tables.golden.get(i),
+    return [ImageState(image_id=i, golden_answer=golden.get(i),
                        crowd_asked=int(asked.get(i, 0)), crowd_round=int(rounds.get(i, 0)),
                        crowd_received=int(received.get(i, 0)), in_review=i in in_review,
                        review_answer=review_answer.get(i), decided=i in decided)
@@ -168,17 +190,11 @@ def image_states(tables: StageTables) -> list[ImageState]:
 
 def changed_decisions(decisions: list[Decision], current: pd.DataFrame) -> list[Decision]:
     """The decisions that differ from the stored verdicts (the rest need no new row)."""
-    out = []
-    for d in decisions:
-        if d.image_id in current.index:
-            row = current.loc[d.image_id]
-            stored = [row["verdict"], row["reason"], row["method"], int(row["n_answers"])]
-            reason = None if pd.isna(stored[1]) else stored[1]
-            if [stored[0], reason, stored[2], stored[3]] == [d.verdict.value, d.reason,
-                                                              d.method, d.n_answers]:
-                continue
-        out.append(d)
-    return out
+    stored = {i: (v, None if pd.isna(r) else r, m, int(n)) for i, v, r, m, n in zip(
+        current.index, current["verdict"], current["reason"], current["method"],
+        current["n_answers"], strict=True)}
+    return [d for d in decisions
+            if stored.get(d.image_id) != (d.verdict.value, d.reason, d.method, d.n_answers)]
 
 
 def crowd_tasks(plan: StagePlan, tables: StageTables,
@@ -215,10 +231,10 @@ def boxes_table(decisions: list[Decision], annotations: dict[str, ImageAnnotatio
     return pa.Table.from_pylist(rows, schema=BOXES)
 
 
-def answer_table(rows: list[dict[str, Any]], *, batch_id: str, now: dt.datetime) -> pa.Table:
-    """Screened answer rows as an ``answers`` batch."""
-    return pa.Table.from_pylist([{**r, "batch_id": batch_id, "recorded_at": now} for r in rows],
-                                schema=ANSWERS)
+def answer_table(rows: pd.DataFrame, *, batch_id: str, now: dt.datetime) -> pa.Table:
+    """Screened answer rows (``SCREENED_COLUMNS``) as an ``answers`` batch."""
+    batch = rows.assign(batch_id=batch_id, recorded_at=now)
+    return pa.Table.from_pandas(batch[ANSWERS.names], schema=ANSWERS, preserve_index=False)
 
 
 def verdict_table(stage: Stage, decisions: list[Decision], *, batch_id: str,

@@ -1,9 +1,12 @@
 """Per-image inspection: decode once (small), orient, check, and compute the dedup features.
 
 Pure functions over bytes: no I/O, no Prefect. JPEGs are decoded at 1/8 scale with libjpeg's
-DCT scaling (Pillow ``draft``), which is enough for perceptual hashing and far cheaper than a
-full decode; the decoder still reads the whole entropy-coded stream, so truncation and
-corruption are caught.
+DCT scaling, which is enough for perceptual hashing and far cheaper than a full decode; the
+decoder still reads the whole entropy-coded stream. It goes through simplejpeg (libjpeg-turbo)
+in strict mode, because libjpeg only *warns* about damaged data (a file cut short with an end
+marker appended, a frame header that disagrees with the data) and Pillow hides its warnings:
+such a file would decode to a grey-padded image and be accepted. The 1/8-scale grey output is
+the same, pixel for pixel, as Pillow's ``draft("L", ...)`` decode, so features are unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from schemas.reasons import Reason
@@ -40,6 +44,16 @@ def _dct_matrix(n: int) -> np.ndarray:
     m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
     m[0] /= np.sqrt(2.0)
     return m.astype(np.float32)
+
+
+# libjpeg warnings that mean damaged data (strict mode raises them as ValueError). The others
+# (an unknown JFIF revision or Adobe transform code, odd scan parameters) do not.
+_DAMAGE_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # 16-bit grey PNGs
+
+
+class DamagedData(ValueError):
+    """The decoder warned of damaged data: the file decodes, but not to the photo it was."""
 
 
 _DCT = _dct_matrix(DCT_SIZE)
@@ -96,13 +110,47 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _decode_small_grey(im: Image.Image) -> Image.Image:
+def _draft_scale(w: int, h: int) -> int:
+    """The DCT scale denominator Pillow's ``draft`` picks for a target of (w // 8, h // 8)."""
+    ratio = min(w // max(1, w // 8), h // max(1, h // 8))
+    return next(s for s in (8, 4, 2, 1) if ratio >= s)
+
+
+def jpeg_small_grey(data: bytes, w: int, h: int, *, colour: bool = False) -> np.ndarray:
+    """libjpeg's DCT-scaled grey decode (``draft``'s scale); ``DamagedData`` on a damage warning.
+
+    ``colour``: CMYK/YCCK data, decoded only as a check (libjpeg has no CMYK-to-grey).
+    """
+    s = _draft_scale(w, h)
+    size = {"min_width": -(-w // s), "min_height": -(-h // s)}
+    space = "CMYK" if colour else "GRAY"
+    try:
+        grey = simplejpeg.decode_jpeg(data, colorspace=space, strict=True, **size)
+    except ValueError as exc:
+        if str(exc).startswith(_DAMAGE_WARNINGS):
+            raise DamagedData(str(exc)) from None
+        grey = simplejpeg.decode_jpeg(data, colorspace=space, strict=False, **size)
+    return np.ascontiguousarray(grey[..., 0])
+
+
+def _to_8bit_grey(im: Image.Image) -> Image.Image:
+    """Grey, 8 bits: 16-bit grey (modes I;16*, I) keeps its high byte, as 48-bit RGB does."""
+    if im.mode in _WIDE_MODES:
+        wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        return Image.fromarray((wide >> 8).astype(np.uint8))
+    return im if im.mode == "L" else im.convert("L")
+
+
+def _decode_small_grey(im: Image.Image, data: bytes) -> Image.Image:
     """Decode at about 1/8 scale in grey (JPEG DCT scaling); other formats fully, then reduce."""
     w, h = im.size
-    if im.format in ("JPEG", "MPO"):
+    if im.format in ("JPEG", "MPO") and im.mode in ("L", "RGB"):
+        return Image.fromarray(jpeg_small_grey(data, w, h))
+    if im.format in ("JPEG", "MPO"):  # CMYK: checked by libjpeg, converted as Pillow does
+        jpeg_small_grey(data, w, h, colour=True)
         im.draft("L", (max(1, w // 8), max(1, h // 8)))
     im.load()
-    small = im if im.mode == "L" else im.convert("L")
+    small = _to_8bit_grey(im)
     if small.width > 2 * w // 8 + 2:  # not draft-scaled (PNG, WebP): reduce now
         small = small.reduce(max(1, min(w, h) // 135))
     return small
@@ -152,7 +200,7 @@ def inspect_image(data: bytes, *, formats: tuple[str, ...] = ("JPEG", "PNG", "WE
     orientation = _orientation(opened)
     w, h = opened.size  # the declared size: draft() below shrinks opened.size
     try:
-        small = _decode_small_grey(opened)
+        small = _decode_small_grey(opened, data)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data, bad PNG chunks, ...
         return Rejection(Reason.UNREADABLE, f"decoder failed: {exc}", digest, size)
     phash, mirror, thumb = _features(small, orientation)

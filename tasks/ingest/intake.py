@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -50,6 +51,7 @@ def parse_submissions(data: bytes, *, name: str) -> pa.Table:
     suffix = PurePosixPath(name.lower()).suffix
     try:
         if suffix == ".csv":
+            check_unique_columns(_csv_header(data), name=name)
             types = {c: pa.string() for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
             table = pacsv.read_csv(
                 io.BytesIO(data), convert_options=pacsv.ConvertOptions(column_types=types)
@@ -57,15 +59,33 @@ def parse_submissions(data: bytes, *, name: str) -> pa.Table:
         elif suffix in (".jsonl", ".ndjson", ".json"):
             table = _read_jsonl(data)
         elif suffix in (".parquet", ".pq"):
+            check_unique_columns(pq.read_schema(io.BytesIO(data)).names, name=name)
             table = pq.read_table(io.BytesIO(data))
         else:
             raise SourceError(f"{name}: unknown table format {suffix!r} (csv, jsonl, parquet)")
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"{name}: malformed submissions table: {exc}") from exc
+    except RecursionError as exc:  # JSON nested deeper than the parser's stack allows
+        raise SourceError(f"{name}: malformed submissions table: nested too deeply") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise SourceError(f"{name}: submissions table lacks column(s) {missing}")
     return _as_strings(table)
+
+
+def _csv_header(data: bytes) -> list[str]:
+    """The column names of a CSV table (its first record, quoted newlines included)."""
+    text = io.StringIO(data.decode("utf-8-sig", errors="replace"), newline="")
+    return next(csv.reader(text), [])
+
+
+def check_unique_columns(names: list[str], *, name: str) -> None:
+    """``SourceError`` naming a column the pipeline reads that the table has more than once."""
+    counts = Counter(names)
+    twice = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if counts[c] > 1]
+    if twice:
+        raise SourceError(f"{name}: column {twice[0]!r} appears {counts[twice[0]]} times "
+                          "in the submissions table")
 
 
 def _read_jsonl(data: bytes) -> pa.Table:
@@ -150,3 +170,25 @@ def _plan_row(row: dict, *, index: int, sid: str, present: set[str],
         return PlannedInput(file=key, reason=Reason.UNKNOWN_GESTURE,
                             detail=f"{gesture!r} is not in taxonomy {taxonomy.name}", **base)
     return PlannedInput(file=key, **base)
+
+
+def nested_root_folder(source_uri: str, root_uri: str) -> str | None:
+    """The root's folder relative to the source when the root lies inside it, else None.
+
+    Its files (objects, catalog) are the pipeline's own, never inputs: listing them as source
+    files would re-ingest every stored object on the next run. A root that is the source
+    folder itself leaves nothing to tell apart: ``SourceError``.
+    """
+    source, root = source_uri.rstrip("/"), root_uri.rstrip("/")
+    if root == source:
+        raise SourceError(f"the root is the source folder itself: {root}")
+    if not root.startswith(source + "/"):
+        return None
+    return root[len(source) + 1:]
+
+
+def without_folder(keys: list[str], folder: str | None) -> list[str]:
+    """``keys`` less those under ``folder`` (None: all of them)."""
+    if folder is None:
+        return keys
+    return [k for k in keys if not k.startswith(folder + "/")]

@@ -18,7 +18,13 @@ from tasks.catalog import Catalog, image_id_for, object_key, pseudonymize
 from tasks.ingest.dedup import DedupItem, DuplicateDecision, KnownImages, decide_duplicates
 from tasks.ingest.inspection import ImageFeatures, Rejection, inspect_image, sha256_hex
 from tasks.ingest.intake import PlannedInput
-from tasks.storage import Storage
+from tasks.storage import (
+    InputRefused,
+    NotRegularFileError,
+    OutsideSourceError,
+    Storage,
+    TooLargeError,
+)
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,11 @@ def inspect_one(source: Storage, root: Storage, item: PlannedInput,
         return InspectedInput(item, Rejection(item.reason or Reason.MISSING_FILE,
                                               item.detail or ""))
     try:
-        data = source.read_bytes(item.file)
+        data = source.read_input(item.file, max_bytes=settings.max_bytes)
     except FileNotFoundError:
         return InspectedInput(item, Rejection(Reason.MISSING_FILE, "file vanished from source"))
+    except InputRefused as exc:
+        return InspectedInput(item, Rejection(refusal_reason(exc), str(exc)))
     except Exception as exc:  # noqa: BLE001 - permissions, I/O, network errors after retries
         return InspectedInput(item, Rejection(Reason.UNREADABLE, f"cannot read: {exc}"))
     if item.reason is not None:  # bad metadata: record the bytes' identity, nothing more
@@ -52,6 +60,16 @@ def inspect_one(source: Storage, root: Storage, item: PlannedInput,
         if not root.exists(key):  # content-addressed: never rewritten
             root.write_bytes(key, data, durable=False)  # made durable by commit_window
     return InspectedInput(item, result)
+
+
+def refusal_reason(exc: InputRefused) -> Reason:
+    """The stored reason of an input the source adapter refused to read."""
+    if isinstance(exc, OutsideSourceError):
+        return Reason.OUTSIDE_SOURCE
+    if isinstance(exc, TooLargeError):
+        return Reason.TOO_LARGE
+    assert isinstance(exc, NotRegularFileError), exc
+    return Reason.NOT_REGULAR_FILE
 
 
 def inspect_chunk(source: Storage, root: Storage, items: Sequence[PlannedInput],

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from tasks.ingest.steps import is_duplicate_reason
+from tasks.markdown import markdown_text
 
 
 def summarize_run(submissions: list[pa.Table], *, kept_files: dict[str, str], skipped: int,
@@ -53,13 +54,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- elapsed: {summary['elapsed_s']} s ({summary['inputs_per_s']} inputs/s)", "",
         "| reason | count |", "|---|---:|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in summary["reasons"].items()]
+    lines += [f"| {markdown_text(k)} | {v} |" for k, v in summary["reasons"].items()]
     if summary["sample_duplicates"]:
         lines += ["", "## Sample duplicate pairs", "",
                   "| file | reason | kept image | kept file | distance | similarity |",
                   "|---|---|---|---|---:|---:|"]
         lines += [
-            f"| {p['file']} | {p['reason']} | {p['duplicate_of']} | {p['kept_file'] or ''} "
+            f"| {markdown_text(p['file'])} | {markdown_text(p['reason'])} "
+            f"| {markdown_text(p['duplicate_of'])} | {markdown_text(p['kept_file'] or '')} "
             f"| {p['distance']} | {p['similarity']} |"
             for p in summary["sample_duplicates"]
         ]

@@ -2,6 +2,8 @@
 
 - ``selection``: what goes into a release (images, boxes, links, earlier splits)
 - ``splits``: user-disjoint, class-stratified, sticky split assignment
+- ``published_image``: the bytes published for an image (upright, without metadata)
+- ``containers``: JPEG / PNG / WebP read at the byte level (metadata stripped, members checked)
 - ``shards``: WebDataset tar shards with every member's offset planned upfront
 - ``assembly``: the parts computed from the samples (shard plans, exports, contract inputs)
 - ``writer``: the staging folder and its one-step commit

@@ -7,22 +7,85 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import PIL
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.release import COCO, HAGRID, YOLO, PublishSettings
+from schemas.release import COCO, HAGRID, SPLITS, YOLO, PublishSettings
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
 from tasks.publish.selection import image_extension, manifest_table, sample_json
 from tasks.publish.shards import ShardMember, group_by_shard, plan_shards
-from tasks.publish.writer import ShardJob, staged_path, write_shards
-from tasks.storage import LocalStorage, Storage
+from tasks.publish.writer import (
+    ImageJob,
+    ShardJob,
+    run_image_job,
+    run_jobs,
+    run_shard_job,
+    staged_path,
+)
+from tasks.storage import Storage
+
+SPOOL = ".published"  # under the staging folder: published bytes until the shards hold them
+SPOOL_FILE_BYTES = 256 << 20  # a spool file (one image job) holds about this much ...
+SPOOL_FILE_COUNT = 4096  # ... and at most this many images
+
+
+def shard_order(assignment: pd.Series) -> list[str]:
+    """Image ids in the order the shards hold them: split by split (``SPLITS``), by id."""
+    frame = pd.DataFrame({"image_id": assignment.index, "split": assignment.to_numpy()})
+    frame["rank"] = frame["split"].map({s: i for i, s in enumerate(SPLITS)})
+    return frame.sort_values(["rank", "image_id"], kind="stable")["image_id"].tolist()
+
+
+def spool_chunks(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> list[range]:
+    """Consecutive runs of items of at most ``max_bytes`` (one item may pass it alone) and
+    ``max_count`` items."""
+    chunks, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= max_count or used + size > max_bytes):
+            chunks.append(range(start, i))
+            start, used = i, 0
+        used += size
+    if start < len(sizes):
+        chunks.append(range(start, len(sizes)))
+    return chunks
+
+
+def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequence[str], *,
+                   pool: Executor | None, endpoint_url: str | None = None) -> pd.DataFrame:
+    """Make every image's published bytes once (``published_image``: upright, no metadata)
+    and spool them under ``spool``, in ``order``; memory holds one image per process.
+
+    Returns one row per image_id (index, in ``order``): ``sha256`` and ``size`` of the
+    published bytes, and where they are: ``spool`` (a file) and ``spool_offset``.
+    Each stored image is checked against the catalog's sha256 on the way.
+    """
+    meta = images.set_index("image_id").loc[list(order)]
+    spool.mkdir(parents=True, exist_ok=True)
+    jobs = [ImageJob(spool=spool / f"{number:06d}.bin",
+                     object_keys=meta["object_key"].iloc[run.start:run.stop].tolist(),
+                     sha256=meta["sha256"].iloc[run.start:run.stop].tolist(),
+                     orientation=meta["orientation"].iloc[run.start:run.stop].astype(int).tolist(),
+                     root_uri=root.uri, endpoint_url=endpoint_url)
+            for number, run in enumerate(spool_chunks(meta["bytes"].tolist(),
+                                                      max_bytes=SPOOL_FILE_BYTES,
+                                                      max_count=SPOOL_FILE_COUNT))]
+    rows = []
+    for job, made in zip(jobs, run_jobs(pool, run_image_job, jobs), strict=True):
+        offset = 0
+        for size, digest in made:
+            rows.append((digest, size, str(job.spool), offset))
+            offset += size
+    return pd.DataFrame(rows, columns=["sha256", "size", "spool", "spool_offset"],
+                        index=pd.Index(list(order), name="image_id"))
 
 
 @dataclass(frozen=True)
@@ -33,49 +96,56 @@ class SplitPlan:
     manifest: pa.Table  # MANIFEST rows in shard order (sorted by image_id)
     plan: list[ShardMember]
     json_members: dict[str, bytes]  # image_id -> the <key>.json member
-    object_keys: dict[str, str]  # image_id -> where its bytes are under the dataset root
-    sha256: dict[str, str]
+    sources: dict[str, tuple[str, int]]  # image_id -> (spool file, offset) of its bytes
+    sha256: dict[str, str]  # image_id -> sha256 of its published bytes
 
 
-def plan_split(samples: pa.Table, images: pd.DataFrame, *, split: str,
+def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
                settings: PublishSettings) -> SplitPlan:
-    """Plan one split's shards from the samples (all splits) and the catalog image rows."""
+    """Plan one split's shards from the samples (all splits) and the published images."""
     rows = samples.filter(pc.equal(samples.column("split"), split))
     ids = rows.column("image_id").to_pylist()
-    meta = images.set_index("image_id").loc[ids]
+    made = published.loc[ids]
     members = sample_json(rows)
-    table = pd.DataFrame({"key": ids, "ext": [image_extension(f) for f in meta["format"]],
-                          "size": meta["bytes"].to_numpy(),
+    table = pd.DataFrame({"key": ids,
+                          "ext": [image_extension(f) for f in rows.column("format").to_pylist()],
+                          "size": made["size"].to_numpy(),
                           "json_size": [len(m) for m in members]})
     plan = plan_shards(table, split=split, max_bytes=settings.shard_max_bytes,
                        max_count=settings.shard_max_count)
     return SplitPlan(split=split, manifest=manifest_table(rows, plan), plan=plan,
                      json_members=dict(zip(ids, members, strict=True)),
-                     object_keys=dict(zip(ids, meta["object_key"], strict=True)),
-                     sha256=dict(zip(ids, meta["sha256"], strict=True)))
+                     sources=dict(zip(ids, zip(made["spool"], made["spool_offset"].tolist(),
+                                               strict=True), strict=True)),
+                     sha256=dict(zip(ids, made["sha256"], strict=True)))
 
 
-def write_split_shards(root: Storage, staging: Path, plans: Sequence[SplitPlan], *,
-                       workers: int, endpoint_url: str | None = None) -> dict[str, str]:
+def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
+                       pool: Executor | None) -> dict[str, str]:
     """Write every split's shards into ``staging``; return shard name -> sha256.
 
-    Each image is read from the dataset root and checked against its sha256 on the way.
+    Each member's bytes come from the spool and are checked against their sha256; a spool
+    file is removed as soon as every shard that reads it is written.
     """
     jobs = []
     for p in plans:
         for name, members in group_by_shard(p.plan).items():
             keys = [m.key for m in members]
-            jobs.append(ShardJob(
-                path=staged_path(staging, name), members=members,
-                object_keys=[p.object_keys[k] for k in keys],
-                json_members=[p.json_members[k] for k in keys],
-                sha256=[p.sha256[k] for k in keys], root_uri=root.uri,
-                endpoint_url=endpoint_url))
-    # S3 roots write in this process: a forkserver started earlier would not see credentials
-    # set in the environment since (and S3 reads are network-bound, not GIL-bound)
-    digests = write_shards(jobs, workers=workers if isinstance(root, LocalStorage) else 1)
-    return {job.path.relative_to(staging).as_posix(): d
-            for job, d in zip(jobs, digests, strict=True)}
+            jobs.append(ShardJob(path=staged_path(staging, name), members=members,
+                                 sources=[p.sources[k] for k in keys],
+                                 json_members=[p.json_members[k] for k in keys],
+                                 sha256=[p.sha256[k] for k in keys]))
+    last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources}
+    read_last_by: dict[int, list[str]] = {}
+    for path, i in last_reader.items():
+        read_last_by.setdefault(i, []).append(path)
+    digests = {}
+    for i, (job, (_, digest)) in enumerate(zip(jobs, run_jobs(pool, run_shard_job, jobs),
+                                               strict=True)):
+        digests[job.path.relative_to(staging).as_posix()] = digest
+        for path in read_last_by.get(i, []):  # results come in job order: all before are done
+            Path(path).unlink(missing_ok=True)
+    return digests
 
 
 def export_files(manifests: Mapping[str, pa.Table], *,
@@ -117,7 +187,7 @@ def release_info(*, version: str, settings: PublishSettings, counts: pd.DataFram
         "figures": dict(figures), "splits": dict(split), "contracts_checked": dict(contracts),
         "catalog": {"batches": len(batches), "last_batch": batches[-1] if batches else None},
         "software": {"hagrid-curation": _version("hagrid-curation"),
-                     "pyarrow": pa.__version__},
+                     "pyarrow": pa.__version__, "pillow": PIL.__version__},
     }
 
 

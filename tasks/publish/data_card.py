@@ -125,7 +125,9 @@ HOW_MADE = """\
 
 READING = """\
 Boxes are `[x, y, w, h]` (top-left corner, width, height) relative to the width and height
-of the image **after EXIF orientation**: apply it (`PIL.ImageOps.exif_transpose`) before using
-a box. `user_id` is a salted hash; no raw worker id is published. `manifests/<split>.parquet`
-gives, per image, the shard and the byte offset and size of its image member, so one sample
-is read with a single seek. Verify the files with `sha256sum -c SHA256SUMS`."""
+of the image. Published images are upright (an EXIF orientation was applied when the photo
+carried one) and stripped of metadata (no EXIF, GPS, XMP, IPTC or comments), so a plain
+`Image.open(...).convert("RGB")` sees the pixels the boxes describe. `user_id` is a salted
+hash; no raw worker id is published. `manifests/<split>.parquet` gives, per image, the shard
+and the byte offset, size and sha256 of its image member, so one sample is read with a single
+seek. Verify the files with `sha256sum -c SHA256SUMS`."""

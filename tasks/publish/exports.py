@@ -46,14 +46,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.release import HAGRID, KEY_PATTERN, LICENCE, MANIFEST, MANIFESTS
+from schemas.release import (
+    CHECKSUMS,
+    HAGRID,
+    KEY_PATTERN,
+    LICENCE,
+    MANIFEST,
+    MANIFESTS,
+    RELEASE_INFO,
+    RELEASES,
+)
 from tasks.storage import LocalStorage, Storage, safe_key
 
 FORMAT_EXTENSIONS: Mapping[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 SUPERCATEGORY = "hand"
 ANNOTATIONS_DIR = "annotations"  # under an exported layout: annotations/<split>/<gesture>.json
+CATALOG_DIR = "catalog"  # a dataset root's catalog folder: ROOT/catalog, ROOT/releases
 DEFAULT_INFO: Mapping[str, object] = {"description": "HaGRID-style hand gesture dataset"}
-PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # no '/', never '.' or '..'
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # fullmatch; no '/', '.', '..'
 
 _BOXES_TYPE = MANIFEST.field("boxes").type
 _LABELS_TYPE = MANIFEST.field("labels").type
@@ -305,6 +315,23 @@ def _check_inside(out: LocalStorage, folder: str, checked: set[str]) -> None:
     checked.add(folder)
 
 
+def check_export_target(release: Storage, out: Path) -> None:
+    """Refuse an export folder inside a release, or inside a dataset root's ``releases/``.
+
+    A release is immutable: files added to one would go unnoticed, since its ``SHA256SUMS``
+    still passes. A release is a folder holding ``SHA256SUMS`` and ``release.json``; a
+    dataset root is a folder holding ``catalog/``. Symlinks in ``out`` are resolved first.
+    """
+    target = out.expanduser().resolve()
+    if isinstance(release, LocalStorage) and target.is_relative_to(release.path):
+        raise ExportError(f"{out} is inside the release being exported ({release.path})")
+    for folder in (target, *target.parents):
+        if (folder / CHECKSUMS).is_file() and (folder / RELEASE_INFO).is_file():
+            raise ExportError(f"{out} is inside the release {folder}; releases are immutable")
+        if folder.name == RELEASES and (folder.parent / CATALOG_DIR).is_dir():
+            raise ExportError(f"{out} is inside {folder}, the releases of a dataset root")
+
+
 def _export_image(release: Storage, out: LocalStorage, place: _Place,
                   checked: set[str]) -> bool:
     """Write one image (True), or leave one already there with the right size (False)."""
@@ -312,7 +339,11 @@ def _export_image(release: Storage, out: LocalStorage, place: _Place,
     target = out.path / place.key
     if target.is_file() and target.stat().st_size == place.size:
         return False
-    data = release.read_range(place.shard, place.offset, place.size)
+    try:
+        data = release.read_range(place.shard, place.offset, place.size)
+    except (OSError, EOFError) as exc:  # a missing or truncated shard
+        raise ExportError(f"{place.key}: cannot read {place.shard}@{place.offset}: "
+                          f"{exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != place.sha256:
         raise ExportError(f"{place.key}: sha256 {digest} of {place.shard}@{place.offset} "
@@ -343,8 +374,12 @@ def _copy_file(release: Storage, out: LocalStorage, key: str, export_key: str) -
 
 
 def _read_places(release: Storage, split: str) -> pa.Table:
-    data = release.read_bytes(f"{MANIFESTS}/{split}.parquet")
-    return pq.read_table(io.BytesIO(data), columns=_PLACE_COLUMNS)
+    key = f"{MANIFESTS}/{split}.parquet"
+    try:
+        table = pq.read_table(io.BytesIO(release.read_bytes(key)), columns=_PLACE_COLUMNS)
+        return table.cast(pa.schema([MANIFEST.field(name) for name in _PLACE_COLUMNS]))
+    except (OSError, pa.ArrowException) as exc:  # missing, not Parquet, columns missing
+        raise ExportError(f"{key} is not a readable manifest: {exc}") from None
 
 
 def _release_splits(release: Storage) -> list[str]:
@@ -362,8 +397,10 @@ def export_layout(release: Storage, out: Path, *,
     ``splits``: default every manifest of the release. Every name of every split is checked
     before anything is written. Idempotent. Returns the counts ``images``,
     ``images_written``, ``annotation_files``, ``annotation_files_written``.
-    Raises ``ExportError`` on a hostile name or a checksum mismatch.
+    Raises ``ExportError`` on a hostile name, an unreadable manifest or shard, a checksum
+    mismatch, or an ``out`` inside a release (``check_export_target``).
     """
+    check_export_target(release, out)
     names = [_check_plain("split", s)
              for s in (_release_splits(release) if splits is None else splits)]
     places = {split: _image_places(_read_places(release, split), split=split)

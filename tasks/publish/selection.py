@@ -24,13 +24,14 @@ from schemas.reasons import Outcome
 from schemas.release import MANIFEST, MANIFESTS, RELEASES, SAMPLE_COLUMNS, SHARD_COLUMNS
 from tasks.catalog import Catalog
 from tasks.crowd.stage import images_passing, latest_verdicts
+from tasks.publish.published_image import published_format
 from tasks.publish.shards import ShardMember
 from tasks.publish.splits import assign_splits, split_report, sticky_conflicts
 from tasks.storage import Storage
 
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
-IMAGE_COLUMNS = ["image_id", "sha256", "object_key", "format", "width", "height", "bytes",
-                 "user_id", "gesture"]
+IMAGE_COLUMNS = ["image_id", "sha256", "object_key", "format", "width", "height", "orientation",
+                 "bytes", "user_id", "gesture"]
 
 
 def latest_boxes(catalog: Catalog) -> pd.DataFrame:
@@ -56,10 +57,12 @@ def release_images(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
     return images.reset_index(drop=True), boxes
 
 
-def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series) -> pa.Table:
+def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series,
+                 published: pd.DataFrame) -> pa.Table:
     """The manifest columns known before sharding (``SAMPLE_COLUMNS``), one row per image.
 
-    ``images`` and ``boxes`` as from ``release_images``; ``split`` maps image_id -> split.
+    ``images`` and ``boxes`` as from ``release_images``; ``split`` maps image_id -> split;
+    ``published``: image_id -> ``sha256`` of the published bytes (``publish_images``).
     """
     counts = boxes.groupby("image_id", sort=True).size().reindex(images["image_id"])
     offsets = np.concatenate([[0], np.cumsum(counts.to_numpy())]).astype(np.int32)
@@ -71,8 +74,10 @@ def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series) ->
 
     columns = {
         "image_id": images["image_id"], "split": split.reindex(images["image_id"]).to_numpy(),
-        "sha256": images["sha256"], "width": images["width"], "height": images["height"],
-        "format": images["format"], "gesture": images["gesture"], "user_id": images["user_id"],
+        "sha256": published["sha256"].reindex(images["image_id"]).to_numpy(),
+        "source_sha256": images["sha256"], "width": images["width"], "height": images["height"],
+        "format": images["format"].map(published_format), "gesture": images["gesture"],
+        "user_id": images["user_id"],
         "boxes": listed(pa.FixedSizeListArray.from_arrays(pa.array(coords), 4)),
         "labels": listed(pa.array(boxes["label"].to_numpy(dtype=object), pa.string())),
         "box_agreement": listed(pa.array(boxes["agreement"].to_numpy(np.float64))),

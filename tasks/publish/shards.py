@@ -1,7 +1,7 @@
 """WebDataset tar shards, reproducible byte for byte, with every member's offset known upfront.
 
-A shard is a plain POSIX (ustar) tar: for each sample, ``<key>.<ext>`` (the image bytes as
-stored) then ``<key>.json`` (its annotation), in sorted key order, every header fixed (mode
+A shard is a plain POSIX (ustar) tar: for each sample, ``<key>.<ext>`` (the published image
+bytes: upright, no metadata) then ``<key>.json`` (its annotation), in sorted key order, every header fixed (mode
 0644, uid/gid 0, no owner names, mtime ``MTIME``), ended by two zero blocks and padded to a
 whole tar record, as GNU tar and Python's tarfile do. WebDataset groups members by the key
 before the first dot of the file name; a key is an image_id (a UUID), so it has no dot.

@@ -5,6 +5,11 @@ Every file of a release is first written into a local staging folder (under
 S3 root, uploaded with ``SHA256SUMS`` last). A release folder that exists is never touched:
 ``check_new_release`` refuses it up front and ``commit_release`` again at the end. Names
 inside the staging folder are checked with ``safe_key``, so nothing lands outside it.
+
+Images are written in two passes over a process pool: ``run_image_job`` reads each stored
+object, checks it, makes its published bytes and spools them (so every size is known before
+the shards are planned), then ``run_shard_job`` writes each planned shard from the spool.
+What a killed run leaves is removed by ``remove_dead_staging``.
 """
 
 from __future__ import annotations
@@ -15,22 +20,35 @@ import multiprocessing
 import os
 import re
 import secrets
+import select
 import shutil
+import signal
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.release import CHECKSUMS, DATA_DOCS, RELEASES, check_version
-from tasks.publish.shards import ShardMember, read_members, write_shard
+from tasks.processes import die_with_parent
+from tasks.publish.containers import inspect_member
+from tasks.publish.published_image import published_image
+from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
 from tasks.storage import LocalStorage, Storage, open_storage, safe_key
 
-OBJECT_KEY = re.compile(r"^objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{2,4}$")
+OBJECT_KEY = re.compile(r"objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{2,4}")  # fullmatch
+STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release being built
+
+_Job = TypeVar("_Job")
+_Result = TypeVar("_Result")
 
 
 class ReleaseExists(RuntimeError):
@@ -53,12 +71,61 @@ def check_new_release(root: Storage, version: str) -> None:
 
 def staging_dir(root: Storage, version: str) -> Path:
     """A fresh, empty local folder to build the release in."""
-    name = f".staging-{check_version(version)}-{secrets.token_hex(4)}"
     if isinstance(root, LocalStorage):
-        path = root.path / RELEASES / name
+        path = root.path / RELEASES / f"{STAGING_PREFIX}{check_version(version)}-" \
+            f"{secrets.token_hex(4)}"
         path.mkdir(parents=True)
         return path
-    return Path(tempfile.mkdtemp(prefix=name))
+    return Path(tempfile.mkdtemp(prefix=f"{_temp_staging_prefix(root)}{check_version(version)}-"))
+
+
+def _temp_staging_prefix(root: Storage) -> str:
+    """Name prefix of this root's temporary staging folders (S3 roots), in the temp folder."""
+    return f"hagrid-staging-{hashlib.sha256(root.uri.encode()).hexdigest()[:12]}-"
+
+
+def remove_dead_staging(root: Storage) -> list[str]:
+    """Remove what killed publish runs left under ``root``; return what was removed.
+
+    Call it only under the dataset root's writer lock: then no publish of this root is
+    running and every staging folder belongs to a dead run. Removed: the staging folders
+    (``releases/.staging-*`` of a local root; this S3 root's temporary staging folders on
+    this machine) and, for an S3 root, every ``releases/<version>/`` without ``SHA256SUMS``
+    (an upload cut short: the checksums go up last). Complete releases and the kept Data
+    Docs of refused ones (``releases/.refused-*``) stay. Unfinished multipart uploads are
+    the storage's to abort (``remove_partial_writes``).
+    """
+    if isinstance(root, LocalStorage):
+        folder = root.path / RELEASES
+        found = sorted(folder.glob(f"{STAGING_PREFIX}*")) if folder.is_dir() else []
+        removed = []
+    else:
+        found = sorted(Path(tempfile.gettempdir()).glob(f"{_temp_staging_prefix(root)}*"))
+        removed = _remove_unfinished_uploads(root)
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(str(path))
+    return removed
+
+
+def _remove_unfinished_uploads(root: Storage) -> list[str]:
+    """Delete the keys of every release prefix that has no ``SHA256SUMS``; list the prefixes."""
+    versions: dict[str, list[str]] = {}
+    for key in root.list(RELEASES):
+        parts = key.split("/")
+        if len(parts) >= 3 and not parts[1].startswith("."):
+            versions.setdefault(parts[1], []).append(key)
+    removed = []
+    for version, keys in sorted(versions.items()):
+        if f"{RELEASES}/{version}/{CHECKSUMS}" in keys:
+            continue
+        for key in keys:
+            root.delete(key)
+        removed.append(f"{root.uri}/{RELEASES}/{version}")
+    return removed
 
 
 def staged_path(staging: Path, key: str) -> Path:
@@ -81,66 +148,165 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 @dataclass(frozen=True)
+class ImageJob:
+    """One process's share of the images: read, check, make the published bytes, spool them
+    back to back into ``spool`` (picklable)."""
+
+    spool: Path
+    object_keys: list[str]  # where each image is under the dataset root
+    sha256: list[str]  # of the stored object, as the catalog recorded it
+    orientation: list[int]  # EXIF orientation recorded at ingest
+    root_uri: str
+    endpoint_url: str | None = None
+
+
+def run_image_job(job: ImageJob) -> list[tuple[int, str]]:
+    """Spool every image's published bytes; return (size, sha256) of each, in order."""
+    read = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
+    made = []
+    with job.spool.open("wb") as out:
+        for key, sha, orientation in zip(job.object_keys, job.sha256, job.orientation,
+                                         strict=True):
+            data = read(key)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise ShardError(f"{key}: stored bytes do not match their sha256")
+            try:
+                published = published_image(data, orientation=orientation)
+            except (ValueError, OSError) as exc:  # a malformed container, a failed decode
+                raise ShardError(f"{key}: cannot make its published image: {exc}") from exc
+            out.write(published)
+            digest = sha if published is data else hashlib.sha256(published).hexdigest()
+            made.append((len(published), digest))
+    return made
+
+
+def _object_reader(root_uri: str, endpoint_url: str | None,
+                   keys: Sequence[str]) -> Callable[[str], bytes]:
+    root = open_storage(root_uri, endpoint_url=endpoint_url)
+    if not isinstance(root, LocalStorage):
+        return root.read_bytes
+    if not all(OBJECT_KEY.fullmatch(k) for k in keys):  # then a plain open() per image is safe
+        raise ValueError("an object key is not objects/ab/cd/<sha256>.<ext>")
+    base = f"{root.path}/"
+
+    def read(key: str) -> bytes:
+        with open(base + key, "rb", buffering=0) as fh:
+            return fh.read()
+
+    return read
+
+
+@dataclass(frozen=True)
 class ShardJob:
     """Everything one process needs to write one shard (picklable)."""
 
     path: Path
     members: list[ShardMember]
-    object_keys: list[str]  # where each member's image is under the dataset root
+    sources: list[tuple[str, int]]  # (spool file, offset) of each member's published bytes
     json_members: list[bytes]
-    sha256: list[str]
-    root_uri: str
-    endpoint_url: str | None = None
+    sha256: list[str]  # of the published bytes
 
 
 def run_shard_job(job: ShardJob) -> tuple[str, str]:
-    """Write one shard, reading and checking each image; return (path, sha256)."""
-    root = open_storage(job.root_uri, endpoint_url=job.endpoint_url)
+    """Write one shard from the spooled published bytes, checking each; return (path, sha256)."""
     position = {m.key: i for i, m in enumerate(job.members)}
-    if isinstance(root, LocalStorage):  # a plain open() per image: no per-call path checks
-        base = f"{root.path}/"
-        paths = [base + k for k in job.object_keys if OBJECT_KEY.match(k)]
-        if len(paths) != len(job.object_keys):
-            raise ValueError("an object key is not objects/ab/cd/<sha256>.<ext>")
+    with ExitStack() as stack:
+        files: dict[str, BinaryIO] = {}
 
         def image(m: ShardMember) -> bytes:
-            with open(paths[position[m.key]], "rb", buffering=0) as fh:
-                return fh.read()
-    else:
-        def image(m: ShardMember) -> bytes:
-            return root.read_bytes(job.object_keys[position[m.key]])
-    _, digest = write_shard(job.path, job.members, image_bytes=image,
-                            json_bytes=lambda m: job.json_members[position[m.key]],
-                            sha256=lambda m: job.sha256[position[m.key]])
+            path, offset = job.sources[position[m.key]]
+            if path not in files:
+                files[path] = stack.enter_context(open(path, "rb"))
+            files[path].seek(offset)
+            return files[path].read(m.size)
+
+        _, digest = write_shard(job.path, job.members, image_bytes=image,
+                                json_bytes=lambda m: job.json_members[position[m.key]],
+                                sha256=lambda m: job.sha256[position[m.key]])
     return str(job.path), digest
 
 
-def write_shards(jobs: Sequence[ShardJob], *, workers: int) -> list[str]:
-    """Run the shard jobs, in ``workers`` processes when there are several; return digests.
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool of ``workers`` processes for the image and shard jobs (None: run in-process).
 
     Processes, not threads: for small images the per-sample Python work (open, hash,
     headers) holds the GIL. The pool starts with ``forkserver``, since forking a process
-    that runs Prefect's threads is not safe.
+    that runs Prefect's threads is not safe. Every worker ends with this process
+    (``end_with_publisher``), so a ``kill -9`` of a publish leaves no worker writing on.
     """
-    if workers <= 1 or len(jobs) <= 1:
-        return [run_shard_job(job)[1] for job in jobs]
+    if workers <= 1:
+        yield None
+        return
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        return [digest for _, digest in pool.map(run_shard_job, jobs)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=end_with_publisher, initargs=(os.getpid(),)) as pool:
+        yield pool
+
+
+def end_with_publisher(publisher: int) -> None:
+    """Pool initializer: kill this worker as soon as process ``publisher`` ends (Linux).
+
+    A forkserver worker's parent is the fork server, not the publisher, and the fork server
+    lives on while any worker holds its "alive" pipe (every worker does): the parent-death
+    signal alone (``die_with_parent``) would never fire after a ``kill -9`` of the
+    publisher. So a daemon thread also waits on a pidfd of the publisher (Linux 5.3+) and
+    SIGKILLs this worker when it ends. Elsewhere nothing is done.
+    """
+    die_with_parent()
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(publisher)
+    except ProcessLookupError:  # already gone
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    threading.Thread(target=_kill_self_when_readable, args=(pidfd,), daemon=True,
+                     name="end-with-publisher").start()
+
+
+def _kill_self_when_readable(pidfd: int) -> None:
+    select.select([pidfd], [], [])  # a pidfd turns readable when its process ends
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_jobs(pool: Executor | None, function: Callable[[_Job], _Result],
+             jobs: Sequence[_Job]) -> Iterator[_Result]:
+    """``function`` over ``jobs``, results in job order, in ``pool`` when there is one."""
+    if pool is None or len(jobs) <= 1:
+        return map(function, jobs)
+    return pool.map(function, jobs)
 
 
 def shard_members(staging: Path) -> pd.DataFrame:
     """Every member actually found in the written shards (read back with tarfile).
 
-    Columns: shard, key, ext, offset, size; what the contracts compare the manifests with.
+    Columns: shard, key, ext, offset, size; for image members also width and height (as a
+    decoder sees the bytes, no orientation applied) and metadata (the metadata blocks the
+    bytes still carry, comma-separated; null when none), null for json members. What the
+    contracts compare the manifests with.
     """
     rows = []
     for path in sorted((staging / "shards").glob("*.tar")):
         shard = path.relative_to(staging).as_posix()
-        for name, offset, size in read_members(path):
-            key, _, ext = name.partition(".")
-            rows.append((shard, key, ext, offset, size))
-    return pd.DataFrame(rows, columns=["shard", "key", "ext", "offset", "size"])
+        with path.open("rb") as fh:
+            for name, offset, size in read_members(path):
+                key, _, ext = name.partition(".")
+                image = (None, None, None) if ext == "json" else _image_member(fh, offset, size)
+                rows.append((shard, key, ext, offset, size, *image))
+    frame = pd.DataFrame(rows, columns=["shard", "key", "ext", "offset", "size", "width",
+                                        "height", "metadata"])
+    return frame.astype({"width": "Int64", "height": "Int64", "metadata": object})
+
+
+def _image_member(fh: BinaryIO, offset: int, size: int) -> tuple[int | None, int | None,
+                                                                    str | None]:
+    fh.seek(offset)
+    try:
+        info = inspect_member(fh.read(size))
+    except ValueError as exc:
+        return None, None, f"unreadable: {exc}"
+    return info.width, info.height, ",".join(info.metadata) or None
 
 
 def checksums(staging: Path, *, known: Mapping[str, str] | None = None) -> bytes:

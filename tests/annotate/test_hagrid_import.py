@@ -289,3 +289,69 @@ def test_the_crowd_stages_leave_imported_images_alone(accepted, tmp_path):
         assert (v.loc[sorted(imported), "method"] == "import:hagrid").all()
     sent = _catalog(root).read_table("stage_tasks").to_pandas()
     assert not set(sent["image_id"]) & imported
+
+
+# ---- hostile layouts: links out of the folders, FIFOs, deeply nested JSON ----------------
+
+@pytest.fixture()
+def hostile_layout(layout: dict, tmp_path: Path) -> dict:
+    """Two good images with entries; an image linked from outside the dataset; ``palm.json``
+    linked from outside the annotations folder (with an entry for a palm image, which must
+    not be read); a 400 KB file of ``[``."""
+    data, ann, outside = tmp_path / "dataset", tmp_path / "annotations", tmp_path / "outside"
+    for folder in (data / "like", data / "palm", ann / "test", outside):
+        folder.mkdir(parents=True)
+    sources = [f for f, e in layout["expected"].items() if isinstance(e, dict) and _usable(e)]
+    entry = layout["expected"][sources[0]]
+    for i, name in enumerate(("a", "b")):
+        shutil.copy(layout["data"] / sources[i], data / "like" / f"{name}.jpg")
+    shutil.copy(layout["data"] / sources[2], data / "palm" / "p.jpg")
+    shutil.copy(layout["data"] / sources[3], outside / "stolen.jpg")
+    (data / "like" / "stolen.jpg").symlink_to(outside / "stolen.jpg")
+    (ann / "like.json").write_text(json.dumps({"a": entry, "b": entry, "stolen": entry}))
+    (outside / "palm.json").write_text(json.dumps({"p": dict(entry, labels=["palm"])}))
+    (ann / "palm.json").symlink_to(outside / "palm.json")
+    (ann / "test" / "call.json").write_text("[" * 400_000)
+    return {"data": data, "ann": ann}
+
+
+def test_hostile_annotation_files_are_counted_problems_never_read(hostile_layout, tmp_path):
+    import os
+    import threading
+
+    from tasks.annotate.hagrid_import import read_hagrid_layout
+
+    ann = hostile_layout["ann"]
+    os.mkfifo(ann / "test" / "fist.json")
+    (ann / "test" / "mute.json").symlink_to("/etc/passwd")
+    got: dict = {}
+    reader = threading.Thread(target=lambda: got.update(layout=read_hagrid_layout(
+        hostile_layout["data"], ann, taxonomy=V1)), daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "blocked on the FIFO"
+    problems = {(p.kind.value, p.where) for p in got["layout"].problems}
+    assert {("outside_folder", "palm.json"), ("outside_folder", "test/mute.json"),
+            ("unreadable_file", "test/fist.json"),
+            ("malformed_file", "test/call.json")} <= problems
+    assert ("no_entry", "palm/p.jpg") in problems, "the linked palm.json must not be read"
+
+
+def test_an_import_with_hostile_files_imports_the_rest(hostile_layout, tmp_path):
+    root = tmp_path / "root"
+    summary = _run(hostile_layout, root, ImportMode.ACCEPT)
+    assert summary["problems"]["outside_folder"] == 1
+    assert summary["problems"]["malformed_file"] == 1
+    assert summary["not_ingested"] == {"outside_source": 1}
+    assert summary["files"]["annotated"] == 2 and summary["files"]["no_entry"] == 1
+    stored = {r["sha256"] for r in _catalog(root).read_table("images").to_pylist()}
+    stolen = hashlib.sha256((tmp_path / "outside" / "stolen.jpg").read_bytes()).hexdigest()
+    assert stolen not in stored and len(stored) == 3
+
+
+def test_an_entry_nested_too_deeply_is_rejected_as_malformed():
+    entry = {"bboxes": [[0.1, 0.1, 0.2, 0.2]], "labels": ["like"], "leading_hand": "left",
+             "hand_landmarks": [[[0.5, 0.5]] * 21], "meta": json.loads("[" * 200 + "]" * 200)}
+    with pytest.raises(ValueError, match="nested over"):
+        parse_entry(entry, mode=ImportMode.PREANNOTATE, labels=LABELS)
+    parse_entry(dict(entry, meta={"age": [31.5]}), mode=ImportMode.ACCEPT, labels=LABELS)

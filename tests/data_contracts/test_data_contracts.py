@@ -69,6 +69,7 @@ def manifest_table(n: int, *, seed: int = 0, taxonomy: Taxonomy = TAXONOMY,
     columns = {
         "image_id": ids, "split": split,
         "sha256": [f"{i:064x}" for i in rng.integers(0, 2**62, size=n)],
+        "source_sha256": [f"{i:064x}" for i in rng.integers(0, 2**62, size=n)],
         "width": np.full(n, 1920, np.int32), "height": np.full(n, 1080, np.int32),
         "format": np.full(n, "JPEG"), "gesture": gestures,
         "user_id": [f"{u:016x}" for u in users], "boxes": boxes,
@@ -84,13 +85,16 @@ def manifest_table(n: int, *, seed: int = 0, taxonomy: Taxonomy = TAXONOMY,
 
 
 def shard_members(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The members a correct writer puts in the shards: ``<key>.jpg`` and ``<key>.json``."""
-    images = manifest[["shard", "image_id", "offset", "size"]].assign(ext="jpg")
+    """The members a correct writer puts in the shards: ``<key>.jpg`` (upright, as large as
+    the manifest says, no metadata) and ``<key>.json``."""
+    images = manifest[["shard", "image_id", "offset", "size", "width", "height"]].assign(
+        ext="jpg", metadata=None)
     json = manifest[["shard", "image_id", "json_offset", "json_size"]].assign(ext="json")
     json = json.rename(columns={"json_offset": "offset", "json_size": "size"})
     members = pd.concat([images, json]).rename(columns={"image_id": "key"})
+    members = members.astype({"width": "Int64", "height": "Int64", "metadata": object})
     return members.sort_values(["shard", "offset"]).reset_index(drop=True)[
-        ["shard", "key", "ext", "offset", "size"]]
+        ["shard", "key", "ext", "offset", "size", "width", "height", "metadata"]]
 
 
 def same_split_links(manifest: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -183,6 +187,29 @@ def member_without_manifest_row(frames: Frames) -> None:
     frames["shard_members"] = pd.concat([frames["shard_members"], extra], ignore_index=True)
 
 
+def image_id_with_trailing_newline(frames: Frames) -> None:
+    frames["manifest"].loc[6, "image_id"] += "\n"  # a "$" pattern would let it through
+
+
+def member_with_gps_and_artist(frames: Frames) -> None:
+    members = frames["shard_members"]
+    first_image = members.index[members["ext"] == "jpg"][0]
+    members.loc[first_image, "metadata"] = "exif,gps,artist"
+
+
+def sideways_member(frames: Frames) -> None:
+    members = frames["shard_members"]
+    first_image = members.index[members["ext"] == "jpg"][0]
+    members.loc[first_image, ["width", "height"]] = [1080, 1920]  # the manifest says 1920x1080
+
+
+def unreadable_member(frames: Frames) -> None:
+    members = frames["shard_members"]
+    first_image = members.index[members["ext"] == "jpg"][0]
+    members.loc[first_image, ["width", "height"]] = pd.NA
+    members.loc[first_image, "metadata"] = "unreadable: not a JPEG, PNG or WebP file"
+
+
 def rejection_without_reason(frames: Frames) -> None:
     frames["submissions"].loc[len(frames["submissions"]) - 1, "reason"] = None
 
@@ -204,6 +231,15 @@ BREAKS: list[tuple[Callable[[Frames], None], str, str, str]] = [
     (offset_differs, "shard_check", IN_SET, "side"),
     (member_without_manifest_row, "shard_check", IN_SET, "side"),
     (member_without_manifest_row, "shard_keys", IN_SET, "side"),
+    (image_id_with_trailing_newline, "manifest", "expect_column_values_to_match_regex",
+     "image_id"),
+    (member_with_gps_and_artist, "shard_members", "expect_column_values_to_be_null",
+     "metadata"),
+    (sideways_member, "shard_check", "expect_column_pair_values_to_be_equal",
+     "width, member_width"),
+    (sideways_member, "shard_check", "expect_column_pair_values_to_be_equal",
+     "height, member_height"),
+    (unreadable_member, "shard_members", "expect_column_values_to_not_be_null", "width"),
     (rejection_without_reason, "submissions", "expect_column_values_to_not_be_null", "reason"),
     (confidence_above_one, "verdicts", BETWEEN, "confidence"),
 ]

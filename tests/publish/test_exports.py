@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import uuid
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ def manifest_rows(samples: list[Sample], split: str, members: dict[str, tarfile.
         rows.append({
             "image_id": s.image_id, "split": split,
             "sha256": hashlib.sha256(data[s.image_id]).hexdigest(),
+            "source_sha256": hashlib.sha256(data[s.image_id]).hexdigest(),
             "width": s.size[0], "height": s.size[1], "format": s.fmt, "gesture": s.gesture,
             "user_id": f"user{s.n % 2:032x}", "boxes": s.boxes, "labels": s.labels,
             "box_agreement": [1.0] * len(s.boxes), "leading_hand": s.hand,
@@ -370,3 +373,86 @@ def test_export_refuses_a_gesture_folder_linked_outside(release, tmp_path: Path)
     with pytest.raises(ExportError, match="outside"):
         export_layout(store, out)
     assert not any(elsewhere.iterdir())
+
+
+# ---- the command line: refused targets and tampered releases end in an error line ----------
+
+HAGRID = Path(sys.executable).with_name("hagrid")
+
+
+def seal(release: Path) -> None:
+    """Give a release folder its ``release.json`` and ``SHA256SUMS``, as publish does."""
+    (release / "release.json").write_text("{}\n")
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(release).as_posix()}\n"
+             for p in sorted(files_under(release))]
+    (release / "SHA256SUMS").write_text("".join(lines))
+
+
+def export_cli(release: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
+    return subprocess.run([str(HAGRID), "export-layout", str(release), str(out)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], reason: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error:") and reason in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_refuses_to_export_into_the_release_itself(release, tmp_path: Path) -> None:
+    store, _ = release
+    seal(store.path)
+    before = {p: p.read_bytes() for p in files_under(store.path)}
+    for out in (store.path, store.path / "layout", store.path / "shards" / "x"):
+        assert_refused(export_cli(store.path, out), "inside the release")
+    link = tmp_path / "link"
+    link.symlink_to(store.path, target_is_directory=True)
+    assert_refused(export_cli(store.path, link / "layout"), "inside the release")
+    assert {p: p.read_bytes() for p in files_under(store.path)} == before
+
+
+def test_cli_refuses_to_export_into_a_dataset_roots_releases(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "catalog").mkdir(parents=True)
+    make_release(root / "releases" / "v1", SAMPLES)
+    seal(root / "releases" / "v1")
+    other = tmp_path / "other-release"
+    make_release(other, SAMPLES[:2])
+    seal(other)
+    assert_refused(export_cli(root / "releases" / "v1", root / "releases" / "layout"),
+                   "releases of a dataset root")
+    assert_refused(export_cli(other, root / "releases" / "v1" / "more"), "inside the release")
+    assert not (root / "releases" / "layout").exists()
+    ok = export_cli(root / "releases" / "v1", root / "layout")  # next to releases/: fine
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_cli_reports_a_refused_symlink_as_an_error(release, tmp_path: Path) -> None:
+    store, _ = release
+    seal(store.path)
+    out, elsewhere = tmp_path / "hagrid", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "call").symlink_to(elsewhere, target_is_directory=True)
+    assert_refused(export_cli(store.path, out), "outside the export root")
+    assert not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("tamper", ["garbage", "checksum", "truncated_shard", "column"])
+def test_cli_reports_a_tampered_release_as_an_error(release, tmp_path: Path,
+                                                    tamper: str) -> None:
+    store, rows = release
+    if tamper == "garbage":
+        store.write_bytes("manifests/train.parquet", b"PAR1 not a parquet file")
+    elif tamper == "checksum":
+        rows["train"][1]["sha256"] = "0" * 64
+        write_manifest(store, "train", rows["train"])
+    elif tamper == "truncated_shard":
+        shard = store.path / "shards" / "train-000000.tar"
+        shard.write_bytes(shard.read_bytes()[:600])
+    else:
+        table = pq.read_table(store.path / "manifests" / "train.parquet").drop_columns(["size"])
+        pq.write_table(table, store.path / "manifests" / "train.parquet")
+    seal(store.path)
+    assert_refused(export_cli(store.path, tmp_path / "hagrid"), "")

@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.publish import ContractsFailed, publish
 from schemas.annotation import BOXES
-from schemas.release import MANIFEST
+from schemas.release import MANIFEST, check_version
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.exports import export_layout
+from tasks.publish.published_image import published_image
 from tasks.publish.writer import ReleaseExists
 from tasks.storage import LocalStorage
 from tests.catalogs import make_release_catalog
@@ -97,7 +98,9 @@ def test_random_access_by_manifest_offset_returns_the_image(released):
             fh.seek(row.json_offset)
             meta = json.loads(fh.read(row.json_size))
         assert hashlib.sha256(data).hexdigest() == row.sha256
-        assert data == store.read_bytes(objects.loc[row.image_id, "object_key"])
+        stored = store.read_bytes(objects.loc[row.image_id, "object_key"])
+        assert data == published_image(stored, orientation=1)  # the stored bytes, stripped
+        assert row.source_sha256 == objects.loc[row.image_id, "sha256"]
         assert meta["image_id"] == row.image_id and meta["labels"] == list(row.labels)
 
 
@@ -192,6 +195,16 @@ def test_unsafe_version_names_are_refused(released):
         with pytest.raises(ValueError):
             publish(root=str(root), version=bad)
     assert not (root.parent / "evil").exists()
+
+
+def test_a_version_with_a_trailing_newline_is_refused(released):
+    root, _, _, _ = released
+    for bad in ("v1\n", "v2\n", "v1\r\n"):
+        with pytest.raises(ValueError, match="release version"):
+            publish(root=str(root), version=bad)
+        with pytest.raises(ValueError):
+            check_version(bad)
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["v1"]
 
 
 def test_users_stay_in_their_split_in_a_later_release(tmp_path):

@@ -1,0 +1,43 @@
+"""Child processes that end with their parent, so a ``kill -9`` of a run leaves none behind.
+
+Linux has ``prctl(PR_SET_PDEATHSIG)``: the kernel signals a process when its parent dies.
+``die_with_parent`` sets it from inside a child (a process pool's initializer);
+``dying_with_parent`` rewrites a command line so that a program started by code we do not
+own (Prefect's temporary server) sets it before it starts. Elsewhere both do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+PR_SET_PDEATHSIG = 1
+
+# Run as ``python -c WRAPPER PARENT_PID PROGRAM ARGS...``: set the signal, then exec.
+WRAPPER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"  # the parent died before prctl: end now
+    "    sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() == 1:  # the parent is already gone
+        os.kill(os.getpid(), sig)
+
+
+def dying_with_parent(args: Sequence[str]) -> list[str]:
+    """The command line that runs ``args`` (an absolute program path first) as a child that
+    gets SIGTERM when the process starting it dies (unchanged off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return list(args)
+    return [sys.executable, "-c", WRAPPER, str(os.getpid()), *args]

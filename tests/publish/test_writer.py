@@ -1,0 +1,104 @@
+"""What killed publish runs leave behind: staging folders, unfinished uploads, workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.publish.writer import remove_dead_staging, staging_dir, write_file
+from tasks.storage import LocalStorage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dead_staging_folders_are_removed_and_releases_kept(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    release = store.path / "releases" / "v1"
+    release.mkdir(parents=True)
+    (release / "SHA256SUMS").write_text("")
+    refused = store.path / "releases" / ".refused-v2" / "data_docs"
+    refused.mkdir(parents=True)
+    (refused / "index.html").write_text("<html/>")
+    dead = [staging_dir(store, "v2"), staging_dir(store, "v3")]
+    write_file(dead[0], "shards/train-000000.tar", b"x" * 1000)
+    write_file(dead[1], ".published/000000.bin", b"y" * 1000)
+    removed = remove_dead_staging(store)
+    assert sorted(removed) == sorted(str(p) for p in dead)
+    assert sorted(p.name for p in (store.path / "releases").iterdir()) == [".refused-v2", "v1"]
+    assert (release / "SHA256SUMS").is_file() and (refused / "index.html").is_file()
+    assert remove_dead_staging(store) == []
+    assert remove_dead_staging(LocalStorage(tmp_path / "empty")) == []
+
+
+@pytest.mark.slow
+def test_unfinished_s3_uploads_and_local_staging_are_removed(s3_server, monkeypatch,
+                                                             tmp_path: Path) -> None:
+    from tasks.storage import S3Storage
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this machine's temp folder
+    s3_server.client().create_bucket(Bucket="staging")
+    store = S3Storage("s3://staging/root", endpoint_url=s3_server.endpoint_url)
+    other = S3Storage("s3://staging/other", endpoint_url=s3_server.endpoint_url)
+    for key in ("releases/v1/shards/train-000000.tar", "releases/v1/SHA256SUMS",
+                "releases/v2/shards/train-000000.tar", "releases/v2/manifests/train.parquet",
+                "releases/.refused-v3/data_docs/index.html", "catalog/images/a.parquet"):
+        store.write_bytes(key, b"data")
+    mine, theirs = staging_dir(store, "v2"), staging_dir(other, "v9")
+    removed = remove_dead_staging(store)
+    assert sorted(removed) == sorted(["s3://staging/root/releases/v2", str(mine)])
+    assert store.list("releases") == ["releases/.refused-v3/data_docs/index.html",
+                                      "releases/v1/SHA256SUMS",
+                                      "releases/v1/shards/train-000000.tar"]
+    assert not mine.exists() and theirs.is_dir()  # another root's run may be alive
+
+
+POOL_SCRIPT = """
+import sys, time
+from tasks.publish.writer import worker_pool
+with worker_pool(2) as pool:
+    jobs = [pool.submit(time.sleep, 300) for _ in range(2)]
+    while len(pool._processes) < 2:
+        time.sleep(0.05)
+    print(*pool._processes, flush=True)
+    time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_pool_workers_end_when_the_publishing_process_is_killed() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers: list[int] = []
+    try:
+        assert parent.stdout is not None
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        parent.send_signal(signal.SIGKILL)  # kill -9 of the CLI
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:
+        parent.kill()
+        for pid in workers:  # only the workers this test started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
