@@ -13,9 +13,10 @@ validation stage (file back end, as ``hagrid validate --crowd file`` runs it):
 - **import**: ``--answers FILE`` (copy into the inbox, pull, screen, aggregate, commit);
 - **later**: the same root again, nothing new in the inbox.
 
-A child reports the stage's wall time (the flow call, after a warm-up flow has started
-Prefect) and its peak RSS (``resource.getrusage``; Prefect's temporary API server runs in
-a process of its own and is not counted). Figures are medians over ``--repeat``.
+A child reports the stage's wall time and CPU time (the flow call, after a warm-up flow has
+started Prefect; CPU time says more on a shared machine) and its peak RSS
+(``resource.getrusage``; Prefect's temporary API server runs in a process of its own and is
+not counted). Figures are medians over ``--repeat``.
 
 ``BENCH_CODE`` (default: this checkout) is the source tree the children import, so the
 same script measures an older version: ``git worktree add /tmp/old HEAD``.
@@ -132,12 +133,18 @@ def child(root: str, answers: str | None, *, per_image: int) -> dict[str, Any]:
     options = CrowdBackendOptions(kind="file", answers=(answers,) if answers else ())
     settings = CrowdSettings(overlap=per_image, min_credible=per_image,
                              max_answers=per_image + 2)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     report = stage_flow(root, options, settings)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb), "base_rss_mb": round(base_mb),
-            "answers_pulled": report["answers_pulled"], "verdicts": report["verdicts"]}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak_mb),
+            "base_rss_mb": round(base_mb), "answers_pulled": report["answers_pulled"],
+            "verdicts": report["verdicts"]}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_child(root: Path, answers: Path | None, *, per_image: int) -> dict[str, Any]:
@@ -177,14 +184,15 @@ def report(result: dict[str, Any], *, label: str) -> str:
     lines = [f"### {label}: code {CODE}", "",
              (f"{result['rows']} answers for {result['images']} images, "
               f"{result['mb']:.1f} MB CSV; median of {len(result['runs']['import'])}"), "",
-             "| run | median wall s | median peak RSS MB | answers pulled | runs (s / MB) |",
-             "|---|---:|---:|---:|---|"]
+             "| run | wall s | CPU s | peak RSS MB | answers pulled | runs (wall s / CPU s / MB) |",
+             "|---|---:|---:|---:|---:|---|"]
     for name, runs in result["runs"].items():
         wall = statistics.median(r["wall_s"] for r in runs)
+        cpu = statistics.median(r["cpu_s"] for r in runs)
         rss = statistics.median(r["peak_rss_mb"] for r in runs)
-        each = ", ".join(f"{r['wall_s']} / {r['peak_rss_mb']}" for r in runs)
-        lines.append(f"| {name} | {wall:.1f} | {rss:.0f} | {runs[0]['answers_pulled']} "
-                     f"| {each} |")
+        each = ", ".join(f"{r['wall_s']} / {r['cpu_s']} / {r['peak_rss_mb']}" for r in runs)
+        lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {rss:.0f} "
+                     f"| {runs[0]['answers_pulled']} | {each} |")
     base = statistics.median(r["base_rss_mb"] for rs in result["runs"].values() for r in rs)
     lines += ["", f"(RSS of a child after the warm-up flow, before the stage: {base:.0f} MB)", ""]
     return "\n".join(lines)

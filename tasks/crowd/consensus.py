@@ -14,7 +14,7 @@ order in which answers arrived.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,28 +198,31 @@ def _validation_verdicts(usable: pd.DataFrame, golden: pd.Series, skills: pd.Ser
     gold = golden.map(lambda a: YES if a == YES else NO)
     probas = label_probabilities(data, method=method, golden=gold, skills=skills)
     probas = probas.reindex(columns=[NO, YES], fill_value=0.0)
-    sizes = usable.groupby("image_id").size()
+    sizes = usable.groupby("image_id").size().to_dict()
     reasons = _no_reasons(usable)
     out = []
-    for image_id, row in probas.iterrows():
-        p_yes = float(row[YES])
-        yes = p_yes > 0.5  # a tie is not a yes
+    for image_id, p_yes in zip(probas.index, probas[YES].to_numpy(dtype=float), strict=True):
+        yes = bool(p_yes > 0.5)  # a tie is not a yes
         out.append(CrowdVerdict(
             image_id=str(image_id), verdict=Verdict.ACCEPTED if yes else Verdict.REJECTED,
             reason=None if yes else reasons.get(str(image_id), "other"),
-            confidence=p_yes if yes else 1.0 - p_yes, n_answers=int(sizes[image_id])))
+            confidence=float(p_yes) if yes else 1.0 - float(p_yes),
+            n_answers=int(sizes[image_id])))
     return out
 
 
 def _no_reasons(usable: pd.DataFrame) -> dict[str, str]:
     """The most given reason among the no answers of each image (ties: vocabulary order)."""
     nos = usable[usable["answer"].str.startswith(f"{NO}:")]
+    counts = pd.DataFrame({"image_id": nos["image_id"].astype(str),
+                           "reason": nos["answer"].str.slice(len(NO) + 1)}).value_counts()
+    ranked = counts.rename("n").reset_index()
     rank = {r: i for i, r in enumerate(VALIDATION_REASONS)}
-    out: dict[str, str] = {}
-    for image_id, group in nos.groupby("image_id"):
-        counts = group["answer"].str.slice(len(NO) + 1).value_counts()
-        out[str(image_id)] = min(counts.index, key=lambda r: (-counts[r], rank.get(r, 99)))
-    return out
+    ranked["rank"] = ranked["reason"].map(rank).fillna(len(rank))
+    ranked = ranked.sort_values(["image_id", "n", "rank", "reason"],
+                                ascending=[True, False, True, True], kind="stable")
+    first = ranked.drop_duplicates("image_id")
+    return dict(zip(first["image_id"], first["reason"], strict=True))
 
 
 def _filtration_verdicts(usable: pd.DataFrame, golden: pd.Series, skills: pd.Series, *,
@@ -237,21 +240,23 @@ def _filtration_verdicts(usable: pd.DataFrame, golden: pd.Series, skills: pd.Ser
                                      rare_labels=True)
         p_flag[flag] = probas.reindex(columns=["0", "1"], fill_value=0.0)["1"]
     p = pd.DataFrame(p_flag).fillna(0.0)
-    votes = units[units["value"]].groupby(["image_id", "unit"]).size()
-    sizes = usable.groupby("image_id").size()
+    votes = units[units["value"]].groupby(["image_id", "unit"]).size().to_dict()
+    sizes = usable.groupby("image_id").size().to_dict()
     out = []
-    for image_id, row in p.iterrows():
+    for image_id, probs in zip(p.index, p[list(FILTRATION_FLAGS)].to_numpy(dtype=float),
+                               strict=True):
+        row = dict(zip(FILTRATION_FLAGS, map(float, probs), strict=True))
         flags = [f for f in FILTRATION_FLAGS if _credible(image_id, f, row[f], votes, settings)]
         if flags:
             out.append(CrowdVerdict(str(image_id), Verdict.EXCLUDED, ",".join(flags),
-                                    float(max(row[f] for f in flags)), int(sizes[image_id])))
+                                    max(row[f] for f in flags), int(sizes[image_id])))
         else:
             out.append(CrowdVerdict(str(image_id), Verdict.CLEAR, None,
-                                    float(1.0 - row.max()), int(sizes[image_id])))
+                                    1.0 - max(row.values()), int(sizes[image_id])))
     return out
 
 
-def _credible(image_id: object, flag: str, p: float, votes: pd.Series,
+def _credible(image_id: object, flag: str, p: float, votes: Mapping[tuple[object, str], int],
               settings: CrowdSettings) -> bool:
     if settings.flag_policy is FlagPolicy.AGGREGATE:
         return p >= settings.flag_threshold

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from tasks.annotate.hagrid_import import (
     import_hagrid,
     pair_layout,
     parse_entry,
+    read_hagrid_layout,
 )
 from tasks.catalog import Catalog
 from tasks.storage import LocalStorage
@@ -315,16 +318,11 @@ def hostile_layout(layout: dict, tmp_path: Path) -> dict:
     return {"data": data, "ann": ann}
 
 
-def test_hostile_annotation_files_are_counted_problems_never_read(hostile_layout, tmp_path):
-    import os
-    import threading
-
-    from tasks.annotate.hagrid_import import read_hagrid_layout
-
+def test_hostile_annotation_files_are_counted_problems_never_read(hostile_layout):
     ann = hostile_layout["ann"]
     os.mkfifo(ann / "test" / "fist.json")
     (ann / "test" / "mute.json").symlink_to("/etc/passwd")
-    got: dict = {}
+    got = {}
     reader = threading.Thread(target=lambda: got.update(layout=read_hagrid_layout(
         hostile_layout["data"], ann, taxonomy=V1)), daemon=True)
     reader.start()

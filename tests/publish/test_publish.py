@@ -201,7 +201,7 @@ def test_a_version_with_a_trailing_newline_is_refused(released):
     root, _, _, _ = released
     for bad in ("v1\n", "v2\n", "v1\r\n"):
         with pytest.raises(ValueError, match="release version"):
-            publish(root=str(root), version=bad)
+            publish(root=str(root), version=bad, fractions="76/9/15", shard_max_count=50)
         with pytest.raises(ValueError):
             check_version(bad)
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["v1"]
