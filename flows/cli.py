@@ -470,6 +470,7 @@ def publish(
     taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
     workers: Annotated[int, typer.Option(help="shards written at once (processes)")] = 2,
     as_json: JsonOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Publish an immutable release ROOT/releases/VERSION: manifests, shards, HaGRID and
     COCO exports, data contracts, report, data card and checksums."""
@@ -479,11 +480,13 @@ def publish(
     from tasks.publish.writer import ReleaseExists
 
     try:
-        summary = publish_flow(root=root, version=version, fractions=fractions,
-                               shard_max_bytes=shard_max_mb * 1_000_000,
-                               shard_max_count=shard_max_count, yolo=yolo, seed=seed,
-                               taxonomy=taxonomy, workers=workers,
-                               s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+        with holding_root(root, command=f"publish {version}", wait_s=_wait_s(wait),
+                          s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL")):
+            summary = publish_flow(root=root, version=version, fractions=fractions,
+                                   shard_max_bytes=shard_max_mb * 1_000_000,
+                                   shard_max_count=shard_max_count, yolo=yolo, seed=seed,
+                                   taxonomy=taxonomy, workers=workers,
+                                   s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     except (ReleaseExists, ContractsFailed, ValueError) as exc:
         print_error(exc)
         raise typer.Exit(2) from None

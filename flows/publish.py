@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.runner import ContractReport, run_contracts
 from flows.ingest import DEFAULT_ROOT
+from flows.root_lock import locked_root
 from schemas.release import (
     CHECKSUMS,
     DATA_CARD,
@@ -156,24 +157,34 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
 def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/8",
             shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
             seed: int = 0, taxonomy: str = "hagrid_v1", workers: int = 2,
-            s3_endpoint_url: str | None = None) -> dict[str, Any]:
+            s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
 
     Refuses a version that exists. A failing data contract stops the release: nothing is
     written under ``releases/<version>``, the Data Docs of the failed run are kept in
     ``releases/.refused-<version>/data_docs/``, and ``ContractsFailed`` lists the failures.
+    Holds the root's writer lock (``RootLocked`` when another run holds it for longer than
+    ``wait_for_lock`` seconds).
     """
     settings = PublishSettings(fractions=parse_fractions(fractions),
                                shard_max_bytes=shard_max_bytes, shard_max_count=shard_max_count,
                                yolo=yolo, seed=seed, taxonomy=taxonomy)
     storage = open_storage(root, endpoint_url=s3_endpoint_url)
-    check_new_release(storage, check_version(version))
+    check_version(version)
+    with locked_root(storage, command=f"publish {version}", wait_s=wait_for_lock):
+        return _publish_locked(storage, version, settings=settings, workers=workers,
+                               endpoint_url=s3_endpoint_url)
+
+
+def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings,
+                    workers: int, endpoint_url: str | None) -> dict[str, Any]:
+    check_new_release(storage, version)
     images, boxes = select_images(storage)
     split = assign(storage, images, settings)
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, workers=workers, endpoint_url=s3_endpoint_url)
+                         version=version, workers=workers, endpoint_url=endpoint_url)
         summary["uri"] = commit_release(storage, staging, version)
     except ContractsFailed:
         keep_refused_docs(storage, staging, version)

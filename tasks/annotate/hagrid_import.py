@@ -76,6 +76,7 @@ from tasks.annotate.boxes import AnnotationError, ParsedAnnotation, answer_json,
 from tasks.annotate.consensus import AggregateBox, ImageAnnotation, box_rows
 from tasks.catalog import Catalog
 from tasks.ingest.intake import IMAGE_EXTENSIONS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from tasks.lock import writer_lock
 from tasks.storage import LocalStorage, OutsideSourceError, Storage, open_storage
 
 IMPORT_METHOD = "import:hagrid"  # verdicts.method and boxes.method of imported annotations
@@ -488,10 +489,19 @@ def import_hagrid(dataset_dir: Path, annotations_dir: Path, *, root: str, mode: 
     """Import a dataset in the published layout into ``root``; returns the summary.
 
     ``ingest(source, submissions_uri, root_uri)`` runs the ingest flow (injected so that the
-    caller picks its options and progress display).
+    caller picks its options and progress display). Holds the root's writer lock throughout
+    (``RootLocked`` when another run holds it; the ingest flow's own lock is re-entrant).
     """
     layout = read_hagrid_layout(dataset_dir, annotations_dir, taxonomy=taxonomy)
     store = open_storage(root, endpoint_url=s3_endpoint_url)
+    with writer_lock(store, command="import-hagrid"):
+        return _import_locked(layout, store, dataset_dir, annotations_dir, mode=mode,
+                              taxonomy=taxonomy, ingest=ingest, settings=settings)
+
+
+def _import_locked(layout: HagridLayout, store: Storage, dataset_dir: Path,
+                   annotations_dir: Path, *, mode: ImportMode, taxonomy: Taxonomy,
+                   ingest: IngestFn, settings: AnnotationSettings | None) -> dict[str, Any]:
     table_key = write_submissions_table(store, layout.submissions_table())
     source = LocalStorage(dataset_dir).uri
     ingest_summary = ingest(source, f"{store.uri}/{table_key}", store.uri)

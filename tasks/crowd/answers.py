@@ -242,6 +242,7 @@ def screen_answer_frame(raw: pd.DataFrame, *, stage: Stage, pushed: pd.DataFrame
     """
     if raw.empty:
         return pd.DataFrame(columns=list(SCREENED_COLUMNS))
+    raw = raw.reset_index(drop=True)
     image, worker = clean_ids(raw["image_id"]), clean_ids(raw["worker_id"])
     queue = raw["queue"].astype("str")
     reason = np.full(len(raw), None, dtype=object)
@@ -277,8 +278,10 @@ def _identity_checks(raw: pd.DataFrame, *, stage: Stage, image: pd.Series, worke
                      detail: np.ndarray) -> np.ndarray:
     """Fill ``reason`` and ``detail`` for the rows the first failing check rejects; the mask of
     rows that passed every check."""
-    pending = np.ones(len(raw), dtype=bool)
+    pending = np.ones(len(raw), dtype=bool)  # narrowed in place by each check in turn
     sent = pd.MultiIndex.from_frame(pushed[["queue", "image_id"]].astype("str"))
+    # (which rows fail, why, detail of the failing rows), in order; lazy, so that each
+    # check only sees the rows every earlier one let through
     checks: list[tuple[Any, AnswerReason, Any]] = [
         (lambda: raw["unreadable"].notna(), AnswerReason.UNREADABLE,
          lambda m: raw["unreadable"][m]),

@@ -193,8 +193,12 @@ def quarantined_tables(root: Storage, stage: Stage, *,
     for key in sorted(root.list(quarantine_prefix(stage))):
         if not key.endswith(REASON_SUFFIX):
             continue
-        note = json.loads(root.read_bytes(key))
-        if since is None or dt.datetime.fromisoformat(note["quarantined_at"]) >= since:
+        try:
+            note = json.loads(root.read_bytes(key))
+            when = dt.datetime.fromisoformat(note["quarantined_at"])
+        except (ValueError, TypeError, KeyError):
+            continue  # a quarantined table that happens to be named like a note
+        if since is None or when >= since:
             out[key.removesuffix(REASON_SUFFIX)] = note
     return out
 
@@ -274,8 +278,10 @@ def _python_csv(data: bytes) -> pd.DataFrame:
         reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
         header = next(reader, None)
         rows = [r for r in reader if r]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise AnswerTableError(f"not a UTF-8 CSV table: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise AnswerTableError(f"not UTF-8: {exc}") from exc
+    except csv.Error as exc:
+        raise AnswerTableError(f"not a CSV table: {exc}") from exc
     if not header:
         raise AnswerTableError("empty: no header row")
     width = len(header)
@@ -310,15 +316,17 @@ def _jsonl_rows(data: bytes) -> tuple[pd.DataFrame, list[str]]:
 
 def _raw_answers(rows: pd.DataFrame, raw: list[str], *, table: str, stage: Stage,
                  origin: str) -> pd.DataFrame:
+    """Raw answers from the columns of an answer table (a validation ``answer`` with a
+    ``reason`` becomes ``{"valid", "reason"}``)."""
     n = len(rows)
-    column = {c: rows[c].astype(object).where(rows[c].notna(), None) if c in rows
-              else pd.Series([None] * n, dtype=object) for c in ANSWER_FILE_COLUMNS}
-    answer, reason = column["answer"], column["reason"]
-    value = answer.to_numpy(dtype=object).copy()
+    column = {c: rows[c] if c in rows else pd.Series([None] * n, dtype=object)
+              for c in ANSWER_FILE_COLUMNS}
+    value = _values(column["answer"])
     if stage is Stage.VALIDATION:
-        pair = np.flatnonzero([isinstance(a, str) and r not in (None, "")
-                               for a, r in zip(answer, reason, strict=True)])
-        value[pair] = [{"valid": answer.iat[i], "reason": reason.iat[i]} for i in pair]
+        reason = column["reason"].to_numpy(dtype=object)
+        given = np.flatnonzero([isinstance(r, str) and r != "" for r in reason])
+        pair = [i for i in given if isinstance(value[i], str)]
+        value[pair] = [{"valid": value[i], "reason": reason[i]} for i in pair]
     times = column["time"]
     return pd.DataFrame({
         "answer_id": [file_answer_id(table, i) for i in range(n)],
@@ -328,6 +336,16 @@ def _raw_answers(rows: pd.DataFrame, raw: list[str], *, table: str, stage: Stage
         "answered_at": times.map({t: _time(t) for t in times.unique()}),
         "origin": origin, "raw": raw, "skipped": False, "unreadable": None},
         columns=list(RAW_COLUMNS))
+
+
+def _values(answers: pd.Series) -> np.ndarray:
+    """The answers as Python objects; repeated texts share one object (a table of 875k
+    answers holds a few dozen distinct ones)."""
+    try:
+        codes, distinct = pd.factorize(answers)
+    except TypeError:  # lists or mappings (JSON Lines): as they are
+        return answers.to_numpy(dtype=object).copy()
+    return np.asarray([*distinct, None], dtype=object)[codes]  # code -1: missing
 
 
 def _vocabulary(values: pd.Series, *, default: str) -> pd.Series:

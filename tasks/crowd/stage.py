@@ -117,9 +117,11 @@ def pull_answers(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
     status: every row a stage screens is stored under that stage (a ``wrong_stage`` one
     too), so a rejected answer is recorded once, like an accepted one.
     """
-    recorded = tables.answers["answer_id"]
-    raw = backend.pull(tables.stage, recorded=frozenset(recorded))
-    fresh = raw[~raw["answer_id"].isin(recorded)].drop_duplicates("answer_id")
+    recorded = frozenset(tables.answers["answer_id"])
+    raw = backend.pull(tables.stage, recorded=recorded)
+    fresh = raw.drop_duplicates("answer_id")
+    if len(fresh) and recorded:
+        fresh = fresh[~fresh["answer_id"].isin(recorded)]
     ok = tables.answers[tables.answers["status"] == "accepted"]
     return screen_answer_frame(fresh, stage=tables.stage,
                                pushed=tables.tasks[["queue", "image_id"]],
@@ -203,15 +205,14 @@ def crowd_tasks(plan: StagePlan, tables: StageTables,
 
     ``preannotations``: image_id -> canonical annotation answer to show as a starting point.
     """
-    info = tables.images.set_index("image_id")
+    images = tables.images[tables.images["image_id"].isin({p.image_id for p in plan.pushes})]
+    info = {row.image_id: row for row in images.itertuples(index=False)}
     pre = preannotations or {}
     return [CrowdTask(image_id=p.image_id, queue=p.queue, round=p.round,
                       answers_wanted=p.answers_wanted, asked_before=p.asked_before,
-                      is_golden=p.is_golden, object_key=str(info.at[p.image_id, "object_key"]),
-                      gesture=str(info.at[p.image_id, "gesture"]),
-                      width=int(info.at[p.image_id, "width"]),
-                      height=int(info.at[p.image_id, "height"]),
-                      preannotation=pre.get(p.image_id))
+                      is_golden=p.is_golden, object_key=str(info[p.image_id].object_key),
+                      gesture=str(info[p.image_id].gesture), width=int(info[p.image_id].width),
+                      height=int(info[p.image_id].height), preannotation=pre.get(p.image_id))
             for p in plan.pushes]
 
 

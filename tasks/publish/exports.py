@@ -21,9 +21,11 @@ Decisions:
   readers ignore unknown fields. A box label missing from ``categories`` raises.
 - YOLO: class = 0-based position in ``categories``; centre x/y and size, relative, 6
   decimals; an image without boxes gets an empty text (a background image).
-- ``export_layout`` checks every name of a manifest before writing anything (image_id
-  against ``KEY_PATTERN``, gesture and split plain names, a known format); names come only
-  from those columns. Images are read one at a time by byte range, in shard order, checked
+- ``export_layout`` refuses an output folder inside a release or a dataset root's
+  ``releases/`` (``check_export_target``), and checks every name of a manifest before writing
+  anything (image_id against ``KEY_PATTERN``, gesture and split plain names, a known format);
+  names come only from those columns. Every refusal, and an unreadable manifest or shard,
+  raises ``ExportError``. Images are read one at a time by byte range, in shard order, checked
   against the manifest's sha256 and written atomically; an image file already there with
   the manifest's size is skipped (only the size is compared). Annotation files are copied
   as published and left alone when identical.

@@ -261,6 +261,8 @@ def end_with_publisher(publisher: int) -> None:
     except ProcessLookupError:  # already gone
         os.kill(os.getpid(), signal.SIGKILL)
         return
+    except OSError:  # no pidfd support (old kernel, seccomp): the death signal only
+        return
     threading.Thread(target=_kill_self_when_readable, args=(pidfd,), daemon=True,
                      name="end-with-publisher").start()
 

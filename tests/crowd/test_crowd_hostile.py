@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.crowd import filter_stage, validate
-from schemas.crowd import CrowdBackendOptions, Stage, Verdict
+from schemas.crowd import AnswerReason, CrowdBackendOptions, Stage, Verdict
 from tasks.catalog import Catalog
-from tasks.crowd.answers import RawAnswer, screen_answers
+from tasks.crowd.answers import AnswerError, RawAnswer, canonical_answer, screen_answers
 from tasks.crowd.backends import (
     FileCrowd,
     answer_table_frame,
@@ -127,6 +127,12 @@ def test_the_cli_says_the_answer_file_was_quarantined_and_why(tmp_path):
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
+def test_a_deeply_nested_annotation_answer_is_rejected_not_raised():
+    with pytest.raises(AnswerError) as info:
+        canonical_answer(Stage.ANNOTATION, "[" * 5000 + "]" * 5000)
+    assert info.value.reason is AnswerReason.UNREADABLE and "nested" in info.value.detail
+
+
 # ---- 10: a rejected answer is recorded once -----------------------------------------------
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -228,7 +234,7 @@ def test_the_fast_csv_reader_and_the_reference_reader_agree(tmp_path):
     ragged = (text + "img4,w4,yes\r\n").encode()  # a short row: the csv module reads it
     slow = answer_table_frame(ragged, name="a.csv", stage=Stage.VALIDATION, origin="x")
     same = ["stage", "queue", "image_id", "worker_id", "value", "answered_at"]
-    assert fast[same].iloc[:3].equals(slow[same].iloc[:3])
+    pd.testing.assert_frame_equal(fast[same].iloc[:3], slow[same].iloc[:3], check_dtype=False)
     assert [json.loads(r) for r in fast["raw"]] == [json.loads(r) for r in slow["raw"][:3]]
     assert fast["worker_id"].tolist() == [" 007 ", "W1", ""]  # as given: screening trims
     assert fast["value"].iat[0] == {"valid": "no", "reason": "wrong_gesture"}
@@ -286,7 +292,7 @@ def test_the_stage_report_escapes_worker_ids_and_file_names():
                           {"worker_id": "w|2\nw3", "n_answers": 1, "discounted": True}]}
     rendered = _render(report_markdown(report))
     _assert_inert(rendered, [HOSTILE, "line 1: <b>bad</b>", "w|2 w3"])
-    for row in re.findall(r"<tr>.*?</tr>", rendered, flags=re.S):
+    for row in re.findall(r"<tr>.*?</tr>", rendered, flags=re.DOTALL):
         assert len(re.findall("<t[dh]>", row)) in (2, 3)
 
 
@@ -298,5 +304,5 @@ def test_the_ingest_summary_escapes_file_names():
                                       "distance": 2, "similarity": 0.9}]}
     rendered = _render(summary_markdown(summary)).split("<table>", 1)[1]  # counts in bold
     _assert_inert(rendered, [HOSTILE, f"kept/{HOSTILE}"])
-    [row] = [r for r in re.findall(r"<tr>.*?</tr>", rendered, flags=re.S) if "abc" in r]
+    [row] = [r for r in re.findall(r"<tr>.*?</tr>", rendered, flags=re.DOTALL) if "abc" in r]
     assert len(re.findall("<td", row)) == 6
