@@ -251,14 +251,12 @@ def screen_answer_frame(raw: pd.DataFrame, *, stage: Stage, pushed: pd.DataFrame
     pending = _identity_checks(raw, stage=stage, image=image, worker=worker, queue=queue,
                                pushed=pushed, reason=reason, detail=detail)
     idx = np.flatnonzero(pending)
-    canon, why, why_detail = _canonical_column(stage, raw["value"].to_numpy()[idx])
-    keys = pd.MultiIndex.from_arrays([queue.to_numpy()[idx], image.to_numpy()[idx],
-                                      worker.to_numpy()[idx]])
-    known = pd.MultiIndex.from_frame(answered[["queue", "image_id", "worker_id"]].astype("str"))
-    earlier = keys.isin(known)
+    canon, why, why_detail = _canonical_column(stage, raw["value"].iloc[idx])
+    keys, known = _row_keys([queue.iloc[idx], image.iloc[idx], worker.iloc[idx]],
+                            [answered[c] for c in ("queue", "image_id", "worker_id")])
+    earlier = np.isin(keys, known)
     fine = pd.isna(why) & ~earlier
-    codes = pd.factorize(keys)[0]
-    duplicate = earlier | (pd.Series(fine).groupby(codes).cumsum().to_numpy() - fine > 0)
+    duplicate = earlier | (pd.Series(fine).groupby(keys).cumsum().to_numpy() - fine > 0)
     reason[idx], detail[idx], answer[idx] = why, why_detail, canon
     dup = idx[duplicate]
     reason[dup], answer[dup] = AnswerReason.DUPLICATE_ANSWER.value, None
@@ -279,7 +277,6 @@ def _identity_checks(raw: pd.DataFrame, *, stage: Stage, image: pd.Series, worke
     """Fill ``reason`` and ``detail`` for the rows the first failing check rejects; the mask of
     rows that passed every check."""
     pending = np.ones(len(raw), dtype=bool)  # narrowed in place by each check in turn
-    sent = pd.MultiIndex.from_frame(pushed[["queue", "image_id"]].astype("str"))
     # (which rows fail, why, detail of the failing rows), in order; lazy, so that each
     # check only sees the rows every earlier one let through
     checks: list[tuple[Any, AnswerReason, Any]] = [
@@ -293,7 +290,7 @@ def _identity_checks(raw: pd.DataFrame, *, stage: Stage, image: pd.Series, worke
          lambda m: "no image_id or no worker_id"),
         (lambda: ~queue.isin(QUEUES), AnswerReason.UNKNOWN_CHOICE,
          lambda m: "unknown queue '" + queue[m] + "'"),
-        (lambda: ~_in_pairs(queue, image, sent, pending), AnswerReason.UNKNOWN_IMAGE,
+        (lambda: ~_in_pairs(queue, image, pushed, pending), AnswerReason.UNKNOWN_IMAGE,
          lambda m: "image " + image[m] + " was not sent to the " + queue[m] + " queue"),
     ]
     for failing, why, text in checks:
@@ -306,20 +303,48 @@ def _identity_checks(raw: pd.DataFrame, *, stage: Stage, image: pd.Series, worke
     return pending
 
 
-def _in_pairs(queue: pd.Series, image: pd.Series, pairs: pd.MultiIndex,
+def _in_pairs(queue: pd.Series, image: pd.Series, pairs: pd.DataFrame,
               rows: np.ndarray) -> np.ndarray:
-    """Whether (queue, image) of each of ``rows`` is in ``pairs`` (False elsewhere)."""
+    """Whether (queue, image) of each of ``rows`` is a (queue, image_id) row of ``pairs``
+    (False elsewhere)."""
     out = np.zeros(len(queue), dtype=bool)
     idx = np.flatnonzero(rows)
-    keys = pd.MultiIndex.from_arrays([queue.to_numpy()[idx], image.to_numpy()[idx]])
-    out[idx] = keys.isin(pairs)
+    keys, known = _row_keys([queue.iloc[idx], image.iloc[idx]],
+                            [pairs["queue"], pairs["image_id"]])
+    out[idx] = np.isin(keys, known)
     return out
 
 
-def _canonical_column(stage: Stage, values: np.ndarray,
+def _row_keys(left: list[pd.Series], right: list[pd.Series]) -> tuple[np.ndarray, np.ndarray]:
+    """One integer per row of two tables with the same key columns: equal rows, equal keys
+    (columns factorized together, no Python string per value)."""
+    lkeys, rkeys = np.zeros(len(left[0]), np.int64), np.zeros(len(right[0]), np.int64)
+    for lcol, rcol in zip(left, right, strict=True):
+        both = pd.concat([lcol.astype("str"), rcol.astype("str")], ignore_index=True)
+        codes, distinct = pd.factorize(both)  # -1 for missing: + 1 below
+        lkeys = lkeys * (len(distinct) + 1) + codes[:len(lcol)] + 1
+        rkeys = rkeys * (len(distinct) + 1) + codes[len(lcol):] + 1
+    return lkeys, rkeys
+
+
+def _canonical_column(stage: Stage, values: pd.Series,
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``canonical_answer`` of each value: (answer, reason, detail), None where n/a. Texts and
-    validation ``{"valid", "reason"}`` pairs repeat a lot: each distinct one is checked once."""
+    """``canonical_answer`` of each value: (answer, reason, detail), None where n/a. Answers
+    repeat a lot: each distinct text is checked once."""
+    try:
+        codes, distinct = pd.factorize(values)
+    except TypeError:  # lists or mappings
+        return _canonical_each(stage, values.to_numpy(dtype=object))
+    checked = np.empty((len(distinct) + 1, 3), dtype=object)
+    for i, value in enumerate([*distinct, None]):  # code -1 (missing): the last row
+        checked[i] = _try_canonical(stage, value)
+    return checked[codes, 0], checked[codes, 1], checked[codes, 2]
+
+
+def _canonical_each(stage: Stage, values: np.ndarray,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_canonical_column`` one value at a time; validation ``{"valid", "reason"}`` pairs
+    repeat too: each distinct pair is checked once."""
     answer = np.full(len(values), None, dtype=object)
     reason = np.full(len(values), None, dtype=object)
     detail = np.full(len(values), None, dtype=object)

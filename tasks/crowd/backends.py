@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from schemas.crowd import Queue, Stage
@@ -158,7 +159,7 @@ class FileCrowd:
         recorded in the same batch). A table that cannot be read is quarantined and comes
         back as one ``unreadable`` answer that says where it went and why.
         """
-        frames = [pd.DataFrame(columns=list(RAW_COLUMNS))]
+        frames = []
         for key in sorted(self.root.list(inbox_prefix(stage))):
             data = self.root.read_bytes(key)
             if file_answer_id(table_id(data), 0) in recorded:
@@ -172,7 +173,9 @@ class FileCrowd:
                 frames.append(unreadable_table(
                     data, stage=stage, origin=origin,
                     why=f"answer table {name} quarantined as {where}: {exc}"))
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if len(frames) > 1:
+            return pd.concat(frames, ignore_index=True)
+        return frames[0] if frames else pd.DataFrame(columns=list(RAW_COLUMNS))
 
     def quarantine(self, stage: Stage, key: str, data: bytes, *, reason: str) -> str:
         """Move an inbox table to the stage's quarantine, with ``<name>.reason.json``."""
@@ -240,7 +243,7 @@ def _is_jsonl(name: str) -> bool:
     return name.lower().endswith((".jsonl", ".json"))
 
 
-def _csv_rows(data: bytes) -> tuple[pd.DataFrame, list[str]]:
+def _csv_rows(data: bytes) -> tuple[pd.DataFrame, pd.Series]:
     """Every column as text, and each row as JSON; Arrow's reader for a regular table, the
     ``csv`` module (the reference) for anything it refuses."""
     try:
@@ -251,8 +254,16 @@ def _csv_rows(data: bytes) -> tuple[pd.DataFrame, list[str]]:
     if missing:
         raise AnswerTableError(f"a CSV answer table needs the columns {REQUIRED_ANSWER_COLUMNS}"
                                f" (missing: {', '.join(missing)})")
-    raw = rows.to_json(orient="records", lines=True) if len(rows) else ""
-    return rows, raw.rstrip("\n").split("\n") if raw else []
+    return rows, _rows_as_json(rows)
+
+
+def _rows_as_json(rows: pd.DataFrame, *, chunk: int = 65536) -> pd.Series:
+    """Each row as a JSON object, a chunk at a time (one JSON text of a whole large table,
+    split into a million Python strings, held gigabytes at once)."""
+    parts = [pa.array(rows.iloc[i:i + chunk].to_json(orient="records", lines=True)
+                      .rstrip("\n").split("\n"), type=pa.large_string())
+             for i in range(0, len(rows), chunk)]
+    return pa.chunked_array(parts, type=pa.large_string()).to_pandas()
 
 
 def _header(data: bytes) -> list[str]:
@@ -292,7 +303,7 @@ def _python_csv(data: bytes) -> pd.DataFrame:
     return frame
 
 
-def _jsonl_rows(data: bytes) -> tuple[pd.DataFrame, list[str]]:
+def _jsonl_rows(data: bytes) -> tuple[pd.DataFrame, pd.Series]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -311,10 +322,10 @@ def _jsonl_rows(data: bytes) -> tuple[pd.DataFrame, list[str]]:
                                                        "stage", "reason", "time")
                               else r.get(c) for r in rows]
                           for c in ANSWER_FILE_COLUMNS}, dtype=object)
-    return frame, [raw_json(r) for r in rows]
+    return frame, pd.Series([raw_json(r) for r in rows], dtype="str")
 
 
-def _raw_answers(rows: pd.DataFrame, raw: list[str], *, table: str, stage: Stage,
+def _raw_answers(rows: pd.DataFrame, raw: pd.Series, *, table: str, stage: Stage,
                  origin: str) -> pd.DataFrame:
     """Raw answers from the columns of an answer table (a validation ``answer`` with a
     ``reason`` becomes ``{"valid", "reason"}``)."""
@@ -329,7 +340,9 @@ def _raw_answers(rows: pd.DataFrame, raw: list[str], *, table: str, stage: Stage
         value[pair] = [{"valid": value[i], "reason": reason[i]} for i in pair]
     times = column["time"]
     return pd.DataFrame({
-        "answer_id": [file_answer_id(table, i) for i in range(n)],
+        "answer_id": pc.binary_join_element_wise(
+            file_answer_id(table, ""), pc.cast(pa.array(np.arange(n)), pa.string()),
+            "").to_pandas(),
         "stage": _vocabulary(column["stage"], default=stage.value),
         "queue": _vocabulary(column["queue"], default=Queue.CROWD.value),
         "image_id": column["image_id"], "worker_id": column["worker_id"], "value": value,
