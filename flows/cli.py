@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Curation pipeline for crowd-sourced hand-gesture photos.")
@@ -117,15 +117,11 @@ def holding_root(root: str, *, command: str, wait_s: float,
     """Take the dataset root's writer lock in the CLI process, before Prefect starts: a
     refusal is then immediate and clean, and the flow's own lock is re-entrant. Says what a
     run that died holding the lock left (removed)."""
-    from tasks.integrity import exclusive_writer
+    from flows.root_lock import locked_root
     from tasks.storage import open_storage
 
-    store = open_storage(root, endpoint_url=s3_endpoint_url)
-    with exclusive_writer(store, command=command, wait_s=wait_s) as debris:
-        for kind, keys in debris.items():
-            if keys:
-                console.print(f"[yellow]removed {len(keys)} {kind.replace('_', ' ')} left by "
-                              f"a run that died[/yellow]")
+    with locked_root(open_storage(root, endpoint_url=s3_endpoint_url), command=command,
+                     wait_s=wait_s):
         yield
 
 
@@ -552,12 +548,14 @@ def check(root: RootOpt = "./hagrid-root",
         if report:
             fixed = ", ".join(f"{k} {v}" for k, v in report.fixed.items() if v)
             console.print(f"repair {report.repair_id}: fixed {fixed or 'nothing'}")
-        table = Table("problem", "key", "detail", "fixable", title=f"check {store.uri}")
-        for p in problems:
-            table.add_row(p.kind, p.key, p.detail, "yes" if p.fixable else "no")
-        Console().print(table if problems else f"{store.uri}: consistent")
+        table = Table(Column("problem", no_wrap=True, min_width=max(map(len, PROBLEM_KINDS))),
+                      "count", "fixable", "what it means", "first keys",
+                      title=f"check {store.uri} (--json lists every key)")
         for kind in sorted({p.kind for p in problems}):
-            console.print(f"  {kind}: {PROBLEM_KINDS[kind]}")
+            of_kind = [p for p in problems if p.kind == kind]
+            table.add_row(kind, str(len(of_kind)), str(sum(p.fixable for p in of_kind)),
+                          PROBLEM_KINDS[kind], "\n".join(p.key for p in of_kind[:3]))
+        Console().print(table if problems else f"{store.uri}: consistent")
     if problems:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ Runs are idempotent, so a deployment can run them on a schedule.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import os
 import secrets
@@ -306,8 +307,6 @@ def add_golden(root: str, stage: Stage, path: Path, *, s3_endpoint_url: str | No
 
 
 def _add_golden(catalog: Catalog, stage: Stage, path: Path) -> tuple[int, list[str]]:
-    import csv
-
     rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
     known = set(catalog.read_table("images", columns=["image_id"]).column("image_id").to_pylist())
     tag = _batch_tag(stage)

@@ -81,13 +81,15 @@ class Catalog:
         marker = json.dumps({"batch_id": batch_id, **info}, sort_keys=True).encode()
         self.root.write_bytes(f"{COMMITS}/{batch_id}.json", marker)
 
+    def uncommitted_files(self) -> list[str]:
+        """Table files of batches that never committed (a killed run, or one in progress)."""
+        done = set(self.committed_batches())
+        return [k for name in CATALOG_TABLES for k in self.root.list(f"catalog/{name}")
+                if _batch_of(k) not in done]
+
     def remove_uncommitted(self) -> list[str]:
         """Delete table files left by a batch that never committed (a killed run)."""
-        done = set(self.committed_batches())
-        orphans = [
-            k for name in CATALOG_TABLES for k in self.root.list(f"catalog/{name}")
-            if _batch_of(k) not in done
-        ]
+        orphans = self.uncommitted_files()
         for key in orphans:
             self.root.delete(key)
         return orphans

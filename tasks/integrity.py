@@ -21,7 +21,7 @@ import datetime as dt
 import io
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -97,18 +97,19 @@ def find_problems(submissions: pd.DataFrame, images: pd.DataFrame, *, objects: s
     accepted = submissions[submissions["outcome"] == Outcome.ACCEPTED.value]
     accepted = accepted.drop_duplicates("submission_id")
     known = set(images["image_id"])
+    stored = _objects_by_sha(objects)
     for row in accepted[~accepted["image_id"].isin(known)].itertuples():
-        key = f"objects/{row.sha256[:2]}/{row.sha256[2:4]}/{row.sha256}"
-        has_object = any(o.startswith(key + ".") for o in objects)
+        has_object = row.sha256 in stored
         out.append(Problem("accepted_without_image_row", str(row.submission_id),
                            f"image {row.image_id}; object {'present' if has_object else 'missing'}",
                            has_object))
     for row in images[~images["submission_id"].isin(set(accepted["submission_id"]))].itertuples():
         out.append(Problem("image_row_without_input", str(row.image_id),
                            f"submission {row.submission_id} not recorded as accepted", False))
-    named = set(images["object_key"]) | {_sha_prefix(s) for s in submissions["sha256"].dropna()}
-    for key in sorted(objects):
-        if key not in named and _sha_prefix_of_key(key) not in named:
+    named = set(images["object_key"])
+    named_shas = set(submissions["sha256"].dropna())
+    for sha, key in sorted(stored.items(), key=lambda kv: kv[1]):
+        if key not in named and sha not in named_shas:
             out.append(Problem("object_without_row", key, "no row names it", True))
     for row in images[~images["object_key"].isin(objects)].itertuples():
         out.append(Problem("row_without_object", str(row.object_key),
@@ -120,7 +121,8 @@ def check_root(root: Storage) -> list[Problem]:
     """Every inconsistency of ``root`` (reads the tables and lists the objects)."""
     catalog = Catalog(root)
     return find_problems(_frame(catalog, "submissions"), _frame(catalog, "images"),
-                         objects=set(root.list("objects")), uncommitted=_uncommitted(catalog))
+                         objects=set(root.list("objects")),
+                         uncommitted=catalog.uncommitted_files())
 
 
 def repair_root(root: Storage, *, settings: IngestSettings | None = None) -> RepairReport:
@@ -197,12 +199,12 @@ def _rebuild_image_rows(catalog: Catalog, repair_id: str, settings: IngestSettin
     subs, images = _frame(catalog, "submissions"), _frame(catalog, "images")
     accepted = subs[subs["outcome"] == Outcome.ACCEPTED.value].drop_duplicates("submission_id")
     missing = accepted[~accepted["image_id"].isin(set(images["image_id"]))]
-    objects = catalog.root.list("objects")
+    objects = _objects_by_sha(catalog.root.list("objects"))
     now = dt.datetime.now(dt.UTC)
     batch_id = f"repair-{repair_id}"
     rows = []
     for row in missing.itertuples():
-        key = next((o for o in objects if o.rsplit("/", 1)[1].startswith(f"{row.sha256}.")), None)
+        key = objects.get(row.sha256)
         if key is None:
             continue
         features = inspect_image(catalog.root.read_bytes(key), formats=settings.formats,
@@ -232,12 +234,6 @@ def _frame(catalog: Catalog, table: str) -> pd.DataFrame:
     return catalog.read_table(table).to_pandas()
 
 
-def _uncommitted(catalog: Catalog) -> list[str]:
-    done = set(catalog.committed_batches())
-    return [k for name in CATALOG_TABLES for k in catalog.root.list(f"catalog/{name}")
-            if k.rsplit("/", 1)[1].rsplit(".", 1)[0] not in done]
-
-
 def _read_batch(catalog: Catalog, table: str, batch: str) -> pd.DataFrame | None:
     key = f"catalog/{table}/{batch}.parquet"
     if not catalog.root.exists(key):
@@ -246,34 +242,30 @@ def _read_batch(catalog: Catalog, table: str, batch: str) -> pd.DataFrame | None
     return pq.read_table(io.BytesIO(catalog.root.read_bytes(key)), schema=schema).to_pandas()
 
 
-def _rewrite(catalog: Catalog, table: str, batch: str, frame: pd.DataFrame) -> None:
-    schema = CATALOG_TABLES[table]
+def _parquet(table: str, frame: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), buf,
-                   compression="zstd")
-    catalog.root.write_bytes(f"catalog/{table}/{batch}.parquet", buf.getvalue())
+    pq.write_table(pa.Table.from_pandas(frame, schema=CATALOG_TABLES[table],
+                                        preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _rewrite(catalog: Catalog, table: str, batch: str, frame: pd.DataFrame) -> None:
+    catalog.root.write_bytes(f"catalog/{table}/{batch}.parquet", _parquet(table, frame))
 
 
 def _archive(catalog: Catalog, repair_id: str, table: str, batch: str, rows: pd.DataFrame,
              reason: str) -> None:
     """Keep removed or replaced rows, with why, under ``catalog/_repairs/<repair>/``."""
-    schema = CATALOG_TABLES[table]
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), buf,
-                   compression="zstd")
     base = f"{REPAIRS}/{repair_id}/{table}/{batch}-{reason}"
-    catalog.root.write_bytes(f"{base}.parquet", buf.getvalue())
+    catalog.root.write_bytes(f"{base}.parquet", _parquet(table, rows))
     catalog.root.write_bytes(f"{base}.json", json.dumps(
         {"table": table, "batch": batch, "reason": reason, "rows": len(rows),
          "meaning": PROBLEM_KINDS.get(reason, reason)}, sort_keys=True).encode())
 
 
-def _sha_prefix(sha256: str) -> str:
-    return f"objects/{sha256[:2]}/{sha256[2:4]}/{sha256}"
-
-
-def _sha_prefix_of_key(key: str) -> str:
-    return key.rsplit(".", 1)[0]
+def _objects_by_sha(keys: Iterable[str]) -> dict[str, str]:
+    """sha256 -> object key (``objects/ab/cd/<sha256>.<ext>``, see ``catalog.object_key``)."""
+    return {k.rsplit("/", 1)[1].split(".", 1)[0]: k for k in keys}
 
 
 @contextmanager
