@@ -56,12 +56,13 @@ from schemas.crowd import (
     Stage,
     Verdict,
 )
-from schemas.tables import IMAGES
+from schemas.tables import IMAGES, SUBMISSIONS
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog, image_id_for, object_key
 from tasks.crowd.consensus import METHODS, aggregate, worker_quality
 from tasks.crowd.stage import crowd_answers, latest_verdicts, load_stage
-from tasks.simulation.crowd import planted_truth, worker_pool
+from tasks.simulation.crowd import GeneratorTruth, worker_pool
+from tasks.simulation.truth import plant_truth_file
 from tasks.storage import LocalStorage
 
 ALL_METHODS = ("mv", "wmv", "ds", "glad", "wawa", "zbs", "mace", "ocds")
@@ -116,8 +117,20 @@ def write_images(root: Path, *, n: int, seed: int) -> None:
             "gesture": gestures[i % len(gestures)], "submitted_at": None,
             "submission_id": f"sub-{i}", "phash": 0, "phash_mirror": 0,
             "thumb": bytes(1024), "batch_id": "bench-images", "ingested_at": now})
+    source = LocalStorage(Path(f"{root}-planted"))
+    files = [f"{r['submission_id']}.jpg" for r in rows]
+    plant_truth_file(source, list(zip(files, (r["gesture"] for r in rows), strict=True)),
+                     seed=seed)
+    subs = [{"submission_id": r["submission_id"], "batch_id": "bench-images",
+             "source": source.uri, "file": f, "row_index": i, "user_id": r["user_id"],
+             "user_key": r["user_id"], "gesture": r["gesture"], "submitted_at": None,
+             "sha256": r["sha256"], "bytes": r["bytes"], "outcome": "accepted", "reason": None,
+             "detail": None, "image_id": r["image_id"], "duplicate_of": None,
+             "duplicate_distance": None, "duplicate_similarity": None, "ingested_at": now}
+            for i, (r, f) in enumerate(zip(rows, files, strict=True))]
     Catalog(LocalStorage(root)).write_batch(
-        "bench-images", {"images": pa.Table.from_pylist(rows, schema=IMAGES)},
+        "bench-images", {"images": pa.Table.from_pylist(rows, schema=IMAGES),
+                         "submissions": pa.Table.from_pylist(subs, schema=SUBMISSIONS)},
         info={"kind": "bench"})
 
 
@@ -244,12 +257,11 @@ def run_one(sc: Scenario, method: str, *, n: int, seed: int, cycles: int, work: 
     pool = worker_pool(n_workers=options.sim_workers, spammer_share=options.sim_spammer_share,
                        seed=seed)
     kinds = {w.worker_id: w.kind for w in pool}
-    truth = planted_truth(seed=seed, invalid_rate=options.sim_invalid_rate,
-                          flag_rate=options.sim_flag_rate)
     settings = replace(base, overlap=sc.overlap, method=method,
                        max_answers=max(base.max_answers, sc.overlap + 2))
     root = Path(tempfile.mkdtemp(dir=work))
     write_images(root, n=n, seed=seed)
+    truth = GeneratorTruth.from_catalog(Catalog(LocalStorage(root))).answer
     start = time.perf_counter()
     stage_flow(Stage.VALIDATION, str(root), options, settings, cycles)
     seconds = time.perf_counter() - start

@@ -55,9 +55,9 @@ from tasks.crowd.stage import (
     verdict_table,
 )
 from tasks.simulation.crowd import (
+    GeneratorTruth,
     SimulatedCrowd,
     pick_control_images,
-    planted_truth,
     worker_pool,
 )
 from tasks.storage import open_storage
@@ -69,7 +69,8 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
     if options.kind == "file":
         return FileCrowd(catalog.root)
     if options.kind == "simulated":
-        return SimulatedCrowd(catalog.root, truth=_sim_truth(options), seed=options.sim_seed,
+        truth = GeneratorTruth.from_catalog(catalog, endpoint_url=s3_endpoint_url)
+        return SimulatedCrowd(catalog.root, truth=truth, seed=options.sim_seed,
                               workers=worker_pool(n_workers=options.sim_workers,
                                                   spammer_share=options.sim_spammer_share,
                                                   seed=options.sim_seed))
@@ -88,11 +89,6 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
                                 document_root=Path(doc_root) if doc_root else None,
                                 s3_endpoint_url=s3_endpoint_url)
     raise ValueError(f"unknown crowd back end {options.kind!r}: labelstudio, file or simulated")
-
-
-def _sim_truth(options: CrowdBackendOptions):
-    return planted_truth(seed=options.sim_seed, invalid_rate=options.sim_invalid_rate,
-                         flag_rate=options.sim_flag_rate)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
@@ -133,8 +129,8 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     started = dt.datetime.now(dt.UTC)
     imported = dict(zip(import_answer_files(catalog, stage, [Path(p) for p in options.answers]),
                         options.answers, strict=True))
-    if options.kind == "simulated" and stage is not Stage.ANNOTATION:
-        seed_simulated_golden(catalog, stage, options)
+    if isinstance(backend, SimulatedCrowd) and stage is not Stage.ANNOTATION:
+        seed_simulated_golden(catalog, stage, options, backend.truth)
     preannotations = latest_preannotations(catalog) if stage is Stage.ANNOTATION else {}
     pulled: list[pd.DataFrame] = []
     pushed_total = 0
@@ -178,6 +174,13 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     if stage is Stage.ANNOTATION:
         report["agreement"] = agreement_histogram(decision.annotations)
     report["root"] = catalog.root.uri
+    if isinstance(backend, SimulatedCrowd):
+        report["simulated_unanswerable"] = len(backend.unanswerable)
+        if backend.unanswerable:
+            get_run_logger().warning(
+                "simulated crowd: %d images have no generator truth (their source has no "
+                "truth.jsonl) and were not answered; they wait for a real crowd",
+                len(backend.unanswerable))
     create_markdown_artifact(key=f"{stage.value}-report", markdown=report_markdown(report),
                              description=f"{stage.value} stage on {catalog.root.uri}")
     get_run_logger().info("%s: verdicts %s, queue %s", stage.value, report["verdicts"],
@@ -196,14 +199,18 @@ def import_answer_files(catalog: Catalog, stage: Stage, paths: list[Path]) -> li
     return [inbox.import_file(stage, p.name, p.read_bytes()) for p in paths]
 
 
-def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendOptions) -> int:
-    """Give a simulated campaign control images from its planted truth, once per stage."""
+def seed_simulated_golden(catalog: Catalog, stage: Stage, options: CrowdBackendOptions,
+                          truth: GeneratorTruth) -> int:
+    """Give a simulated campaign control images from the generator's truth, once per stage."""
     tables = load_stage(catalog, stage)
     if len(tables.golden) or tables.images.empty or options.sim_golden <= 0:
         return 0
-    undecided = [i for i in tables.images["image_id"] if i not in tables.verdicts.index]
-    rows = pick_control_images(undecided, _sim_truth(options), stage, n=options.sim_golden,
+    undecided = [i for i in tables.images["image_id"]
+                 if i not in tables.verdicts.index and i in truth]
+    rows = pick_control_images(undecided, truth.answer, stage, n=options.sim_golden,
                                seed=options.sim_seed)
+    if not rows:
+        return 0
     tag = _batch_tag(stage)
     table, problems = golden_table(stage, rows, known_images=set(undecided),
                                    source="simulated-truth",

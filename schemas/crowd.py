@@ -139,6 +139,4 @@ class CrowdBackendOptions:
     sim_seed: int = 0
     sim_workers: int = 20
     sim_spammer_share: float = 0.3
-    sim_golden: int = 12  # control images per stage picked from the planted truth
-    sim_invalid_rate: float = 0.2
-    sim_flag_rate: float = 0.12
+    sim_golden: int = 12  # control images per stage picked from the generator's truth

@@ -32,6 +32,13 @@ class TruthRecord(TypedDict):
     bboxes: list[list[float]]  # [x, y, w, h] per hand, the gesture hand first
     labels: list[str]  # per box: the gesture, or no_gesture for a free hand
     leading_hand: str | None  # left | right; null when no hand is shown
+    # what the crowd stages should answer (schemas.crowd answer forms), for the simulated crowd
+    validation: str  # yes, or no:<reason> for a drawn break of the mining rules
+    filtration: str  # none, or the flags it should raise, comma-joined in FILTRATION_FLAGS order
+    planted_flags: list[str]  # flags declared, not drawn (child, nudity cannot be drawn honestly)
+    shown_gesture: str | None  # the gesture the picture shows (differs for no:wrong_gesture)
+    inscription: str | None  # text drawn on a sign or shirt
+    framing: str | None  # normal, hand_cut_off, too_far, too_close; null without a photo
 
 
 TRUTH_FIELDS: tuple[str, ...] = tuple(TruthRecord.__annotations__)

@@ -16,7 +16,8 @@ from schemas.annotation import BOXES
 from schemas.tables import IMAGES, SUBMISSIONS, VERDICTS
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog, image_id_for, object_key
-from tasks.storage import LocalStorage, Storage
+from tasks.simulation.truth import plant_truth_file
+from tasks.storage import LocalStorage, S3Storage, Storage, open_storage
 
 
 def tiny_jpeg(seed: int) -> bytes:
@@ -29,11 +30,17 @@ def tiny_jpeg(seed: int) -> bytes:
 
 
 def make_catalog(root: Path | Storage, *, n: int, seed: int = 0) -> list[str]:
-    """A catalog of ``n`` accepted images under ``root``; returns their image ids."""
+    """A catalog of ``n`` accepted images under ``root``; returns their image ids.
+
+    Their submissions come from a source beside the root (``<root>-planted-<seed>``) whose
+    ``truth.jsonl`` plants the crowd's right answers and hands (``plant_truth_file``), so the
+    simulated crowd can answer them.
+    """
     store = root if not isinstance(root, Path) else LocalStorage(root)
     gestures = load_taxonomy().gestures
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
+    subs: list[dict[str, Any]] = []
     for i in range(n):
         data = tiny_jpeg(seed * 100_000 + i)
         sha = hashlib.sha256(data).hexdigest()
@@ -45,8 +52,17 @@ def make_catalog(root: Path | Storage, *, n: int, seed: int = 0) -> list[str]:
             "submitted_at": None, "submission_id": f"sub-{seed}-{i}", "phash": i,
             "phash_mirror": i, "thumb": bytes(1024), "batch_id": f"seed-{seed}",
             "ingested_at": now})
-    Catalog(store).write_batch(f"00000-seed-{seed}",
-                               {"images": pa.Table.from_pylist(rows, schema=IMAGES)}, info={})
+        subs.append(_submission(f"sub-{seed}-{i}", f"seed-{seed}", f"user{i % 7}", sha,
+                                "accepted", None, image_id_for(sha), None, now))
+    endpoint = store.client.meta.endpoint_url if isinstance(store, S3Storage) else None
+    source = open_storage(f"{store.uri}-planted-{seed}", endpoint_url=endpoint)
+    plant_truth_file(source, [(s["file"], r["gesture"]) for s, r in zip(subs, rows, strict=True)],
+                     seed=seed)
+    for sub in subs:
+        sub["source"] = source.uri
+    Catalog(store).write_batch(f"00000-seed-{seed}", {
+        "images": pa.Table.from_pylist(rows, schema=IMAGES),
+        "submissions": pa.Table.from_pylist(subs, schema=SUBMISSIONS)}, info={})
     return [r["image_id"] for r in rows]
 
 

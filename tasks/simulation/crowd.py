@@ -2,9 +2,16 @@
 
 Workers have set accuracies; some are spammers who answer at random, and one always gives
 the answer that lets an image through (``yes`` in validation, ``none`` in filtration).
-The truth it answers from is planted per image (``planted_truth``): the synthetic photos
-carry no real reason to fail validation or filtration, so a share of them is declared
-invalid or flagged, deterministically from the image id.
+The truth it answers from is what the generator drew (``GeneratorTruth``): a catalog image
+is traced to the file it was ingested from (``submissions``: source, file -> image_id) and
+that file's line of ``<source>/truth.jsonl``: its validation answer (a drawn break of the
+mining rules, or ``yes``), its filtration flags (a drawn inscription; children and nudity are
+planted flags, marked so in the truth), and its true boxes and leading hand. Nothing is
+re-derived from image ids. Images whose source has no generator truth (a real campaign's
+photos, an import) are not answered: they wait for a real crowd.
+
+``planted_truth`` plants answers per image id; it is only for benchmarks of the aggregation
+on answer tables without photos, never for the crowd back end.
 
 Its answers are written as an answer table into the file back end's inbox and imported by
 the same ``pull`` as any other answer file: there is no side door into the catalog.
@@ -17,12 +24,14 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
-from schemas.annotation import FREE_HAND_LABEL, LEADING_HANDS
+from schemas.annotation import LEADING_HANDS
 from schemas.crowd import (
     FILTRATION_FLAGS,
     NO,
@@ -34,12 +43,92 @@ from schemas.crowd import (
 )
 from schemas.taxonomy import load_taxonomy
 from tasks.annotate.boxes import Box
+from tasks.catalog import Catalog
 from tasks.crowd.backends import CrowdTask, FileCrowd, PushedTask, inbox_prefix
 from tasks.simulation.annotators import SimAnnotator, simulated_answer
-from tasks.storage import Storage
+from tasks.storage import Storage, open_storage
 
 TruthFn = Callable[[Stage, str], str]
-BoxTruthFn = Callable[[str, str], tuple[list[Box], str]]
+TRUTH_FILE = "truth.jsonl"  # beside the photos of a generated batch (tasks.simulation.generator)
+MAX_TRUTH_BYTES = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ImageTruth:
+    """What the generator drew in one catalog image, and the answers that are right for it."""
+
+    file: str
+    validation: str  # yes | no:<reason>
+    filtration: str  # none | flags, comma-joined
+    boxes: tuple[Box, ...]  # the gesture hand first
+    leading_hand: str
+    planted_flags: tuple[str, ...] = ()
+
+
+class GeneratorTruth:
+    """The generator's truth per catalog image (``from_catalog``), or built directly."""
+
+    def __init__(self, images: Mapping[str, ImageTruth]) -> None:
+        self.images = dict(images)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self.images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def answer(self, stage: Stage, image_id: str) -> str:
+        """The right answer of ``stage`` for an image (``KeyError`` when it has no truth)."""
+        truth = self.images[image_id]
+        return truth.validation if stage is Stage.VALIDATION else truth.filtration
+
+    def boxes(self, image_id: str) -> tuple[list[Box], str]:
+        """The true boxes and leading hand of an image (``KeyError`` when it has no truth)."""
+        truth = self.images[image_id]
+        return list(truth.boxes), truth.leading_hand
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, *,
+                     endpoint_url: str | None = None) -> GeneratorTruth:
+        """Trace every accepted submission to ``<source>/truth.jsonl``, line ``file``.
+
+        Sources without a truth file contribute nothing; a truth file that cannot be parsed
+        raises ``ValueError`` naming it.
+        """
+        subs = catalog.read_table("submissions", columns=["source", "file", "image_id"],
+                                  filters=pc.field("outcome") == "accepted").to_pandas()
+        images: dict[str, ImageTruth] = {}
+        for source, rows in subs.dropna(subset=["image_id"]).groupby("source"):
+            records = read_truth_file(open_storage(str(source), endpoint_url=endpoint_url))
+            for file, image_id in zip(rows["file"], rows["image_id"], strict=True):
+                record = records.get(str(file))
+                if record is not None:
+                    images[str(image_id)] = image_truth(record)
+        return cls(images)
+
+
+def read_truth_file(source: Storage) -> dict[str, dict[str, Any]]:
+    """``file`` -> truth record of a source's ``truth.jsonl`` (empty when there is none)."""
+    if not source.exists(TRUTH_FILE):
+        return {}
+    try:
+        text = source.read_input(TRUTH_FILE, max_bytes=MAX_TRUTH_BYTES).decode("utf-8")
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return {str(r["file"]): r for r in records}
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"{source.uri}/{TRUTH_FILE} is not a generator truth file: "
+                         f"{exc}") from None
+
+
+def image_truth(record: Mapping[str, Any]) -> ImageTruth:
+    """An ``ImageTruth`` from one ``schemas.simulation.TruthRecord``."""
+    boxes = tuple(Box(float(x), float(y), float(w), float(h), str(label))
+                  for (x, y, w, h), label in zip(record["bboxes"], record["labels"],
+                                                 strict=True))
+    return ImageTruth(file=str(record["file"]), validation=str(record["validation"]),
+                      filtration=str(record["filtration"]), boxes=boxes,
+                      leading_hand=str(record.get("leading_hand") or LEADING_HANDS[0]),
+                      planted_flags=tuple(record.get("planted_flags") or ()))
 
 
 @dataclass(frozen=True)
@@ -72,7 +161,8 @@ def _rng(*parts: object) -> np.random.Generator:
 
 def planted_truth(*, seed: int = 0, invalid_rate: float = 0.2,
                   flag_rate: float = 0.12) -> TruthFn:
-    """The right answer per (stage, image), planted deterministically from the image id."""
+    """Answers planted per (stage, image id): for aggregation benchmarks on answer tables
+    without photos only (the crowd back end answers from ``GeneratorTruth``)."""
     def truth(stage: Stage, image_id: str) -> str:
         rng = _rng("truth", seed, stage.value, image_id)
         if stage is Stage.VALIDATION:
@@ -96,26 +186,6 @@ def pick_control_images(image_ids: list[str], truth: TruthFn, stage: Stage, *, n
     positives = [i for i in ids if truth(stage, i) != easy][: n // 2]
     negatives = [i for i in ids if truth(stage, i) == easy][: n - len(positives)]
     return [{"image_id": i, "answer": truth(stage, i)} for i in positives + negatives]
-
-
-def planted_boxes(*, seed: int = 0, two_hands: float = 0.3) -> BoxTruthFn:
-    """True hands per image, planted from the image id: the gesture hand (labelled with the
-    assigned gesture) and, for a share of images, a free hand labelled ``no_gesture``."""
-    def truth(image_id: str, gesture: str) -> tuple[list[Box], str]:
-        rng = _rng("boxes", seed, image_id)
-        boxes = [_hand_box(rng, gesture, left_half=True)]
-        if rng.random() < two_hands:
-            boxes.append(_hand_box(rng, FREE_HAND_LABEL, left_half=False))
-        return boxes, LEADING_HANDS[int(rng.integers(2))]
-    return truth
-
-
-def _hand_box(rng: np.random.Generator, label: str, *, left_half: bool) -> Box:
-    w, h = float(rng.uniform(0.05, 0.15)), float(rng.uniform(0.08, 0.2))
-    x0 = 0.02 if left_half else 0.52
-    x = float(rng.uniform(x0, x0 + 0.46 - w))
-    y = float(rng.uniform(0.02, 0.98 - h))
-    return Box(x, y, w, h, label)
 
 
 def annotator_for(worker: SimWorker) -> SimAnnotator:
@@ -159,43 +229,46 @@ def _wrong_answer(stage: Stage, truth: str, rng: np.random.Generator) -> str:
 
 
 class SimulatedCrowd(FileCrowd):
-    """Answers every pushed task at once, into the inbox, from a pool of simulated workers."""
+    """Answers every pushed task at once, into the inbox, from a pool of simulated workers
+    who look at what the generator drew (``truth``). Tasks of images without generator
+    truth are not pushed: they wait for a real crowd (``unanswerable`` counts them)."""
 
     name = "simulated"
 
-    def __init__(self, root: Storage, *, workers: list[SimWorker], truth: TruthFn,
-                 seed: int = 0, expert_accuracy: float = 1.0,
-                 boxes: BoxTruthFn | None = None) -> None:
+    def __init__(self, root: Storage, *, workers: list[SimWorker], truth: GeneratorTruth,
+                 seed: int = 0, expert_accuracy: float = 1.0) -> None:
         super().__init__(root)
         self.workers = workers
         self.truth = truth
-        self.boxes = boxes or planted_boxes(seed=seed)
         self.seed = seed
         self.expert = SimWorker("sim-expert", "honest", expert_accuracy)
         self.labels = load_taxonomy().box_labels
+        self.unanswerable: set[str] = set()
 
     def push(self, stage: Stage, tasks: list[CrowdTask], *, batch_id: str) -> list[PushedTask]:
         """Answer the tasks and drop the answers as ``inbox/sim-<batch_id>.csv``."""
-        if not tasks:
+        known = [t for t in tasks if t.image_id in self.truth]
+        self.unanswerable |= {t.image_id for t in tasks if t.image_id not in self.truth}
+        if not known:
             return []
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\n")
         out.writerow(["image_id", "worker_id", "answer", "queue", "stage", "time"])
         now = dt.datetime.now(dt.UTC).isoformat()
-        for task in tasks:
+        for task in known:
             for worker in self._assign(task):
                 rng = _rng("answer", self.seed, stage.value, task.image_id, worker.worker_id)
                 out.writerow([task.image_id, worker.worker_id, self._answer(stage, task, worker, rng),
                               task.queue.value, stage.value, now])
         self.root.write_bytes(f"{inbox_prefix(stage)}/sim-{batch_id}.csv", buf.getvalue().encode())
         return [PushedTask(t.image_id, t.queue, t.round, t.answers_wanted, f"sim-{batch_id}")
-                for t in tasks]
+                for t in known]
 
     def _answer(self, stage: Stage, task: CrowdTask, worker: SimWorker,
                 rng: np.random.Generator) -> str:
         if stage is not Stage.ANNOTATION:
-            return worker_answer(worker, stage, self.truth(stage, task.image_id), rng)
-        boxes, hand = self.boxes(task.image_id, task.gesture)
+            return worker_answer(worker, stage, self.truth.answer(stage, task.image_id), rng)
+        boxes, hand = self.truth.boxes(task.image_id)
         annotator = (SimAnnotator(worker.worker_id, jitter=0.02, miss_rate=0.0,
                                   label_swap_rate=0.0, wrong_hand_rate=0.0)
                      if worker is self.expert else annotator_for(worker))

@@ -148,9 +148,11 @@ def _write_tables(
                         "submitted_at": p.submitted_at,
                     }
                 )
+    by_file = {p.file: p for p in plan}
     with (out_dir / "truth.jsonl").open("w", encoding="utf-8") as f:
         for p in plan:
-            f.write(json.dumps(truth_record(p, geometry[p.file])) + "\n")
+            source = by_file.get(p.source_file) if p.source_file else None
+            f.write(json.dumps(truth_record(p, geometry[p.file], source)) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

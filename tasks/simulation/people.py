@@ -145,21 +145,26 @@ def hand_point(hand: HandPlacement, x: float, y: float) -> tuple[float, float]:
 
 
 def plan_figure(spec: PhotoSpec, rng: np.random.Generator) -> Figure:
-    """Place a person and their hands in the frame of `spec` (hands fully in frame)."""
+    """Place a person and their hands in the frame of `spec`: hands fully in frame, unless
+    ``spec.framing`` breaks a rule (the gesture hand over the edge, the person too far or
+    too close)."""
     width, height = spec.size
-    frac = math.exp(rng.uniform(math.log(0.03), math.log(0.15)))  # hand box width / image width
-    length = min(frac * width / 0.6, min(width, height) * (1 - 2 * _MARGIN) / 1.6)
+    length = _hand_length(spec, rng)
     head_h = length / 0.78
     side = -1 if spec.leading_hand == "right" else 1
     hx, hy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.22, 0.5) * height
     hands = [_gesture_hand(spec, rng, (hx, hy), head_h, side, length)]
     if spec.free_hand:
         hands.append(_free_hand(rng, (hx, hy), head_h, -side, length))
-    dx, dy = _fit_shift(hands, width, height)
+    margin = 0.0 if spec.framing == "too_close" else _MARGIN
+    dx, dy = _fit_shift(hands, width, height, margin)
     hands = [
-        _clamp_hand(replace(h, center=(h.center[0] + dx, h.center[1] + dy)), width, height)
+        _clamp_hand(replace(h, center=(h.center[0] + dx, h.center[1] + dy)), width, height,
+                    margin)
         for h in hands
     ]
+    if spec.framing == "hand_cut_off":  # the arm reaches out to it; the body stays
+        hands[0] = _cut_by_frame(hands[0], rng, width, height)
     return Figure(
         head=(hx + dx, hy + dy),
         head_h=head_h,
@@ -171,6 +176,34 @@ def plan_figure(spec: PhotoSpec, rng: np.random.Generator) -> Figure:
         pattern=str(rng.choice(["plain", "plain", "stripes", "checks"])),
         long_sleeves=bool(rng.random() < 0.5),
     )
+
+
+def _hand_length(spec: PhotoSpec, rng: np.random.Generator) -> float:
+    """Hand length in pixels: the gesture hand's box is 3-15% of the frame width at 0.5-4 m
+    (HaGRID's range); ``too_far`` puts it at 0.8-1.4% (beyond 4 m), ``too_close`` fills
+    half the frame's short side or more (nearer than 0.5 m)."""
+    width, height = spec.size
+    if spec.framing == "too_close":
+        return float(min(width, height) * rng.uniform(0.55, 0.68))
+    low, high = (0.008, 0.014) if spec.framing == "too_far" else (0.03, 0.15)
+    frac = math.exp(rng.uniform(math.log(low), math.log(high)))  # box width / image width
+    return min(frac * width / 0.6, min(width, height) * (1 - 2 * _MARGIN) / 1.6)
+
+
+def _cut_by_frame(hand: HandPlacement, rng: np.random.Generator, width: int,
+                  height: int) -> HandPlacement:
+    """Move the gesture hand over the frame edge on its own side (or the top), so that 35-60%
+    of its reach is outside."""
+    reach = 0.78 * hand.length
+    outside = rng.uniform(0.35, 0.6)
+    cx, cy = hand.center
+    if rng.random() < 0.3:  # over the top edge
+        new = (cx, reach - 2 * reach * outside)
+    elif hand.outward > 0:  # over the right edge
+        new = (width - reach + 2 * reach * outside, cy)
+    else:
+        new = (reach - 2 * reach * outside, cy)
+    return replace(hand, center=new)
 
 
 def _gesture_hand(
@@ -217,27 +250,32 @@ def _free_hand(
     )
 
 
-def _hand_limits(hand: HandPlacement, width: int, height: int) -> tuple[float, ...]:
+def _hand_limits(hand: HandPlacement, width: int, height: int,
+                 margin: float = _MARGIN) -> tuple[float, ...]:
     reach = 0.78 * hand.length
     return (
-        _MARGIN * width + reach,
-        (1 - _MARGIN) * width - reach,
-        _MARGIN * height + reach,
-        (1 - _MARGIN) * height - reach,
+        margin * width + reach,
+        (1 - margin) * width - reach,
+        margin * height + reach,
+        (1 - margin) * height - reach,
     )
 
 
-def _fit_shift(hands: Sequence[HandPlacement], width: int, height: int) -> tuple[float, float]:
+def _fit_shift(hands: Sequence[HandPlacement], width: int, height: int,
+               margin: float = _MARGIN) -> tuple[float, float]:
     shift = []
     for axis in (0, 1):
-        lo = max(_hand_limits(h, width, height)[2 * axis] - h.center[axis] for h in hands)
-        hi = min(_hand_limits(h, width, height)[2 * axis + 1] - h.center[axis] for h in hands)
+        lo = max(_hand_limits(h, width, height, margin)[2 * axis] - h.center[axis]
+                 for h in hands)
+        hi = min(_hand_limits(h, width, height, margin)[2 * axis + 1] - h.center[axis]
+                 for h in hands)
         shift.append(min(max(0.0, lo), hi) if lo <= hi else (lo + hi) / 2)
     return shift[0], shift[1]
 
 
-def _clamp_hand(hand: HandPlacement, width: int, height: int) -> HandPlacement:
-    x_lo, x_hi, y_lo, y_hi = _hand_limits(hand, width, height)
+def _clamp_hand(hand: HandPlacement, width: int, height: int,
+                margin: float = _MARGIN) -> HandPlacement:
+    x_lo, x_hi, y_lo, y_hi = _hand_limits(hand, width, height, margin)
     x, y = hand.center
     return replace(hand, center=(min(max(x, x_lo), x_hi), min(max(y, y_lo), y_hi)))
 
@@ -370,6 +408,8 @@ def paint_hand(
         )
     image[y0:y1, x0:x1] = to_uint8(patch)
     rows, cols = np.flatnonzero(cover.max(axis=1) > 0.5), np.flatnonzero(cover.max(axis=0) > 0.5)
+    if not len(rows):  # the hand is wholly outside the frame
+        return x0, y0, x0, y0
     return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
 
 

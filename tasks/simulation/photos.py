@@ -61,6 +61,13 @@ class PhotoSpec:
     gesture: str  # the pose of the leading hand
     leading_hand: str  # "left" or "right"
     free_hand: bool  # a second, relaxed hand fully in frame
+    framing: str = "normal"  # FRAMINGS: normal, or a visible break of the mining rules
+    inscription: str | None = None  # text drawn on a sign or the shirt (filtration: "text")
+
+
+# How the person is framed: "normal" keeps every hand in frame at 0.5-4 m; the others break
+# a mining rule visibly (validation answers ``no:hand_cut_off`` / ``no:bad_distance``).
+FRAMINGS: tuple[str, ...] = ("normal", "hand_cut_off", "too_far", "too_close")
 
 
 @dataclass(frozen=True)

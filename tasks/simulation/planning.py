@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from schemas.crowd import FILTRATION_FLAGS, NO, YES
 from tasks.simulation.drawing import RGB, jitter
 from tasks.simulation.people import (
     HAGRID_V1_GESTURES,
@@ -43,6 +44,9 @@ class PlannedFile:
     source_file: str | None = None
     same_worker: bool | None = None
     edit: Edit | None = None
+    validation: str = YES  # the right validation answer: yes, or no:<reason>
+    flags: tuple[str, ...] = ()  # what filtration should raise (FILTRATION_FLAGS order)
+    planted_flags: tuple[str, ...] = ()  # of those, the ones not drawn (child, nudity)
 
 
 @dataclass(eq=False)
@@ -59,6 +63,9 @@ class _Draft:
     same_worker: bool | None = None
     edit: Edit | None = None
     suffix: str = ".jpg"
+    validation: str = YES
+    flags: tuple[str, ...] = ()
+    planted_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,8 +168,49 @@ def _plan_family(
         )
         draft.photo = replace(spec, camera=camera, gesture=gesture)
         draft.quality = setup.jpeg_quality(rng)
+        _plant_crowd_truth(rng, setup, draft)
         drafts.append(draft)
     return drafts
+
+
+# Shares of originals that break a mining rule (validation), carry an inscription, or are
+# declared to show a child or nudity (filtration). Rule breaks and inscriptions are drawn.
+RULE_BREAK_RATE, INSCRIPTION_RATE, PLANTED_FLAG_RATE = 0.12, 0.06, 0.04
+RULE_BREAKS: dict[str, str] = {  # what is drawn -> the right validation answer
+    "wrong_gesture": f"{NO}:wrong_gesture", "hand_cut_off": f"{NO}:hand_cut_off",
+    "too_far": f"{NO}:bad_distance", "too_close": f"{NO}:bad_distance",
+}
+INSCRIPTIONS: tuple[str, ...] = (
+    "OPEN 24/7", "SALE -50%", "HELLO", "I LOVE NY", "TEAM 21", "NO PARKING", "Cafe Luna",
+    "EXIT", "RUN CLUB", "BOOKS",
+)  # fmt: skip
+PLANTED_FLAGS: tuple[str, ...] = ("child", "nudity")  # cannot be drawn honestly
+
+
+def _plant_crowd_truth(rng: np.random.Generator, setup: _Setup, draft: _Draft) -> None:
+    """Decide what the crowd stages should find in an original, and draw what can be drawn:
+    another gesture than the assigned one, the gesture hand cut by the frame, the person too
+    far or too close; an inscription. Children and nudity are planted flags (truth only)."""
+    assert draft.photo is not None
+    breaks = [b for b in RULE_BREAKS if b != "wrong_gesture" or len(setup.gestures) > 1]
+    flags: set[str] = set()
+    if rng.random() < RULE_BREAK_RATE:
+        kind = str(rng.choice(breaks))
+        draft.validation = RULE_BREAKS[kind]
+        if kind == "wrong_gesture":  # the row keeps the assigned gesture; the pose differs
+            shown = str(rng.choice([g for g in setup.gestures if g != draft.gesture]))
+            draft.photo = replace(draft.photo, gesture=shown)
+        else:
+            draft.photo = replace(draft.photo, framing=kind)
+    if rng.random() < INSCRIPTION_RATE:
+        text = str(rng.choice(INSCRIPTIONS))
+        draft.photo = replace(draft.photo, inscription=text)
+        flags.add("text")
+    if rng.random() < PLANTED_FLAG_RATE:
+        planted = str(rng.choice(PLANTED_FLAGS))
+        draft.planted_flags = (planted,)
+        flags.add(planted)
+    draft.flags = tuple(f for f in FILTRATION_FLAGS if f in flags)
 
 
 def _family_cameras(rng: np.random.Generator, members: int) -> list[Camera]:
@@ -238,7 +286,9 @@ def _plan_resubmissions(
         if not same_worker:
             user = str(rng.choice([w for w in setup.user_ids if w != source.user_id]))
         size = source.photo.size if source.photo else setup.size
-        draft = _Draft(kind, user, source.gesture, scene_family=source.scene_family)
+        draft = _Draft(kind, user, source.gesture, scene_family=source.scene_family,
+                       validation=source.validation, flags=source.flags,
+                       planted_flags=source.planted_flags)
         draft.source, draft.same_worker = source, bool(same_worker)
         draft.edit = _plan_edit(rng, kind, size, setup.jpeg_quality(rng))
         draft.suffix = ".png" if kind == "png" else ".jpg"
@@ -334,6 +384,9 @@ def _finalize(rng: np.random.Generator, order: list[_Draft]) -> list[PlannedFile
                 source_file=source,
                 same_worker=d.same_worker,
                 edit=d.edit,
+                validation=d.validation,
+                flags=d.flags,
+                planted_flags=d.planted_flags,
             )
         )
     return planned

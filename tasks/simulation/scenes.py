@@ -9,7 +9,7 @@ texture (`render_photo`).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from tasks.simulation.drawing import to_uint8
 from tasks.simulation.people import Figure, paint_figure, paint_hand, plan_figure
@@ -87,6 +87,8 @@ def render_photo(spec: PhotoSpec) -> tuple[Image.Image, PhotoGeometry]:
     full = np.array(
         Image.fromarray(to_uint8(low)).resize((width, height), Image.Resampling.BICUBIC)
     )
+    if spec.inscription:
+        full = _inscribe(full, spec.inscription, figure, rng)
     boxes, labels = [], []
     for hand in figure.hands:
         u, v = hand.center[0] / width, hand.center[1] / height
@@ -100,3 +102,32 @@ def render_photo(spec: PhotoSpec) -> tuple[Image.Image, PhotoGeometry]:
         labels.append(hand.label)
     picture = _add_grain(Image.fromarray(full), rng, spec.lighting.gain)
     return picture, PhotoGeometry(width, height, tuple(boxes), tuple(labels), spec.leading_hand)
+
+
+def _inscribe(full: np.ndarray, text: str, figure: Figure, rng: np.random.Generator) -> np.ndarray:
+    """Write `text` on the person's shirt, or on a sign on the wall beside them (drawn before
+    the hands, so a hand in front covers it). Filtration's ``text`` flag is true for these."""
+    image = Image.fromarray(full)
+    draw = ImageDraw.Draw(image)
+    height, width = full.shape[:2]
+    (hx, hy), hh = figure.head, figure.head_h
+    if rng.random() < 0.5 and hy + 2.4 * hh < height:  # on the shirt, chest-wide
+        size = max(int(0.28 * hh), 12)
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x, y = hx - (right - left) / 2, hy + 1.55 * hh
+        shade = int(rng.integers(0, 2)) * 255
+        draw.text((x, y), text, font=font, fill=(shade, shade, 255 - shade // 2))
+    else:  # a sign on the wall, on the side away from the gesture hand
+        size = max(int(min(width, height) * rng.uniform(0.035, 0.06)), 12)
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = size // 2
+        w, h = right - left + 2 * pad, bottom - top + 2 * pad
+        hand_x = figure.hands[0].center[0] if figure.hands else width / 2
+        x = width * 0.04 if hand_x > width / 2 else width * 0.96 - w
+        y = height * float(rng.uniform(0.05, 0.25))
+        draw.rectangle((x, y, x + w, y + h), fill=(238, 236, 228), outline=(60, 60, 60),
+                       width=max(2, size // 12))
+        draw.text((x + pad - left, y + pad - top), text, font=font, fill=(25, 25, 30))
+    return np.asarray(image).copy()

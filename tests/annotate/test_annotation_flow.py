@@ -19,7 +19,7 @@ from tasks.annotate.consensus import median_edges  # noqa: F401 - the aggregate 
 from tasks.catalog import Catalog
 from tasks.crowd.queue import Decision
 from tasks.crowd.stage import latest_verdicts, verdict_table
-from tasks.simulation.crowd import planted_boxes
+from tasks.simulation.crowd import GeneratorTruth
 from tasks.storage import LocalStorage
 from tests.catalogs import make_catalog
 
@@ -69,10 +69,11 @@ def test_aggregated_boxes_match_the_planted_hands(simulated):
     root, _, _ = simulated
     boxes = _catalog(root).read_table("boxes").to_pandas()
     gestures = _catalog(root).read_table("images").to_pandas().set_index("image_id")["gesture"]
-    truth_of = planted_boxes(seed=0)
+    truth_of = GeneratorTruth.from_catalog(_catalog(root))
     ious, hands_right, images = [], 0, 0
     for image_id, got in boxes.groupby("image_id"):
-        truth, hand = truth_of(image_id, gestures[image_id])
+        truth, hand = truth_of.boxes(str(image_id))
+        assert truth[0].label == gestures[image_id]
         images += 1
         hands_right += got["leading_hand"].iloc[0] == hand
         assert got["leading_conf"].between(0, 1).all()

@@ -14,7 +14,7 @@ from flows.crowd import filter_stage, reaggregate, validate
 from schemas.crowd import CrowdBackendOptions, CrowdSettings, Stage
 from tasks.catalog import Catalog
 from tasks.crowd.stage import latest_verdicts
-from tasks.simulation.crowd import planted_truth
+from tasks.simulation.crowd import GeneratorTruth
 from tasks.storage import LocalStorage
 from tests.catalogs import make_catalog
 
@@ -25,8 +25,8 @@ def _table(root: Path, name: str) -> pd.DataFrame:
     return Catalog(LocalStorage(root)).read_table(name).to_pandas()
 
 
-def _expected(stage: Stage, image_id: str) -> str:
-    answer = planted_truth(seed=0)(stage, image_id)
+def _expected(root: Path, stage: Stage, image_id: str) -> str:
+    answer = GeneratorTruth.from_catalog(Catalog(LocalStorage(root))).answer(stage, image_id)
     if stage is Stage.VALIDATION:
         return "accepted" if answer == "yes" else "rejected"
     return "clear" if answer == "none" else "excluded"
@@ -47,7 +47,7 @@ def test_a_simulated_campaign_settles_close_to_the_truth(simulated):
     valid = latest_verdicts(Catalog(LocalStorage(root)), Stage.VALIDATION)
     assert set(valid.index) == set(ids)  # every image decided, none lost
     crowd = [i for i in ids if i not in golden]
-    right = sum(valid.at[i, "verdict"] == _expected(Stage.VALIDATION, i) for i in crowd)
+    right = sum(valid.at[i, "verdict"] == _expected(root, Stage.VALIDATION, i) for i in crowd)
     assert right / len(crowd) >= 0.93
     assert "sim-019" in v["discounted_workers"]  # the always-yes worker
     assert len(v["discounted_workers"]) >= 4  # most of the 6 spammers
@@ -55,7 +55,7 @@ def test_a_simulated_campaign_settles_close_to_the_truth(simulated):
     accepted = set(valid.index[valid["verdict"] == "accepted"])
     filt = latest_verdicts(Catalog(LocalStorage(root)), Stage.FILTRATION)
     assert set(filt.index) == accepted
-    flagged = [i for i in accepted - golden if _expected(Stage.FILTRATION, i) == "excluded"]
+    flagged = [i for i in accepted - golden if _expected(root, Stage.FILTRATION, i) == "excluded"]
     caught = sum(filt.at[i, "verdict"] == "excluded" for i in flagged)
     assert flagged and caught / len(flagged) >= 0.9  # errs toward exclusion
     assert set(f["verdicts"]) <= {"clear", "excluded"}
