@@ -14,24 +14,28 @@ from flows.crowd import run_crowd_stage
 from flows.ingest import DEFAULT_ROOT
 from schemas.annotation import AnnotationSettings
 from schemas.crowd import CrowdBackendOptions, CrowdSettings, Stage
+from schemas.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 
 
 @flow(name="annotate", log_prints=True)
 def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
              min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
              cycles: int = 1, options: CrowdBackendOptions | None = None,
-             s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0) -> dict[str, Any]:
+             s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0,
+             taxonomy: str = DEFAULT_TAXONOMY) -> dict[str, Any]:
     """Stage 4: hand boxes and the leading hand, from ``overlap`` annotators per image.
 
     Only images accepted by validation and not excluded by filtration are sent; images with
     a pre-annotation (``hagrid import-hagrid --mode preannotate``) carry it as a prediction.
     Images whose annotators agree less than ``min_agreement`` (mean IoU) are re-queued, then
-    reviewed.
+    reviewed. A box label outside ``taxonomy``'s box labels (``hagrid_v1``, or ``hagrid_v2``
+    with its two-handed gestures) is dropped as ``unknown_label``.
     """
+    load_taxonomy(taxonomy)  # an unknown name fails here, before any work
     settings = CrowdSettings(overlap=overlap, min_confidence=min_agreement,
                              max_answers=max(max_answers, overlap), method="median_edges")
     boxes = AnnotationSettings(overlap=overlap, match_iou=match_iou, min_agreement=min_agreement,
-                               max_answers=max(max_answers, overlap))
+                               max_answers=max(max_answers, overlap), taxonomy=taxonomy)
     opts = options or CrowdBackendOptions(kind=crowd)
     return run_crowd_stage(Stage.ANNOTATION, root=root, options=opts, settings=settings,
                            cycles=cycles, s3_endpoint_url=s3_endpoint_url, annotation=boxes,

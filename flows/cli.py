@@ -182,14 +182,15 @@ def ingest_cmd(
 
 @app.command()
 def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root",
-         n: Annotated[int, typer.Option("--n", help="distinct photos")] = 120,
+         n: Annotated[int, typer.Option("--n", help="distinct photos")] = 1300,
          seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
-    """The main job on the embedded default: generate a crowd batch, ingest it, then run
-    validation, filtration and annotation with a simulated crowd (30% spammers/sloppy
-    annotators), and summarise."""
+    """The main job on the embedded default: generate a crowd batch (1,300 photos and their
+    resubmissions and broken files, about 1,500 inputs), ingest it, then run validation,
+    filtration and annotation with a simulated crowd that answers from what the generator
+    drew (30% spammers/sloppy annotators), publish release v1, and summarise."""
     from tasks.simulation.generator import generate_batch
 
-    batch = Path(root).parent / f"batch-seed{seed}"
+    batch = Path(root).parent / f"batch-seed{seed}-n{n}"
     if not (batch / "submissions.csv").exists():
         console.print(f"generating a synthetic crowd batch in {batch} ...")
         generate_batch(batch, n=n, seed=seed)
@@ -349,12 +350,14 @@ def annotate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
                  cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                  ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                  sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
+                 taxonomy: Annotated[str, typer.Option(
+                     help="box labels answers may use: hagrid_v1 or hagrid_v2")] = "hagrid_v1",
                  as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 4, annotation: hand boxes and leading hand for validated, unflagged images."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("annotation", root=root, options=opts, cycles=cycles,
-                        overlap=overlap, min_agreement=min_agreement,
+                        overlap=overlap, min_agreement=min_agreement, taxonomy=taxonomy,
                         wait_for_lock=_wait_s(wait))
     print_stage_report(report, as_json=as_json)
     exit_if_answers_quarantined(report, opts)
@@ -404,11 +407,22 @@ def import_hagrid_cmd(
     ] = "accept",
     taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
     min_side: Annotated[int, typer.Option(help="minimum short side in pixels")] = 720,
+    keep_user_ids: Annotated[bool, typer.Option(
+        "--keep-user-ids",
+        help="keep user_ids that are already hex hashes (HaGRID's) as the catalog's subject "
+             "ids, instead of re-hashing them with the root's salt")] = False,
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
 ) -> None:
     """Import a dataset in the published HaGRID layout: images through ingest (dedup
-    included), entries as accepted annotations or as pre-annotations."""
+    included), entries as accepted annotations or as pre-annotations.
+
+    Each user_id is re-hashed with the dataset root's salt, like any worker id: images of
+    one subject still share one id (splits stay subject-disjoint), but the ids are not
+    HaGRID's; --keep-user-ids keeps ids that are already hex hashes. Entries without a
+    leading hand (the v2 format) import with the leading hand unknown. Boxes of photos with
+    an EXIF orientation tag are turned from the stored pixels onto the upright image.
+    """
     _quiet_prefect()
     from schemas.taxonomy import load_taxonomy
     from tasks import progress
@@ -421,7 +435,8 @@ def import_hagrid_cmd(
         print_error(problem)
         raise typer.Exit(2)
 
-    def ingest_batch(source: str, submissions: str, root_uri: str) -> dict[str, Any]:
+    def ingest_batch(source: str, submissions: str, root_uri: str, *,
+                     keep_user_ids: bool) -> dict[str, Any]:
         from flows.ingest import ingest  # run_ingest without a taxonomy option: same bar
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -431,7 +446,8 @@ def import_hagrid_cmd(
             progress.set_listener(lambda _s, n, total: bar.update(tid, completed=n, total=total))
             try:
                 return ingest(source=source, submissions=submissions, root=root_uri,
-                              min_side=min_side, taxonomy=taxonomy)
+                              min_side=min_side, taxonomy=taxonomy,
+                              keep_user_ids=keep_user_ids)
             finally:
                 progress.set_listener(None)
 
@@ -439,10 +455,15 @@ def import_hagrid_cmd(
         with holding_root(root, command="import-hagrid", wait_s=_wait_s(wait)):
             summary = import_hagrid(dataset_dir, annotations_dir, root=root,
                                     mode=ImportMode(mode), taxonomy=load_taxonomy(taxonomy),
-                                    ingest=ingest_batch)
+                                    ingest=ingest_batch, keep_user_ids=keep_user_ids)
     except (SourceError, ValueError) as exc:
         print_error(exc)
         raise typer.Exit(2) from None
+    if summary["orientation_tagged"]:
+        console.print(f"[yellow]warning:[/yellow] {summary['orientation_tagged']} imported "
+                      "photos carry an EXIF orientation tag: their boxes were turned from the "
+                      "stored pixels onto the upright image (mirroring tags also swap the "
+                      "leading hand)", soft_wrap=True)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
@@ -456,14 +477,18 @@ def import_hagrid_cmd(
 def publish(
     root: RootOpt = "./hagrid-root",
     version: Annotated[str, typer.Option(help="release version: the folder releases/<V>")] = "v1",
-    fractions: Annotated[str, typer.Option(
-        help="split fractions: 92/8 (train/test), 76/9/15 (train/val/test) or train=..,..")
-    ] = "92/8",
+    fractions: Annotated[str | None, typer.Option(
+        help="split fractions: 92/8 (train/test), 76/9/15 (train/val/test) or train=..,..; "
+             "default the taxonomy's: 92/8 for hagrid_v1, 76/9/15 for hagrid_v2")
+    ] = None,
     shard_max_mb: Annotated[int, typer.Option(help="largest shard, in MB")] = 1024,
     shard_max_count: Annotated[int, typer.Option(help="most samples per shard")] = 10_000,
     yolo: Annotated[bool, typer.Option(help="also write YOLO labels")] = False,
     seed: Annotated[int, typer.Option(help="tie-breaking seed of the split")] = 0,
     taxonomy: Annotated[str, typer.Option(help="hagrid_v1 or hagrid_v2")] = "hagrid_v1",
+    class_order: Annotated[str, typer.Option(
+        help="COCO/YOLO class indices: hagrid (the order of HaGRID's own configs and "
+             "converters) or taxonomy")] = "hagrid",
     workers: Annotated[int, typer.Option(help="shards written at once (processes)")] = 2,
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
@@ -481,7 +506,7 @@ def publish(
             summary = publish_flow(root=root, version=version, fractions=fractions,
                                    shard_max_bytes=shard_max_mb * 1_000_000,
                                    shard_max_count=shard_max_count, yolo=yolo, seed=seed,
-                                   taxonomy=taxonomy, workers=workers,
+                                   taxonomy=taxonomy, class_order=class_order, workers=workers,
                                    s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     except (ReleaseExists, ContractsFailed, ValueError) as exc:
         print_error(exc)
@@ -499,22 +524,30 @@ def publish(
 @app.command("export-layout")
 def export_layout_cmd(
     release: Annotated[str, typer.Argument(help="a release folder (or s3:// URI)")],
-    out: Annotated[Path, typer.Argument(help="folder to write <gesture>/<id>.jpg and "
-                                             "annotations/<split>/<gesture>.json into")],
+    out: Annotated[Path, typer.Argument(help="folder to write the layout into")],
     split: Annotated[list[str] | None, typer.Option(help="only these splits")] = None,
+    layout: Annotated[str, typer.Option(
+        "--format", help="hagrid: <gesture>/<id>.jpg and annotations/<split>/<gesture>.json; "
+                         "yolo: images/<split>/<id>.jpg, labels/<split>/<id>.txt, data.yaml")
+    ] = "hagrid",
 ) -> None:
-    """Write a release's images in the published HaGRID folder layout, next to the
-    HaGRID annotation files, so code written for HaGRID reads it as is."""
+    """Write a release's images (as JPEG) in the published HaGRID folder layout next to the
+    HaGRID annotation files, or as an Ultralytics YOLO dataset, so code written for either
+    reads it as is."""
 
-    from tasks.publish.exports import ExportError, export_layout
+    from tasks.publish.exports import ExportError, export_layout, export_yolo
     from tasks.storage import open_storage
 
+    exports = {"hagrid": export_layout, "yolo": export_yolo}
+    if layout not in exports:
+        print_error(f"unknown format {layout!r}; use one of {sorted(exports)}")
+        raise typer.Exit(2)
     store = open_storage(release, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     if not store.exists("SHA256SUMS"):
         print_error(f"not a release folder: {release}")
         raise typer.Exit(2)
     try:
-        counts = export_layout(store, out, splits=split)
+        counts = exports[layout](store, out, splits=split)
     except (ExportError, OSError) as exc:  # a refused target or name, a tampered release
         print_error(exc)
         raise typer.Exit(2) from None

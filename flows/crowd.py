@@ -92,9 +92,9 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
-def pull_task(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
-    """Pull and screen new answers (network-facing: retried)."""
-    return pull_answers(backend, tables)
+def pull_task(backend: CrowdBackend, tables: StageTables, taxonomy: str) -> pd.DataFrame:
+    """Pull and screen new answers (network-facing: retried); ``taxonomy``: box labels."""
+    return pull_answers(backend, tables, taxonomy=taxonomy)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
@@ -136,7 +136,8 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     pushed_total = 0
     for _ in range(max(1, cycles)):
         tables = load_stage(catalog, stage)
-        rows: pd.DataFrame = pull_task(backend, tables)
+        rows: pd.DataFrame = pull_task(backend, tables,
+                                       (annotation or AnnotationSettings()).taxonomy)
         tables = tables.with_answers(rows)
         decision = decide(tables, settings=settings, annotation=annotation)
         plan = decision.plan

@@ -73,11 +73,13 @@ def inspect_chunk_task(source: Storage, root: Storage, items: list[PlannedInput]
 
 @task(cache_policy=NO_CACHE)
 def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: KnownImages,
-                      *, source_uri: str, batch_id: str, salt: str) -> Any:
+                      *, source_uri: str, batch_id: str, salt: str,
+                      keep_user_ids: bool = False) -> Any:
     """Duplicate decisions for a window, then its catalog batch, committed atomically."""
     decisions = decide_window(inspected, known)
     subs, images = build_records(inspected, decisions, source=source_uri, batch_id=batch_id,
-                                 salt=salt, now=dt.datetime.now(dt.UTC))
+                                 salt=salt, now=dt.datetime.now(dt.UTC),
+                                 keep_user_ids=keep_user_ids)
     commit_window(catalog, batch_id=batch_id, submissions=subs, images=images,
                   inspected=inspected, decisions=decisions)
     return subs
@@ -90,14 +92,16 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
            radius: int = 12, min_similarity: float = 0.95, max_local_residual: float = 0.63,
            s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0,
-           max_bytes: int = 100_000_000) -> dict[str, Any]:
+           max_bytes: int = 100_000_000, keep_user_ids: bool = False) -> dict[str, Any]:
     """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
 
     Every input ends in ``catalog/submissions`` exactly once, accepted or rejected with a
     reason; accepted images are stored under ``objects/`` and listed in ``catalog/images``.
     Reruns skip inputs already recorded; a killed run resumes from its last committed batch.
     One run writes to a root at a time: another run holding it refuses this one
-    (``RootLocked``) unless it ends within ``wait_for_lock`` seconds.
+    (``RootLocked``) unless it ends within ``wait_for_lock`` seconds. Worker ids are stored
+    as a salted hash (``user_key``); ``keep_user_ids`` keeps ids that are already hex hashes
+    as they are (``import-hagrid --keep-user-ids``: a published dataset's subject ids).
     """
     settings = IngestSettings(min_side=min_side, taxonomy=taxonomy, commit_every=commit_every,
                               chunk_size=chunk_size, max_bytes=max_bytes,
@@ -108,7 +112,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
     with locked_root(catalog.root, command="ingest", wait_s=wait_for_lock):
         catalog.remove_uncommitted()  # under the lock: only a dead run's files
         summary = _ingest_locked(src, catalog, submissions, settings=settings,
-                                 s3_endpoint_url=s3_endpoint_url)
+                                 s3_endpoint_url=s3_endpoint_url,
+                                 keep_user_ids=keep_user_ids)
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
                              description=f"ingest of {source}")
     get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
@@ -117,7 +122,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
 
 
 def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
-                   settings: IngestSettings, s3_endpoint_url: str | None) -> dict[str, Any]:
+                   settings: IngestSettings, s3_endpoint_url: str | None,
+                   keep_user_ids: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     table = read_submissions_table(submissions, endpoint_url=s3_endpoint_url)
     planned = plan_inputs(table, source=src.uri, source_keys=list_source(src, catalog.root),
@@ -125,7 +131,8 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
     seen = seen_submission_ids(catalog)
     todo = [p for p in planned if p.submission_id not in seen]
     known = load_known_images(catalog, settings=settings)
-    results = run_windows(src, catalog, todo, known, settings=settings)
+    results = run_windows(src, catalog, todo, known, settings=settings,
+                          keep_user_ids=keep_user_ids)
     kept = {r["image_id"]: r["file"] for t in results for r in
             t.select(["image_id", "file"]).to_pylist() if r["image_id"]}
     summary = summarize_run(results, kept_files=kept, skipped=len(planned) - len(todo),
@@ -135,7 +142,7 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
 
 
 def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known: KnownImages,
-                *, settings: IngestSettings) -> list[Any]:
+                *, settings: IngestSettings, keep_user_ids: bool = False) -> list[Any]:
     """Inspect each window of inputs in parallel chunks, then decide and commit it in order."""
     salt = catalog.salt()
     run_stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
@@ -153,5 +160,6 @@ def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known:
             done += len(chunk)
             progress.report("ingest", done, len(todo))
         results.append(decide_and_commit(catalog, inspected, known, source_uri=src.uri,
-                                         batch_id=f"{run_tag}-{w:05d}", salt=salt))
+                                         batch_id=f"{run_tag}-{w:05d}", salt=salt,
+                                         keep_user_ids=keep_user_ids))
     return results

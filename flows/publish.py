@@ -47,7 +47,9 @@ from tasks.publish.assembly import (
 )
 from tasks.publish.data_card import data_card, release_figures
 from tasks.publish.exports import json_bytes
+from tasks.publish.provenance import provenance_notes, simulation_provenance
 from tasks.publish.report import write_report
+from tasks.publish.samples import shard_reader
 from tasks.publish.selection import (
     SplitResult,
     rejection_summary,
@@ -69,6 +71,8 @@ from tasks.publish.writer import (
     write_file,
 )
 from tasks.storage import LocalStorage, Storage, open_storage
+
+UNKNOWN_HAND = "unknown"  # how the report shows a leading hand the manifest leaves null
 
 
 class ContractsFailed(RuntimeError):
@@ -132,33 +136,46 @@ def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
 @task(cache_policy=NO_CACHE)
 def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, version: str,
                     settings: PublishSettings, split: SplitResult,
-                    contracts: ContractReport) -> dict[str, Any]:
+                    contracts: ContractReport, endpoint_url: str | None = None
+                    ) -> dict[str, Any]:
     """Report, release.json and the data card; returns release.json's content."""
     taxonomy = load_taxonomy(settings.taxonomy)
     catalog = Catalog(root)
     rejections = rejection_summary(catalog)
-    write_report(manifest, rejections=rejections, out_dir=staging / REPORT,
-                 title=f"{settings.title}: release {version}", gestures=taxonomy.gestures)
+    provenance = simulation_provenance(catalog, manifest["image_id"], endpoint_url=endpoint_url)
+    notes = provenance_notes(provenance)
+    hands = manifest["leading_hand"].astype(object).where(manifest["leading_hand"].notna(),
+                                                           UNKNOWN_HAND)  # plotted by name
+    write_report(manifest.assign(leading_hand=hands), rejections=rejections,
+                 out_dir=staging / REPORT, title=f"{settings.title}: release {version}",
+                 gestures=taxonomy.gestures, notes=notes, read_image=shard_reader(staging))
     counts = split_counts(manifest, taxonomy.gestures,
                           [s for s in SPLITS if s in set(manifest["split"])])
     info = release_info(version=version, settings=settings, counts=counts, split=split.info,
                         contracts=contracts.checked, figures=release_figures(manifest),
                         batches=catalog.committed_batches())
+    info["simulation"] = provenance
     write_file(staging, RELEASE_INFO, json_bytes(info))
     files = sorted(p.relative_to(staging).as_posix() for p in staging.iterdir())
     card = data_card(version=version, title=settings.title, licence=settings.licence,
                      manifest=manifest, counts=counts, rejections=rejections, info=info,
-                     taxonomy=settings.taxonomy, files=[*files, DATA_CARD, CHECKSUMS])
+                     taxonomy=settings.taxonomy, files=[*files, DATA_CARD, CHECKSUMS],
+                     notes=notes)
     write_file(staging, DATA_CARD, card.encode())
     return info
 
 
 @flow(name="publish", log_prints=True)
-def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/8",
+def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None = None,
             shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
-            seed: int = 0, taxonomy: str = "hagrid_v1", workers: int = 2,
-            s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0) -> dict[str, Any]:
+            seed: int = 0, taxonomy: str = "hagrid_v1", class_order: str = "hagrid",
+            workers: int = 2, s3_endpoint_url: str | None = None,
+            wait_for_lock: float = 0.0) -> dict[str, Any]:
     """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
+
+    ``fractions``: e.g. ``92/8`` or ``76/9/15`` (``parse_fractions``); default the
+    taxonomy's (HaGRID v1's 92/8 train/test, v2's 76/9/15 train/val/test). ``class_order``:
+    ``hagrid`` (HaGRID's class indices) or ``taxonomy``.
 
     Refuses a version that exists. A failing data contract stops the release: nothing is
     written under ``releases/<version>``, the Data Docs of the failed run are kept in
@@ -166,9 +183,9 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str = "92/
     Holds the root's writer lock (``RootLocked`` when another run holds it for longer than
     ``wait_for_lock`` seconds).
     """
-    settings = PublishSettings(fractions=parse_fractions(fractions),
+    settings = PublishSettings(fractions=parse_fractions(fractions) if fractions else {},
                                shard_max_bytes=shard_max_bytes, shard_max_count=shard_max_count,
-                               yolo=yolo, seed=seed, taxonomy=taxonomy)
+                               yolo=yolo, seed=seed, taxonomy=taxonomy, class_order=class_order)
     storage = open_storage(root, endpoint_url=s3_endpoint_url)
     check_version(version)
     with locked_root(storage, command=f"publish {version}", wait_s=wait_for_lock):
@@ -210,7 +227,7 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
     for key, data in export_files(manifests, settings=settings).items():
         write_file(staging, key, data)
     info = write_documents(storage, staging, manifest, version=version, settings=settings,
-                           split=split, contracts=contracts)
+                           split=split, contracts=contracts, endpoint_url=endpoint_url)
     write_file(staging, CHECKSUMS, checksums(staging, known=digests))
     get_run_logger().info("release %s: %d images, %d shards", version, len(manifest),
                           len(digests))

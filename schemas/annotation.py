@@ -11,6 +11,12 @@ one canonical JSON form, the fields of a HaGRID annotation entry::
 
 with the boxes sorted and the coordinates rounded to ``COORD_DECIMALS`` places
 (``tasks.annotate.boxes.answer_json`` / ``tasks.annotate.boxes.parse_answer_json``).
+
+The leading hand may be unknown only where a HaGRID entry names none (the v2 format has no
+``leading_hand`` / ``leading_conf``): a pre-annotation then has ``"leading_hand": null``
+(annotators choose it), and imported boxes have ``leading_hand`` and ``leading_conf`` null.
+Every answer check rejects an annotator's answer without a leading hand, so the ``answers``
+table always names one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import pyarrow as pa
+
+from schemas.taxonomy import DEFAULT_TAXONOMY
 
 # Names in the Label Studio label config (annotation_ui): the rectangle tool, the leading-hand
 # choice, and the image they label.
@@ -64,6 +72,13 @@ class AnnotationSettings:
     - ``min_box_size``: the least width and height of a box, relative to the image side.
     - ``min_agreement``: an image whose mean box agreement (IoU with the aggregate) is below
       it has low agreement.
+    - ``min_leading_conf``: an image whose leading hand has a smaller (weighted) share of the
+      answers is asked again: 0.75 re-asks a 2-1 split of three answers. The leading hand is
+      one binary answer per image, so a bare majority of three is wrong about 6-9% of the
+      time with 30% careless workers (measured on the simulated crowd); 0.75 brings it under
+      5%.
+    - ``taxonomy``: the taxonomy whose box labels an answer may use (``hagrid_v1`` or
+      ``hagrid_v2``, ``schemas.taxonomy.load_taxonomy``).
     """
 
     overlap: int = 3
@@ -71,12 +86,16 @@ class AnnotationSettings:
     clip_tolerance: float = 0.05
     min_box_size: float = 0.005
     min_agreement: float = 0.7
+    min_leading_conf: float = 0.75
     requeue_answers: int = 2
     max_answers: int = 7
+    taxonomy: str = DEFAULT_TAXONOMY
 
     def __post_init__(self) -> None:
         if self.overlap < 1 or self.requeue_answers < 1 or self.max_answers < self.overlap:
             raise ValueError("need overlap >= 1, requeue_answers >= 1, max_answers >= overlap")
+        if not 0.0 <= self.min_leading_conf <= 1.0:
+            raise ValueError("min_leading_conf must be in [0, 1]")
         if not 0.0 < self.match_iou <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("match_iou must be in (0, 1], min_agreement in [0, 1]")
         if self.clip_tolerance < 0.0 or not 0.0 <= self.min_box_size < 1.0:
@@ -96,8 +115,10 @@ BOXES = pa.schema(
         pa.field("agreement", pa.float64(), nullable=False),  # mean IoU of votes with the box
         pa.field("n_votes", pa.int16(), nullable=False),  # annotators who drew this hand
         pa.field("n_annotators", pa.int16(), nullable=False),  # answers aggregated
-        pa.field("leading_hand", pa.string(), nullable=False),  # the image's: left | right
-        pa.field("leading_conf", pa.float64(), nullable=False),  # share agreeing with it
+        # the image's leading hand, left | right, and the share agreeing with it; both null
+        # when unknown (an imported HaGRID v2 entry names none): never one without the other
+        pa.field("leading_hand", pa.string()),
+        pa.field("leading_conf", pa.float64()),
         pa.field("method", pa.string(), nullable=False),  # median_edges, ..., review, import
         pa.field("batch_id", pa.string(), nullable=False),
         pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),

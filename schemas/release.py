@@ -7,6 +7,7 @@ A release is an immutable folder ``ROOT/releases/<version>/``::
     hagrid/<split>/<gesture>.json   the published HaGRID annotation format
     coco/<split>.json               COCO instances, boxes in pixels
     yolo/<split>/<key>.txt          YOLO labels (only with ``PublishSettings.yolo``)
+    yolo/classes.txt                their class names, one a line, in class-index order
     data_docs/                      Great Expectations Data Docs of the contracts run
     report/index.html               the quality report with plots
     release.json                    settings, counts and provenance of the release
@@ -19,6 +20,10 @@ no metadata (``tasks.publish.published_image``): a plain ``Image.open(...).conve
 sees what the boxes describe. ``sha256`` and ``size`` are those of the published bytes,
 ``source_sha256`` the catalog object's they were made from.
 The key of a sample is its image_id (a UUID), never anything taken from raw input.
+
+Class indices (YOLO class, COCO ``category_id - 1``) follow ``class_names``: by default the
+order of HaGRID's own configs and converters (``HAGRID_CLASS_ORDER``), so a model trained on
+a release speaks HaGRID's indices; ``release.json`` records the names in that order.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+
+from schemas.taxonomy import Taxonomy
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # every split name a release may hold
 # Whole-string patterns: use fullmatch (``$`` would also match before a trailing newline).
@@ -60,10 +67,12 @@ MANIFEST = pa.schema(
         pa.field("boxes", pa.list_(pa.list_(pa.float64(), 4)), nullable=False),  # [x, y, w, h]
         pa.field("labels", pa.list_(pa.string()), nullable=False),  # one per box
         pa.field("box_agreement", pa.list_(pa.float64()), nullable=False),  # one per box
-        pa.field("leading_hand", pa.string(), nullable=False),  # left | right
-        pa.field("leading_conf", pa.float64(), nullable=False),
+        pa.field("leading_hand", pa.string()),  # left | right; null: unknown (a v2 import)
+        pa.field("leading_conf", pa.float64()),  # null when leading_hand is
         pa.field("n_annotators", pa.int16(), nullable=False),
         pa.field("annotation_method", pa.string(), nullable=False),  # median_edges, import...
+        pa.field("source_split", pa.string()),  # the split an imported source put it in
+        pa.field("extras_json", pa.string()),  # imported v2 fields (united_bbox, meta...), JSON
         pa.field("shard", pa.string(), nullable=False),  # e.g. shards/train-000000.tar
         pa.field("offset", pa.int64(), nullable=False),  # byte offset of the image member data
         pa.field("size", pa.int64(), nullable=False),  # its size in bytes (the published image)
@@ -78,30 +87,79 @@ SAMPLE_COLUMNS: tuple[str, ...] = tuple(n for n in MANIFEST.names if n not in SH
 
 LICENCE = "CC BY-SA 4.0"  # HaGRID's own licence; a campaign sets its own
 
+# Default split fractions per taxonomy: HaGRID v1's 92/8 train/test, v2's 76/9/15
+# train/val/test (both by user_id). Other taxonomies get v1's.
+DEFAULT_FRACTIONS: Mapping[str, Mapping[str, float]] = {
+    "hagrid_v1": {"train": 0.92, "test": 0.08},
+    "hagrid_v2": {"train": 0.76, "val": 0.09, "test": 0.15},
+}
+
+# Class order of HaGRID's own code: ``targets`` in converters/converter_config.yaml and the
+# v1 detector and classifier configs (v1), and in the v2 configs (configs/*.yaml on master).
+# A label's index there is its YOLO class and its category id in HaGRID's converters.
+HAGRID_CLASS_ORDER: Mapping[str, tuple[str, ...]] = {
+    "hagrid_v1": (
+        "call", "dislike", "fist", "four", "like", "mute", "ok", "one", "palm", "peace",
+        "rock", "stop", "stop_inverted", "three", "two_up", "two_up_inverted", "three2",
+        "peace_inverted", "no_gesture"),
+    "hagrid_v2": (
+        "grabbing", "grip", "holy", "point", "call", "three3", "timeout", "xsign",
+        "hand_heart", "hand_heart2", "little_finger", "middle_finger", "take_picture",
+        "dislike", "fist", "four", "like", "mute", "ok", "one", "palm", "peace",
+        "peace_inverted", "rock", "stop", "stop_inverted", "three", "three2", "two_up",
+        "two_up_inverted", "three_gun", "thumb_index", "thumb_index2", "no_gesture"),
+}
+CLASS_ORDERS: tuple[str, ...] = ("hagrid", "taxonomy")
+
+
+def class_names(taxonomy: Taxonomy, *, order: str) -> tuple[str, ...]:
+    """Every box label of ``taxonomy`` in class-index order.
+
+    ``order="hagrid"``: HaGRID's own order (``HAGRID_CLASS_ORDER``) for ``hagrid_v1`` and
+    ``hagrid_v2``; a taxonomy HaGRID has no order for keeps its own. ``order="taxonomy"``:
+    ``taxonomy.box_labels``. Raises ValueError for an unknown order, or a taxonomy named like
+    a HaGRID one whose labels differ from HaGRID's.
+    """
+    if order not in CLASS_ORDERS:
+        raise ValueError(f"unknown class order {order!r}; use one of {CLASS_ORDERS}")
+    hagrid = HAGRID_CLASS_ORDER.get(taxonomy.name)
+    if order == "taxonomy" or hagrid is None:
+        return taxonomy.box_labels
+    if sorted(hagrid) != sorted(taxonomy.box_labels):
+        raise ValueError(f"taxonomy {taxonomy.name!r} does not hold HaGRID's labels")
+    return hagrid
+
 
 @dataclass(frozen=True)
 class PublishSettings:
     """What a release contains and how it is cut. Same settings + same catalog = same bytes.
 
-    - ``fractions``: target share of images per split (default HaGRID v1's 92/8); a split
-      with fraction 0 gets no new users and is absent when it ends up empty.
+    - ``fractions``: target share of images per split; empty (the default) means the
+      taxonomy's (``DEFAULT_FRACTIONS``: 92/8 for ``hagrid_v1``, 76/9/15 for ``hagrid_v2``).
+      A split with fraction 0 gets no new users and is absent when it ends up empty.
     - ``shard_max_bytes`` / ``shard_max_count``: a shard closes before it would pass either.
     - ``yolo``: also write YOLO labels. ``seed``: tie-breaking of the split assignment.
     - ``taxonomy``: the label vocabulary the contracts check against.
+    - ``class_order``: ``hagrid`` (HaGRID's class indices) or ``taxonomy`` (``class_names``).
     - ``licence``, ``title``: printed in the data card.
     """
 
-    fractions: Mapping[str, float] = field(
-        default_factory=lambda: {"train": 0.92, "test": 0.08})
+    fractions: Mapping[str, float] = field(default_factory=dict)
     shard_max_bytes: int = 1 << 30
     shard_max_count: int = 10_000
     yolo: bool = False
     seed: int = 0
     taxonomy: str = "hagrid_v1"
+    class_order: str = "hagrid"
     licence: str = LICENCE
     title: str = "HaGRID-style hand gesture dataset"
 
     def __post_init__(self) -> None:
+        if not self.fractions:
+            default = DEFAULT_FRACTIONS.get(self.taxonomy, DEFAULT_FRACTIONS["hagrid_v1"])
+            object.__setattr__(self, "fractions", dict(default))
+        if self.class_order not in CLASS_ORDERS:
+            raise ValueError(f"unknown class order {self.class_order!r}; use {CLASS_ORDERS}")
         unknown = set(self.fractions) - set(SPLITS)
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}; use {SPLITS}")
@@ -118,7 +176,7 @@ class PublishSettings:
             "fractions": {k: self.fractions[k] for k in sorted(self.fractions)},
             "shard_max_bytes": self.shard_max_bytes, "shard_max_count": self.shard_max_count,
             "yolo": self.yolo, "seed": self.seed, "taxonomy": self.taxonomy,
-            "licence": self.licence, "title": self.title,
+            "class_order": self.class_order, "licence": self.licence, "title": self.title,
         }
 
 

@@ -138,4 +138,22 @@ PREANNOTATIONS = pa.schema(
     ]
 )
 
-CATALOG_TABLES.update({"boxes": BOXES, "preannotations": PREANNOTATIONS})
+# Fields of an imported HaGRID entry that have no column in ``boxes`` (v2: hand_landmarks or
+# landmarks, meta, united_bbox, united_label) and the split the source put the image in, for
+# releases to carry. One row per image whose entry an import wrote; the latest row per
+# image_id wins (``tasks.annotate.hagrid_import.latest_image_extras``). ``extras_json`` is a
+# JSON object with sorted keys (``{}`` when the entry had none); its coordinates
+# (``united_bbox``, landmarks) are relative to the upright image, like ``boxes``: turned from
+# the stored pixels when the photo carries an EXIF orientation, as published otherwise.
+IMAGE_EXTRAS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # e.g. hagrid:<annotations file>
+        pa.field("source_split", pa.string()),  # as the source names it; null: no split folder
+        pa.field("extras_json", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+CATALOG_TABLES.update({"boxes": BOXES, "preannotations": PREANNOTATIONS,
+                       "image_extras": IMAGE_EXTRAS})

@@ -14,7 +14,15 @@ axis-aligned, so a rotated rectangle becomes its axis-aligned bounding box.
 Granularity of the checks: a problem with one box (unknown or missing label, degenerate,
 far outside) drops that box and is reported as a ``BoxProblem`` next to the accepted
 boxes; a structurally malformed result, a missing or unknown leading hand, an image rotated
-in the UI, or no usable box at all rejects the whole answer with ``AnnotationError``.
+in the UI, or no usable box at all rejects the whole answer with ``AnnotationError``. The one
+exception: a HaGRID entry may leave the leading hand unknown (``from_hagrid(...,
+require_leading_hand=False)``: the v2 format has none), and its canonical form then says
+``"leading_hand": null``.
+
+Frames: our boxes are relative to the upright image (EXIF orientation applied), HaGRID's to
+the stored pixels. ``upright_box`` / ``upright_point`` / ``upright_annotation`` turn the one
+into the other for each EXIF orientation (1-8, as ``PIL.ImageOps.exif_transpose``); the
+mirroring ones (2, 4, 5, 7) also swap the leading hand.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.annotation import (
@@ -83,7 +91,7 @@ class ParsedAnnotation:
     """One annotator's usable answer: checked boxes (clipped to the image), leading hand."""
 
     boxes: tuple[Box, ...]
-    leading_hand: str
+    leading_hand: str | None  # None: unknown (only from a HaGRID entry that names none)
     problems: tuple[BoxProblem, ...] = ()
     clipped: int = 0  # boxes that were slightly outside the image and were clipped
 
@@ -123,7 +131,7 @@ def from_labelstudio(result: Any, *, labels: AbstractSet[str],
     return _checked_answer(rects, leading, labels=labels, settings=settings)
 
 
-def _checked_answer(candidates: Iterable[tuple[XYWH, Any]], leading_hand: str, *,
+def _checked_answer(candidates: Iterable[tuple[XYWH, Any]], leading_hand: str | None, *,
                     labels: AbstractSet[str], settings: AnnotationSettings) -> ParsedAnnotation:
     """Every candidate ``(x, y, w, h), label`` checked: kept (maybe clipped) or a problem."""
     boxes, problems, clipped = [], [], 0
@@ -283,7 +291,8 @@ def to_labelstudio(boxes: Sequence[Box], leading_hand: str | None, *, width: int
 # ---- canonical answer (the answers table) and HaGRID entries ----------------------------
 
 def answer_json(answer: ParsedAnnotation) -> str:
-    """The canonical JSON of an answer: HaGRID entry fields, boxes sorted, rounded."""
+    """The canonical JSON of an answer: HaGRID entry fields, boxes sorted, rounded
+    (``"leading_hand": null`` when unknown)."""
     rows = sorted((*(round(v, COORD_DECIMALS) for v in (b.x, b.y, b.w, b.h)), b.label)
                   for b in answer.boxes)
     return json.dumps({"bboxes": [list(r[:4]) for r in rows], "labels": [r[4] for r in rows],
@@ -292,7 +301,10 @@ def answer_json(answer: ParsedAnnotation) -> str:
 
 
 def parse_answer_json(text: str) -> ParsedAnnotation:
-    """Read back ``answer_json``; ``AnnotationError`` (malformed) on anything else."""
+    """Read back ``answer_json``; ``AnnotationError`` (malformed) on anything else.
+
+    A null leading hand (a pre-annotation from a v2 entry) reads back as None.
+    """
     try:
         entry = json.loads(text)
     except (TypeError, ValueError) as exc:
@@ -300,7 +312,7 @@ def parse_answer_json(text: str) -> ParsedAnnotation:
     if not isinstance(entry, dict) or set(entry) != {"bboxes", "labels", "leading_hand"}:
         raise AnnotationError(BoxReason.MALFORMED, "need exactly bboxes, labels, leading_hand")
     pairs = [(_xywh(raw), name) for raw, name in _pairs(entry)]
-    if (not pairs or entry["leading_hand"] not in LEADING_HANDS
+    if (not pairs or entry["leading_hand"] not in (*LEADING_HANDS, None)
             or not all(_canonical(xywh, name) for xywh, name in pairs)):
         raise AnnotationError(BoxReason.MALFORMED, f"not a canonical answer: {text[:200]}")
     boxes = tuple(Box(x, y, min(w, 1.0 - x), min(h, 1.0 - y), name)
@@ -309,14 +321,19 @@ def parse_answer_json(text: str) -> ParsedAnnotation:
 
 
 def from_hagrid(entry: Mapping[str, Any], *, labels: AbstractSet[str],
-                settings: AnnotationSettings | None = None) -> ParsedAnnotation:
+                settings: AnnotationSettings | None = None,
+                require_leading_hand: bool = True) -> ParsedAnnotation:
     """Check a HaGRID annotation entry (``bboxes``, ``labels``, ``leading_hand``) like an answer.
 
     Same granularity as ``from_labelstudio``: bad boxes dropped with a problem, a bad
-    leading hand or no usable box rejects the entry.
+    leading hand or no usable box rejects the entry. ``require_leading_hand=False`` accepts
+    an entry without one (absent or null, as in the v2 format): the leading hand is then
+    None; a value other than left or right is still rejected.
     """
     settings = settings or AnnotationSettings()
-    leading = _leading_hand([{"value": {"choices": [entry.get("leading_hand") or ""]}}])
+    raw = entry.get("leading_hand")
+    leading = (None if raw is None and not require_leading_hand
+               else _leading_hand([{"value": {"choices": [raw or ""]}}]))
     candidates = ((_xywh(raw), name) for raw, name in _pairs(entry))
     return _checked_answer(candidates, leading, labels=labels, settings=settings)
 
@@ -340,3 +357,43 @@ def _canonical(xywh: XYWH, label: Any) -> bool:
     slack = 2 * 10.0 ** -COORD_DECIMALS
     return (isinstance(label, str) and w > 0 and h > 0 and x >= 0 and y >= 0
             and x + w <= 1 + slack and y + h <= 1 + slack)
+
+
+# ---- EXIF orientation: stored pixels -> upright image ------------------------------------
+
+MIRRORING_ORIENTATIONS = frozenset({2, 4, 5, 7})  # a mirror image: left and right swap
+_OTHER_HAND = {"left": "right", "right": "left"}
+
+
+def upright_point(x: float, y: float, orientation: int) -> tuple[float, float]:
+    """A point relative to the stored pixels, relative to the upright image instead.
+
+    ``orientation``: the EXIF tag, 1-8 (1: already upright); ``ValueError`` otherwise.
+    """
+    turns: dict[int, tuple[float, float]] = {
+        1: (x, y), 2: (1.0 - x, y), 3: (1.0 - x, 1.0 - y), 4: (x, 1.0 - y),
+        5: (y, x), 6: (1.0 - y, x), 7: (1.0 - y, 1.0 - x), 8: (y, 1.0 - x)}
+    if orientation not in turns:
+        raise ValueError(f"EXIF orientation {orientation!r} is not one of 1-8")
+    return turns[orientation]
+
+
+def upright_box(box: Box, orientation: int) -> Box:
+    """A box relative to the stored pixels, relative to the upright image instead."""
+    if orientation == 1:
+        return box
+    (ax, ay), (bx, by) = (upright_point(*p, orientation) for p in
+                          ((box.x, box.y), (box.x + box.w, box.y + box.h)))
+    return Box.from_edges(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by), box.label)
+
+
+def upright_annotation(answer: ParsedAnnotation, orientation: int) -> ParsedAnnotation:
+    """An answer drawn on the stored pixels, on the upright image: boxes turned, and the
+    leading hand swapped by a mirroring orientation (2, 4, 5, 7)."""
+    if orientation == 1:
+        return answer
+    hand = answer.leading_hand
+    if orientation in MIRRORING_ORIENTATIONS and hand is not None:
+        hand = _OTHER_HAND[hand]
+    return replace(answer, boxes=tuple(upright_box(b, orientation) for b in answer.boxes),
+                   leading_hand=hand)

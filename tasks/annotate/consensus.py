@@ -122,8 +122,8 @@ class ImageAnnotation:
     """
 
     boxes: tuple[AggregateBox, ...]  # gesture hands first, then free hands, left to right
-    leading_hand: str
-    leading_conf: float  # share of the annotators agreeing with ``leading_hand``
+    leading_hand: str | None  # None: unknown (only an imported entry that names none)
+    leading_conf: float | None  # share of the annotators agreeing; None with an unknown hand
     agreement: float
     n_annotators: int
     low_agreement: bool
@@ -136,10 +136,14 @@ def aggregate_image(answers: Mapping[str, ParsedAnnotation], *,
     """Aggregate the usable answers of one image, keyed by worker_id; ``skills`` weigh votes.
 
     A worker missing from ``skills`` weighs the median skill. The result never depends on
-    the order of ``answers``.
+    the order of ``answers``. Every answer must name the leading hand (the answer checks
+    see to it); ``ValueError`` otherwise.
     """
     if not answers:
         raise ValueError("no answer to aggregate")
+    hands = {w: a.leading_hand for w, a in answers.items() if a.leading_hand is not None}
+    if len(hands) < len(answers):
+        raise ValueError("an answer to aggregate names no leading hand")
     settings = settings or AnnotationSettings()
     workers = sorted(answers)
     weights = vote_weights(workers, skills)
@@ -147,10 +151,10 @@ def aggregate_image(answers: Mapping[str, ParsedAnnotation], *,
     kept = [c for c in clusters if 2 * len(c) > len(workers)]
     boxes = tuple(sorted((_aggregate_box(c, workers, answers, weights) for c in kept),
                          key=lambda b: (b.box.label == FREE_HAND_LABEL, _box_key(b.box))))
-    leading, leading_conf = weighted_vote({w: answers[w].leading_hand for w in workers},
-                                          weights)
+    leading, leading_conf = weighted_vote(hands, weights)
     agreement = math.fsum(b.agreement for b in boxes) / len(boxes) if boxes else 0.0
-    low = (not boxes or agreement < settings.min_agreement or 2 * leading_conf <= 1.0
+    low = (not boxes or agreement < settings.min_agreement
+           or leading_conf < settings.min_leading_conf or 2 * leading_conf <= 1.0
            or any(2 * b.label_conf <= 1.0 for b in boxes))
     return ImageAnnotation(boxes, leading, leading_conf, agreement, len(workers), low,
                            len(clusters) - len(kept))

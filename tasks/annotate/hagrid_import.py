@@ -5,13 +5,15 @@ The layout (HaGRID README): ``DATASET_DIR/<gesture>/<image name>.jpg`` and one J
 per gesture, ``ANNOTATIONS_DIR/<gesture>.json`` or ``ANNOTATIONS_DIR/<split>/<gesture>.json``,
 an object keyed by image name without extension. An entry has the v1 fields ``bboxes``,
 ``labels``, ``leading_hand``, ``leading_conf``, ``user_id``; later versions add
-``united_bbox``, ``united_label``, ``hand_landmarks`` (or ``landmarks``) and ``meta``.
+``united_bbox``, ``united_label``, ``hand_landmarks`` (or ``landmarks``) and ``meta``, and v2
+entries have no ``leading_hand`` / ``leading_conf`` at all.
 
 Steps (``import_hagrid``): read the layout and pair images with entries
 (``read_hagrid_layout``); write a submissions table for the ``ingest`` flow and run it, so
 checks and dedup apply as to any crowd batch; map each file to the image it became
 (``ingest_outcomes``); plan what each image gets (``plan_import``); write one catalog batch
-(``import_tables``) and the v2 extras (``extras_jsonl``).
+(``import_tables``, the ``image_extras`` table included) and the v2 extras file
+(``extras_jsonl``).
 
 Decisions:
 
@@ -36,14 +38,38 @@ Decisions:
   its ``boxes`` (one vote, agreement 1.0, the entry's ``leading_conf``) and an
   ``annotation`` verdict ``annotated``; mode ``preannotate`` writes a ``preannotations`` row
   (``answer_json`` of the entry), so the annotation stage asks annotators to correct it.
+- An entry without a leading hand (the v2 format: no ``leading_hand``, no ``leading_conf``; or
+  a null one) is used with the leading hand unknown: in mode ``accept`` its ``boxes`` rows
+  have ``leading_hand`` and ``leading_conf`` null (so do the releases), in mode
+  ``preannotate`` its pre-annotation says ``"leading_hand": null`` and the annotators choose
+  it. A leading hand other than left or right still rejects the entry.
 - An entry ``from_hagrid`` rejects becomes neither (reported with its reason); the image goes
   through every stage. In mode ``accept`` an entry of which a box was dropped (unknown
   label, far outside, degenerate) is rejected too, with that box's reason: a final
   annotation must not miss a hand. In mode ``preannotate`` the usable boxes are kept.
-- The v2 extras have no column in ``boxes`` and are no part of a canonical answer: they go
-  to ``imports/<batch_id>/hagrid_extras.jsonl`` under the root (one line per image:
-  ``image_id``, ``file``, ``annotations_file`` and the extra fields as published), written
-  for the images that got annotations or pre-annotations in that catalog batch.
+- The v2 extras have no column in ``boxes`` and are no part of a canonical answer. For each
+  image whose entry is written, the catalog table ``image_extras`` (``schemas.tables
+  .IMAGE_EXTRAS``) gets one row: the extra fields as one JSON object (``{}`` when none) and
+  the source's own split (``train`` in ``ANNOTATIONS_DIR/train/like.json``; null without
+  split folders), so that releases can carry them (``latest_image_extras`` reads it back).
+  They also go to ``imports/<batch_id>/hagrid_extras.jsonl`` under the root (one line per
+  image with extras: ``image_id``, ``file``, ``annotations_file`` and the extra fields as
+  the source published them), written in the same catalog batch.
+- Subject ids: ``user_id`` goes through ingest like any worker id, so the catalog keeps a
+  salted hash of it (the root's salt): images of one subject still share one id, and splits
+  stay subject-disjoint, but the values are not HaGRID's. ``keep_user_ids=True``
+  (``--keep-user-ids``) keeps ids that are already pseudonymous (hex hashes, as HaGRID's
+  are) as they are, so a release can be matched with HaGRID's own subjects; any other id
+  (a placeholder ``unknown:<file>``) is still hashed. Ingest records an input once, so the
+  choice made on the first import of a file sticks.
+- EXIF orientation: HaGRID's boxes refer to the stored pixels (its loaders do not apply the
+  orientation), while our boxes, width and height refer to the upright image. An imported
+  image whose photo carries an orientation tag (``images.orientation`` other than 1) gets
+  its boxes, and the coordinates of its extras (``united_bbox``, landmarks) in
+  ``image_extras``, turned onto the upright image, and a mirroring orientation (2, 4, 5,
+  7) swaps its leading hand, so that the boxes stay on the hands. Such images are counted
+  (``orientation_tagged``) and logged as a warning. The extras file keeps the source's
+  values as published.
 - Idempotent: ingest skips inputs it has seen; images that already have boxes,
   pre-annotations or an ``annotation`` verdict are skipped (``already_imported``); a run
   with nothing to write commits no batch. The submissions table is stored content-addressed
@@ -56,23 +82,34 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.annotation import BOXES, FREE_HAND_LABEL, AnnotationSettings, BoxReason
 from schemas.crowd import Stage, Verdict
-from schemas.tables import PREANNOTATIONS, VERDICTS
+from schemas.tables import IMAGE_EXTRAS, PREANNOTATIONS, VERDICTS
 from schemas.taxonomy import Taxonomy
-from tasks.annotate.boxes import AnnotationError, ParsedAnnotation, answer_json, from_hagrid
+from tasks.annotate.boxes import (
+    AnnotationError,
+    Box,
+    ParsedAnnotation,
+    answer_json,
+    from_hagrid,
+    upright_annotation,
+    upright_box,
+    upright_point,
+)
 from tasks.annotate.consensus import AggregateBox, ImageAnnotation, box_rows
 from tasks.catalog import Catalog
 from tasks.ingest.intake import IMAGE_EXTENSIONS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
@@ -86,7 +123,17 @@ SAMPLE_PROBLEMS = 20
 MAX_ANNOTATIONS_BYTES = 1 << 30  # per annotations file (HaGRID's largest are ~100 MB)
 MAX_ENTRY_DEPTH = 16  # lists and objects in an entry; HaGRID's hand_landmarks nest 4
 
-IngestFn = Callable[[str, str, str], dict[str, Any]]  # (source, submissions uri, root) -> summary
+LOG = logging.getLogger(__name__)
+
+
+class IngestFn(Protocol):
+    """Runs the ingest flow on a submissions table; returns its summary."""
+
+    def __call__(self, source: str, submissions: str, root: str, /, *,
+                 keep_user_ids: bool) -> dict[str, Any]:
+        """``source`` URI, ``submissions`` table URI, ``root`` URI; ``keep_user_ids``: keep
+        already pseudonymous ids as the catalog's ``user_key`` instead of re-hashing them."""
+        ...
 
 
 class ImportMode(StrEnum):
@@ -149,6 +196,12 @@ class HagridImage:
         if not isinstance(self.entry, Mapping):
             return {}
         return {k: self.entry[k] for k in EXTRA_FIELDS if k in self.entry}
+
+    @property
+    def source_split(self) -> str | None:
+        """The split folder of its annotations file (``train/like.json``: ``train``), if any."""
+        parts = PurePosixPath(self.annotations_file or "").parts
+        return parts[0] if len(parts) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -330,14 +383,20 @@ def ingest_outcomes(rows: Iterable[Mapping[str, Any]], *,
 
 @dataclass(frozen=True)
 class ImportedEntry:
-    """An entry that will be written for an ingested image."""
+    """An entry that will be written for an ingested image.
+
+    ``answer`` is on the upright image (turned from the stored pixels when ``orientation``
+    is not 1); ``extras`` are as the source published them.
+    """
 
     image_id: str
     file: str
     annotations_file: str
     answer: ParsedAnnotation
-    leading_conf: float
+    leading_conf: float | None  # None when the leading hand is unknown
     extras: dict[str, Any]
+    source_split: str | None = None
+    orientation: int = 1  # the photo's EXIF orientation (images.orientation)
 
 
 @dataclass(frozen=True)
@@ -353,8 +412,14 @@ class ImportPlan:
 
 def plan_import(layout: HagridLayout, outcomes: Mapping[str, IngestOutcome], *,
                 mode: ImportMode, done: AbstractSet[str], labels: AbstractSet[str],
-                settings: AnnotationSettings | None = None) -> ImportPlan:
-    """What every image gets. ``done``: images that already have an annotation of any kind."""
+                settings: AnnotationSettings | None = None,
+                orientations: Mapping[str, int] | None = None) -> ImportPlan:
+    """What every image gets. ``done``: images that already have an annotation of any kind.
+
+    ``orientations``: image_id -> EXIF orientation (missing: 1); an entry of a tagged photo
+    is turned onto the upright image (``upright_annotation``).
+    """
+    orientations = orientations or {}
     statuses: dict[str, FileStatus] = {}
     entries, rejected, not_ingested = [], {}, {}
     for image in layout.images:
@@ -376,26 +441,33 @@ def plan_import(layout: HagridLayout, outcomes: Mapping[str, IngestOutcome], *,
                 continue
             statuses[image.file] = (FileStatus.ANNOTATED if mode is ImportMode.ACCEPT
                                     else FileStatus.PREANNOTATED)
+            turn = orientations.get(out.image_id, 1)
             entries.append(ImportedEntry(out.image_id, image.file, str(image.annotations_file),
-                                         answer, conf, image.extras))
+                                         upright_annotation(answer, turn), conf, image.extras,
+                                         image.source_split, turn))
     return ImportPlan(mode, statuses, tuple(entries), rejected, not_ingested)
 
 
 def parse_entry(entry: Any, *, mode: ImportMode, labels: AbstractSet[str],
-                settings: AnnotationSettings | None = None) -> tuple[ParsedAnnotation, float]:
+                settings: AnnotationSettings | None = None,
+                ) -> tuple[ParsedAnnotation, float | None]:
     """The checked answer of an entry and its ``leading_conf``; ``AnnotationError``.
 
     In mode ``accept`` an entry that lost a box in the checks is rejected with that reason.
+    An entry without a leading hand (v2) has it unknown: the answer's is None, and so is
+    ``leading_conf`` (whatever the entry says). A missing ``leading_conf`` is 1.0.
     """
     if not isinstance(entry, Mapping):
         raise AnnotationError(BoxReason.MALFORMED, "the entry is not an object")
     if nested_deeper(entry, MAX_ENTRY_DEPTH):  # its extras would not serialise back
         raise AnnotationError(BoxReason.MALFORMED, f"nested over {MAX_ENTRY_DEPTH} levels")
-    answer = from_hagrid(entry, labels=labels, settings=settings)
+    answer = from_hagrid(entry, labels=labels, settings=settings, require_leading_hand=False)
     if mode is ImportMode.ACCEPT and answer.problems:
         first = answer.problems[0]
         raise AnnotationError(first.reason, f"box {first.index} dropped ({first.detail}): "
                                             "a final annotation must keep every hand")
+    if answer.leading_hand is None:
+        return answer, None
     conf = entry.get("leading_conf", 1.0)
     conf = 1.0 if conf is None else conf
     if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
@@ -411,6 +483,36 @@ def nested_deeper(value: Any, limit: int) -> bool:
         level = [v for x in level if isinstance(x, (list, dict))
                  for v in (x.values() if isinstance(x, dict) else x)]
     return any(isinstance(x, (list, dict)) for x in level)
+
+
+def upright_extras(extras: Mapping[str, Any], orientation: int) -> dict[str, Any]:
+    """The extras with their coordinates on the upright image, as the boxes: each
+    ``[x, y, w, h]`` of ``united_bbox`` and each ``[x, y, ...]`` point of ``hand_landmarks``
+    / ``landmarks``, at any depth of nesting; nulls and every other field as published."""
+    out = dict(extras)
+    if orientation == 1:
+        return out
+    if "united_bbox" in out:
+        out["united_bbox"] = _turned(out["united_bbox"], size=4, orientation=orientation)
+    for key in ("hand_landmarks", "landmarks"):
+        if key in out:
+            out[key] = _turned(out[key], size=2, orientation=orientation)
+    return out
+
+
+def _turned(value: Any, *, size: int, orientation: int) -> Any:
+    """Boxes (``size`` 4) or points (``size`` 2: ``[x, y]`` or ``[x, y, z]``) in ``value``
+    turned upright; anything else as it is. Depth is bounded by ``MAX_ENTRY_DEPTH``."""
+    if not isinstance(value, list):
+        return value
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if numbers and size == 4 and len(value) == 4:
+        x, y, w, h = (float(v) for v in value)
+        x1, y1, x2, y2 = upright_box(Box(x, y, w, h, ""), orientation).edges()
+        return [x1, y1, x2 - x1, y2 - y1]
+    if numbers and size == 2 and len(value) in (2, 3):
+        return [*upright_point(value[0], value[1], orientation), *value[2:]]
+    return [_turned(v, size=size, orientation=orientation) for v in value]
 
 
 # ---- rows -------------------------------------------------------------------------------
@@ -451,7 +553,18 @@ def import_tables(plan: ImportPlan, *, has_verdict: Mapping[str, AbstractSet[str
                  "source": f"hagrid:{e.annotations_file}", "batch_id": batch_id,
                  "added_at": now} for e in plan.entries]
         tables["preannotations"] = pa.Table.from_pylist(rows, schema=PREANNOTATIONS)
+    tables["image_extras"] = pa.Table.from_pylist(
+        [{"image_id": e.image_id, "source": f"hagrid:{e.annotations_file}",
+          "source_split": e.source_split, "extras_json": extras_json(e), "recorded_at": now}
+         for e in plan.entries], schema=IMAGE_EXTRAS)
     return {name: t for name, t in tables.items() if t.num_rows}
+
+
+def extras_json(entry: ImportedEntry) -> str:
+    """The ``image_extras.extras_json`` of an entry: its extras on the upright image, as one
+    JSON object with sorted keys (``{}`` when it has none)."""
+    return json.dumps(upright_extras(entry.extras, entry.orientation), sort_keys=True,
+                      separators=(",", ":"))
 
 
 def extras_jsonl(plan: ImportPlan) -> bytes:
@@ -485,35 +598,42 @@ class WrittenBatch:
 def import_hagrid(dataset_dir: Path, annotations_dir: Path, *, root: str, mode: ImportMode,
                   taxonomy: Taxonomy, ingest: IngestFn,
                   settings: AnnotationSettings | None = None,
-                  s3_endpoint_url: str | None = None) -> dict[str, Any]:
+                  s3_endpoint_url: str | None = None,
+                  keep_user_ids: bool = False) -> dict[str, Any]:
     """Import a dataset in the published layout into ``root``; returns the summary.
 
-    ``ingest(source, submissions_uri, root_uri)`` runs the ingest flow (injected so that the
-    caller picks its options and progress display). Holds the root's writer lock throughout
-    (``RootLocked`` when another run holds it; the ingest flow's own lock is re-entrant).
+    ``ingest(source, submissions_uri, root_uri, keep_user_ids=...)`` runs the ingest flow
+    (injected so that the caller picks its options and progress display). ``user_id`` is
+    re-hashed with the root's salt unless ``keep_user_ids`` (then ids that are already hex
+    hashes are kept). Holds the root's writer lock throughout (``RootLocked`` when another
+    run holds it; the ingest flow's own lock is re-entrant).
     """
     layout = read_hagrid_layout(dataset_dir, annotations_dir, taxonomy=taxonomy)
     store = open_storage(root, endpoint_url=s3_endpoint_url)
     with writer_lock(store, command="import-hagrid"):
         return _import_locked(layout, store, dataset_dir, annotations_dir, mode=mode,
-                              taxonomy=taxonomy, ingest=ingest, settings=settings)
+                              taxonomy=taxonomy, ingest=ingest, settings=settings,
+                              keep_user_ids=keep_user_ids)
 
 
 def _import_locked(layout: HagridLayout, store: Storage, dataset_dir: Path,
                    annotations_dir: Path, *, mode: ImportMode, taxonomy: Taxonomy,
-                   ingest: IngestFn, settings: AnnotationSettings | None) -> dict[str, Any]:
+                   ingest: IngestFn, settings: AnnotationSettings | None,
+                   keep_user_ids: bool) -> dict[str, Any]:
     table_key = write_submissions_table(store, layout.submissions_table())
     source = LocalStorage(dataset_dir).uri
-    ingest_summary = ingest(source, f"{store.uri}/{table_key}", store.uri)
+    ingest_summary = ingest(source, f"{store.uri}/{table_key}", store.uri,
+                            keep_user_ids=keep_user_ids)
     catalog = Catalog(store)
     plan = plan_import(layout, read_outcomes(catalog, source=source), mode=mode,
                        done=annotated_images(catalog), labels=set(taxonomy.box_labels),
-                       settings=settings)
+                       settings=settings, orientations=read_orientations(catalog))
+    warn_orientation_tagged(plan)
     written = write_import(catalog, plan)
     summary = import_summary(layout, plan, ingest_summary=ingest_summary, written=written)
     return {"dataset": source, "annotations": LocalStorage(annotations_dir).uri,
             "root": store.uri, "taxonomy": taxonomy.name, "submissions_table": table_key,
-            **summary}
+            "keep_user_ids": keep_user_ids, **summary}
 
 
 def write_submissions_table(store: Storage, table: pa.Table) -> str:
@@ -530,6 +650,38 @@ def read_outcomes(catalog: Catalog, *, source: str) -> dict[str, IngestOutcome]:
     rows = catalog.read_table("submissions", columns=[
         "source", "file", "outcome", "reason", "image_id", "duplicate_of", "ingested_at"])
     return ingest_outcomes(rows.to_pylist(), source=source)
+
+
+def read_orientations(catalog: Catalog) -> dict[str, int]:
+    """image_id -> EXIF orientation of the catalog's images (1: none)."""
+    rows = catalog.read_table("images", columns=["image_id", "orientation"]).to_pydict()
+    return dict(zip(rows["image_id"], rows["orientation"], strict=True))
+
+
+def orientation_tagged(plan: ImportPlan) -> list[ImportedEntry]:
+    """The planned entries of photos with an EXIF orientation: their boxes were turned."""
+    return [e for e in plan.entries if e.orientation != 1]
+
+
+def warn_orientation_tagged(plan: ImportPlan) -> None:
+    """Log a warning naming a few of the photos whose entries were turned upright."""
+    tagged = orientation_tagged(plan)
+    if tagged:
+        sample = ", ".join(f"{e.file} ({e.orientation})" for e in tagged[:SAMPLE_PROBLEMS])
+        LOG.warning("%d imported photos carry an EXIF orientation: their HaGRID boxes refer "
+                    "to the stored pixels and were turned onto the upright image (mirroring "
+                    "orientations also swap the leading hand): %s", len(tagged), sample)
+
+
+def latest_image_extras(catalog: Catalog) -> pd.DataFrame:
+    """The ``image_extras`` table, latest row per image_id: the ``IMAGE_EXTRAS`` columns, one
+    row per image, by image_id; a null ``source_split`` is None."""
+    frame = catalog.read_table("image_extras").to_pandas()
+    frame = frame.sort_values("recorded_at", kind="stable")
+    frame = frame.drop_duplicates("image_id", keep="last").sort_values("image_id")
+    split = frame["source_split"].astype(object)
+    frame["source_split"] = split.where(split.notna(), None)
+    return frame[IMAGE_EXTRAS.names].reset_index(drop=True)
 
 
 def annotated_images(catalog: Catalog) -> set[str]:
@@ -589,6 +741,8 @@ def import_summary(layout: HagridLayout, plan: ImportPlan, *, ingest_summary: Ma
         "boxes_dropped": dict(sorted(Counter(p.reason.value for e in plan.entries
                                              for p in e.answer.problems).items())),
         "boxes_clipped": sum(e.answer.clipped for e in plan.entries),
+        "leading_hand_unknown": sum(e.answer.leading_hand is None for e in plan.entries),
+        "orientation_tagged": len(orientation_tagged(plan)),
         "problems": problems,
         "sample_problems": [{"kind": p.kind.value, "where": p.where, "detail": p.detail}
                             for p in layout.problems[:SAMPLE_PROBLEMS]],
@@ -613,7 +767,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
     rows += [("annotations accepted", summary["annotations_accepted"]),
              ("pre-annotations written", summary["preannotations_written"])]
     rows += [(f"  boxes dropped: {r}", n) for r, n in summary["boxes_dropped"].items()]
-    rows += [("v2 extras kept", summary["written"]["extras"]),
+    rows += [("  leading hand unknown (v2)", summary["leading_hand_unknown"]),
+             ("  EXIF-oriented: boxes turned upright", summary["orientation_tagged"]),
+             ("v2 extras kept", summary["written"]["extras"]),
              ("entries without images", summary["entries_without_images"]),
              ("images without entries", summary["images_without_entries"])]
     rows += [(f"problem: {kind}", n) for kind, n in summary["problems"].items()]

@@ -35,7 +35,7 @@ from schemas.crowd import (
     Stage,
 )
 from schemas.tables import ANSWERS
-from schemas.taxonomy import load_taxonomy
+from schemas.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 from tasks.annotate.boxes import AnnotationError, answer_json, from_hagrid, from_labelstudio
 
 
@@ -70,18 +70,21 @@ class AnswerError(ValueError):
         self.detail = detail
 
 
-def canonical_answer(stage: Stage, value: Any) -> str:
-    """The canonical string of an answer in ``stage``; ``AnswerError`` when it is malformed."""
+def canonical_answer(stage: Stage, value: Any, *, taxonomy: str = DEFAULT_TAXONOMY) -> str:
+    """The canonical string of an answer in ``stage``; ``AnswerError`` when it is malformed.
+
+    ``taxonomy``: whose box labels an annotation answer may use.
+    """
     if stage is Stage.VALIDATION:
         return _canonical_validation(value)
     if stage is Stage.ANNOTATION:
-        return _canonical_annotation(value)
+        return _canonical_annotation(value, taxonomy=taxonomy)
     return _canonical_filtration(value)
 
 
-def _canonical_annotation(value: Any) -> str:
+def _canonical_annotation(value: Any, *, taxonomy: str) -> str:
     """Boxes + leading hand: a Label Studio result list, or a HaGRID-style entry (or JSON)."""
-    labels = set(load_taxonomy().box_labels)
+    labels = set(load_taxonomy(taxonomy).box_labels)
     if isinstance(value, str):
         try:
             value = parse_json(value)
@@ -231,14 +234,15 @@ def screen_answers(raws: Iterable[RawAnswer], *, stage: Stage, pushed: set[tuple
 
 
 def screen_answer_frame(raw: pd.DataFrame, *, stage: Stage, pushed: pd.DataFrame,
-                        answered: pd.DataFrame) -> pd.DataFrame:
+                        answered: pd.DataFrame,
+                        taxonomy: str = DEFAULT_TAXONOMY) -> pd.DataFrame:
     """One ``answers`` row (``SCREENED_COLUMNS``) per raw answer, accepted or rejected.
 
     The first failing check gives the reason: unreadable, skipped, wrong stage, no image or
     worker, unknown queue, image not pushed (``pushed``: queue, image_id), then a duplicate
     (``answered``: queue, image_id, worker_id already accepted, or an earlier accepted row of
     the same worker here), then the answer itself. A worker whose first answer was malformed
-    may still answer properly.
+    may still answer properly. ``taxonomy``: whose box labels an annotation may use.
     """
     if raw.empty:
         return pd.DataFrame(columns=list(SCREENED_COLUMNS))
@@ -251,7 +255,8 @@ def screen_answer_frame(raw: pd.DataFrame, *, stage: Stage, pushed: pd.DataFrame
     pending = _identity_checks(raw, stage=stage, image=image, worker=worker, queue=queue,
                                pushed=pushed, reason=reason, detail=detail)
     idx = np.flatnonzero(pending)
-    canon, why, why_detail = _canonical_column(stage, raw["value"].iloc[idx])
+    canon, why, why_detail = _canonical_column(stage, raw["value"].iloc[idx],
+                                               taxonomy=taxonomy)
     keys, known = _row_keys([queue.iloc[idx], image.iloc[idx], worker.iloc[idx]],
                             [answered[c] for c in ("queue", "image_id", "worker_id")])
     earlier = np.isin(keys, known)
@@ -327,21 +332,21 @@ def _row_keys(left: list[pd.Series], right: list[pd.Series]) -> tuple[np.ndarray
     return lkeys, rkeys
 
 
-def _canonical_column(stage: Stage, values: pd.Series,
+def _canonical_column(stage: Stage, values: pd.Series, *, taxonomy: str,
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``canonical_answer`` of each value: (answer, reason, detail), None where n/a. Answers
     repeat a lot: each distinct text is checked once."""
     try:
         codes, distinct = pd.factorize(values)
     except TypeError:  # lists or mappings
-        return _canonical_each(stage, values.to_numpy(dtype=object))
+        return _canonical_each(stage, values.to_numpy(dtype=object), taxonomy=taxonomy)
     checked = np.empty((len(distinct) + 1, 3), dtype=object)
     for i, value in enumerate([*distinct, None]):  # code -1 (missing): the last row
-        checked[i] = _try_canonical(stage, value)
+        checked[i] = _try_canonical(stage, value, taxonomy=taxonomy)
     return checked[codes, 0], checked[codes, 1], checked[codes, 2]
 
 
-def _canonical_each(stage: Stage, values: np.ndarray,
+def _canonical_each(stage: Stage, values: np.ndarray, *, taxonomy: str,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_canonical_column`` one value at a time; validation ``{"valid", "reason"}`` pairs
     repeat too: each distinct pair is checked once."""
@@ -353,7 +358,7 @@ def _canonical_each(stage: Stage, values: np.ndarray,
         key = _memo_key(value)
         got = seen.get(key) if key is not None else None
         if got is None:
-            got = _try_canonical(stage, value)
+            got = _try_canonical(stage, value, taxonomy=taxonomy)
             if key is not None:
                 seen[key] = got
         answer[i], reason[i], detail[i] = got
@@ -369,9 +374,11 @@ def _memo_key(value: Any) -> Any:
     return None
 
 
-def _try_canonical(stage: Stage, value: Any) -> tuple[str | None, str | None, str | None]:
+def _try_canonical(stage: Stage, value: Any, *,
+                   taxonomy: str) -> tuple[str | None, str | None, str | None]:
     try:
-        return canonical_answer(stage, None if _is_missing(value) else value), None, None
+        return (canonical_answer(stage, None if _is_missing(value) else value,
+                                 taxonomy=taxonomy), None, None)
     except AnswerError as exc:
         return None, str(exc.reason), exc.detail
 

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from schemas.annotation import BOXES, AnnotationSettings
 from schemas.crowd import AnswerReason, CrowdSettings, Queue, Stage, Verdict
 from schemas.tables import ANSWERS, GOLDEN, STAGE_TASKS, VERDICTS
+from schemas.taxonomy import DEFAULT_TAXONOMY
 from tasks.annotate.consensus import ImageAnnotation, box_rows
 from tasks.annotate.stage import annotation_consensus, review_annotation
 from tasks.catalog import Catalog
@@ -129,12 +130,14 @@ class RecordedIds:
                           dtype=bool)
 
 
-def pull_answers(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
+def pull_answers(backend: CrowdBackend, tables: StageTables, *,
+                 taxonomy: str = DEFAULT_TAXONOMY) -> pd.DataFrame:
     """New answers from the back end, each screened into an accepted or rejected row.
 
     An answer is new when its id is not among the stage's recorded rows, whatever their
     status: every row a stage screens is stored under that stage (a ``wrong_stage`` one
-    too), so a rejected answer is recorded once, like an accepted one.
+    too), so a rejected answer is recorded once, like an accepted one. ``taxonomy``: whose
+    box labels an annotation may use.
     """
     recorded = RecordedIds(tables.answers["answer_id"])
     raw = backend.pull(tables.stage, recorded=recorded)
@@ -143,7 +146,8 @@ def pull_answers(backend: CrowdBackend, tables: StageTables) -> pd.DataFrame:
     ok = tables.answers[tables.answers["status"] == "accepted"]
     return screen_answer_frame(fresh, stage=tables.stage,
                                pushed=tables.tasks[["queue", "image_id"]],
-                               answered=ok[["queue", "image_id", "worker_id"]])
+                               answered=ok[["queue", "image_id", "worker_id"]],
+                               taxonomy=taxonomy)
 
 
 def crowd_answers(tables: StageTables) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,13 +100,33 @@ def decide_window(inspected: Sequence[InspectedInput],
     return out
 
 
+PSEUDONYMOUS_ID = re.compile(r"[0-9a-fA-F]{32,128}")  # a hex hash: md5 to sha512 (HaGRID's)
+
+
+def user_keys(user_ids: Sequence[str | None], *, salt: str,
+              keep_pseudonymous: bool = False) -> list[str | None]:
+    """The ``user_key`` of each worker id: its salted hash (``pseudonymize``), or, with
+    ``keep_pseudonymous``, the id itself when it is already a hex hash (``PSEUDONYMOUS_ID``,
+    e.g. a published dataset's subject ids)."""
+    keys = pseudonymize(user_ids, salt=salt)
+    if not keep_pseudonymous:
+        return keys
+    return [u if u is not None and PSEUDONYMOUS_ID.fullmatch(u) else k
+            for u, k in zip(user_ids, keys, strict=True)]
+
+
 def build_records(inspected: Sequence[InspectedInput], decisions: Sequence[DuplicateDecision | None],
-                  *, source: str, batch_id: str, salt: str,
-                  now: dt.datetime) -> tuple[pa.Table, pa.Table]:
-    """The ``submissions`` rows (every input) and ``images`` rows (accepted) of a window."""
+                  *, source: str, batch_id: str, salt: str, now: dt.datetime,
+                  keep_user_ids: bool = False) -> tuple[pa.Table, pa.Table]:
+    """The ``submissions`` rows (every input) and ``images`` rows (accepted) of a window.
+
+    ``keep_user_ids``: ids that are already hex hashes become the ``user_key`` as they are
+    (``user_keys``); otherwise every id is hashed with ``salt``.
+    """
     subs: list[dict] = []
     images: list[dict] = []
-    keys = pseudonymize([x.planned.user_id for x in inspected], salt=salt)
+    keys = user_keys([x.planned.user_id for x in inspected], salt=salt,
+                     keep_pseudonymous=keep_user_ids)
     for x, decision, user_key in zip(inspected, decisions, keys):
         p, r = x.planned, x.result
         row: dict[str, Any] = {

@@ -17,7 +17,7 @@ import PIL
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.release import COCO, HAGRID, SPLITS, YOLO, PublishSettings
+from schemas.release import COCO, HAGRID, SPLITS, YOLO, PublishSettings, class_names
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
@@ -106,7 +106,7 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
     rows = samples.filter(pc.equal(samples.column("split"), split))
     ids = rows.column("image_id").to_pylist()
     made = published.loc[ids]
-    members = sample_json(rows)
+    members = sample_json(rows, two_handed=load_taxonomy(settings.taxonomy).two_handed)
     table = pd.DataFrame({"key": ids,
                           "ext": [image_extension(f) for f in rows.column("format").to_pylist()],
                           "size": made["size"].to_numpy(),
@@ -148,14 +148,24 @@ def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
     return digests
 
 
+def release_classes(settings: PublishSettings) -> list[str]:
+    """Every box label in class-index order (``schemas.release.class_names``)."""
+    return list(class_names(load_taxonomy(settings.taxonomy), order=settings.class_order))
+
+
 def export_files(manifests: Mapping[str, pa.Table], *,
                  settings: PublishSettings) -> dict[str, bytes]:
-    """HaGRID JSON per split and gesture, COCO per split, and YOLO labels when asked for."""
-    categories = list(load_taxonomy(settings.taxonomy).box_labels)
+    """HaGRID JSON per split and gesture, COCO per split, and YOLO labels when asked for.
+
+    COCO categories and YOLO classes follow ``release_classes``.
+    """
+    categories = release_classes(settings)
+    two_handed = load_taxonomy(settings.taxonomy).two_handed
     files: dict[str, bytes] = {}
     for split, table in sorted(manifests.items()):
         frame = table.to_pandas()
-        for gesture, entries in sorted(hagrid_annotations(frame).items()):
+        for gesture, entries in sorted(hagrid_annotations(frame,
+                                                          two_handed=two_handed).items()):
             files[f"{HAGRID}/{split}/{gesture}.json"] = json_bytes(entries)
         files[f"{COCO}/{split}.json"] = json_bytes(coco_instances(frame, categories=categories))
         if settings.yolo:
@@ -180,9 +190,10 @@ def contract_frames(catalog: Catalog, manifest: pd.DataFrame, members: pd.DataFr
 def release_info(*, version: str, settings: PublishSettings, counts: pd.DataFrame,
                  split: Mapping[str, Any], contracts: Mapping[str, int],
                  figures: Mapping[str, Any], batches: Sequence[str]) -> dict[str, Any]:
-    """The content of ``release.json``: settings, counts, splits, provenance (no clock time)."""
+    """The content of ``release.json``: settings, class names in class-index order, counts,
+    splits, provenance (no clock time)."""
     return {
-        "version": version, "settings": settings.as_dict(),
+        "version": version, "settings": settings.as_dict(), "classes": release_classes(settings),
         "counts": {g: {s: int(n) for s, n in row.items()} for g, row in counts.iterrows()},
         "figures": dict(figures), "splits": dict(split), "contracts_checked": dict(contracts),
         "catalog": {"batches": len(batches), "last_batch": batches[-1] if batches else None},

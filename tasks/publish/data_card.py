@@ -31,7 +31,12 @@ def _cell(value: Any) -> str:
 
 
 def release_figures(manifest: pd.DataFrame) -> dict[str, Any]:
-    """Headline counts of a release: images, subjects, boxes, agreement, leading hands."""
+    """Headline counts of a release: images, subjects, boxes, agreement, leading hands.
+
+    ``leading_right_share`` and ``mean_leading_conf`` are over the images whose leading hand
+    is known (an imported v2 image has none; ``unknown_leading_hand`` counts them).
+    """
+    known = manifest["leading_hand"].notna()
     labels = np.concatenate([np.asarray(x, dtype=object) for x in manifest["labels"]]) \
         if len(manifest) else np.array([], dtype=object)
     agreement = np.concatenate([np.asarray(x, dtype=float) for x in manifest["box_agreement"]]) \
@@ -40,16 +45,19 @@ def release_figures(manifest: pd.DataFrame) -> dict[str, Any]:
         "images": len(manifest), "subjects": int(manifest["user_id"].nunique()),
         "boxes": len(labels), "no_gesture_boxes": int((labels == FREE_HAND_LABEL).sum()),
         "mean_box_agreement": float(agreement.mean()) if len(agreement) else None,
-        "mean_leading_conf": float(manifest["leading_conf"].mean()) if len(manifest) else None,
-        "leading_right_share": float((manifest["leading_hand"] == "right").mean())
-        if len(manifest) else None,
+        "mean_leading_conf": float(manifest.loc[known, "leading_conf"].mean())
+        if known.any() else None,
+        "leading_right_share": float((manifest.loc[known, "leading_hand"] == "right").mean())
+        if known.any() else None,
+        "unknown_leading_hand": int((~known).sum()),
     }
 
 
 def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
               counts: pd.DataFrame, rejections: pd.DataFrame, info: Mapping[str, Any],
-              taxonomy: str, files: Sequence[str]) -> str:
-    """The card's Markdown. ``counts``: images per gesture x split; ``info``: release.json."""
+              taxonomy: str, files: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """The card's Markdown. ``counts``: images per gesture x split; ``info``: release.json;
+    ``notes``: shown in bold under the title (e.g. that photos or answers were simulated)."""
     fig = release_figures(manifest)
     subjects = manifest.groupby("split")["user_id"].nunique() if len(manifest) else pd.Series()
     split_rows = pd.DataFrame({
@@ -61,6 +69,7 @@ def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
     shown.loc["total"] = shown.sum(axis=0)
     parts = [
         f"# {title}: release {version}",
+        *(f"**{note}**" for note in notes),
         (f"Licence: {licence}. Taxonomy: `{taxonomy}`. Format: HaGRID annotations, COCO, "
         "Parquet manifests and WebDataset shards (see *Files*)."),
         "## Contents",
@@ -68,7 +77,8 @@ def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
         f"{fig['no_gesture_boxes']} of them `{FREE_HAND_LABEL}` (a free hand). "
         f"Mean box agreement (IoU of annotators with the final box): "
         f"{_opt(fig['mean_box_agreement'])}; mean leading_conf {_opt(fig['mean_leading_conf'])};"
-        f" right leading hands {_opt(fig['leading_right_share'])}."),
+        f" right leading hands {_opt(fig['leading_right_share'])}"
+        f"{_unknown_hands(fig['unknown_leading_hand'])}."),
         "### Splits (by subject: no user_id is in two splits)",
         markdown_table(split_rows, index_name="split"),
         _split_notes(info),
@@ -88,6 +98,10 @@ def _opt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _unknown_hands(count: int) -> str:
+    return f" (leading hand unknown on {count} imported images)" if count else ""
+
+
 def _split_notes(info: Mapping[str, Any]) -> str:
     split = info["splits"]
     return (f"Largest per-class deviation from the target fractions: "
@@ -95,7 +109,17 @@ def _split_notes(info: Mapping[str, Any]) -> str:
             f"release: {split['sticky_users']}; near-duplicate links kept inside one split: "
             f"{split['links']}; sticky conflicts (a new link joining subjects already "
             f"published in two splits; each subject keeps its split): "
-            f"{split['sticky_conflicts']}.")
+            f"{split['sticky_conflicts']}.{_source_note(split)}")
+
+
+def _source_note(split: Mapping[str, Any]) -> str:
+    if not split.get("source_split_images"):
+        return ""
+    return (f" Imported images kept the split of their source: "
+            f"{split['source_split_images'] - split['source_split_moved']} of "
+            f"{split['source_split_images']} (the others belong to a subject the source put "
+            f"in several splits, or published earlier in another split: "
+            f"{split['source_split_conflict_users']} subjects).")
 
 
 def _rejections(rejections: pd.DataFrame) -> str:

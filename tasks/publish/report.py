@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from schemas.annotation import FREE_HAND_LABEL
 from schemas.release import SPLITS
+from tasks.publish.samples import ReadImage, write_sample_strips
 
 STAGES: tuple[str, ...] = ("ingest", "validation", "filtration", "annotation")
 REQUIRED_COLUMNS: tuple[str, ...] = ("split", "gesture", "user_id", "boxes", "labels",
@@ -396,13 +397,17 @@ def _class_rows(data: ReportData) -> list[list[object]]:
     return rows + [["total", *totals, sum(totals)]]
 
 
-def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]]) -> str:
-    """The report page: title, tables, then each plot (``(file name, caption)``) in order."""
+def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]],
+                notes: Sequence[str] = (), samples: Sequence[tuple[str, str]] = ()) -> str:
+    """The report page: title, notes (e.g. that the data was simulated), tables, each plot
+    (``(file name, caption)``) in order, then the sample strips (same form)."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n",
-        f"<h1>{esc(title)}</h1>\n<h2>Totals</h2>\n",
+        f"<h1>{esc(title)}</h1>\n",
+        *(f"<p class=\"note\"><strong>{esc(n)}</strong></p>\n" for n in notes),
+        "<h2>Totals</h2>\n",
         _table(("", "count"), report_totals(data)),
         "<h2>Per split</h2>\n",
         _table(("split", "images", "subjects", "boxes", f"{FREE_HAND_LABEL} boxes"),
@@ -416,22 +421,33 @@ def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]
     for name, caption in plots:
         parts.append(f"<h2>{esc(caption)}</h2>\n<img src=\"{esc(name)}\" "
                      f"alt=\"{esc(caption)}\">\n")
+    if samples:
+        parts.append("<h2>Samples per class</h2>\n<p>Published pictures decoded as HaGRID's "
+                     "loaders do (no EXIF transpose), with the published boxes: the gesture "
+                     "hand red, a free hand (<code>no_gesture</code>) green.</p>\n")
+    for name, caption in samples:
+        parts.append(f"<h3>{esc(caption)}</h3>\n<img src=\"{esc(name)}\" "
+                     f"alt=\"samples of {esc(caption)}\">\n")
     parts.append("</body>\n</html>\n")
     return "".join(parts)
 
 
 _CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
-        "td{text-align:right}td:first-child{text-align:left}img{max-width:100%}")
+        "td{text-align:right}td:first-child{text-align:left}img{max-width:100%}"
+        ".note{background:#fff3cd;border:1px solid #e0c36a;padding:.5em}")
 
 
 def write_report(manifest: pd.DataFrame, *, rejections: pd.DataFrame, out_dir: Path,
-                 title: str, gestures: Sequence[str]) -> Path:
+                 title: str, gestures: Sequence[str], notes: Sequence[str] = (),
+                 read_image: ReadImage | None = None) -> Path:
     """Write ``out_dir/index.html`` and its PNG plots; return the index path.
 
     ``manifest`` is every split's manifest concatenated (columns of ``MANIFEST``),
     ``rejections`` has ``stage``, ``reason``, ``count``; ``gestures`` orders the class axis
-    (classes without images are shown too). Same inputs, same bytes.
+    (classes without images are shown too). ``notes`` are shown first (e.g. that photos were
+    simulated). With ``read_image`` (published bytes of a manifest row), a strip of sample
+    pictures per class with their boxes drawn. Same inputs, same bytes.
     """
     data = prepare_report(manifest, rejections=rejections, gestures=gestures)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +455,10 @@ def write_report(manifest: pd.DataFrame, *, rejections: pd.DataFrame, out_dir: P
         for name, _, plot in PLOTS:
             plot(data).savefig(out_dir / name, format="png", dpi=DPI,
                                metadata={"Software": None})
+    samples = [] if read_image is None else write_sample_strips(
+        manifest, read_image, out_dir, gestures=data.classes)
     index = out_dir / INDEX
-    page = render_html(data, title=title, plots=[(name, caption) for name, caption, _ in PLOTS])
+    page = render_html(data, title=title, plots=[(name, caption) for name, caption, _ in PLOTS],
+                       notes=notes, samples=samples)
     index.write_text(page, encoding="utf-8", newline="\n")
     return index

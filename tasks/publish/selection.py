@@ -4,13 +4,17 @@ A release holds the images that passed validation, were not excluded by filtrati
 an aggregated annotation (the latest ``boxes`` batch of each image whose latest annotation
 verdict is ``annotated``). Everything is sorted by image_id so the same catalog always gives
 the same rows in the same order.
+
+Imported images may carry extras (the ``image_extras`` catalog table, read by
+``latest_image_extras``: the split their source put them in, and the source's v2 fields as
+JSON).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,17 +25,34 @@ import pyarrow.parquet as pq
 
 from schemas.crowd import Stage, Verdict
 from schemas.reasons import Outcome
-from schemas.release import MANIFEST, MANIFESTS, RELEASES, SAMPLE_COLUMNS, SHARD_COLUMNS
+from schemas.release import (
+    MANIFEST,
+    MANIFESTS,
+    RELEASES,
+    SAMPLE_COLUMNS,
+    SHARD_COLUMNS,
+    SPLITS,
+)
+from tasks.annotate.hagrid_import import latest_image_extras
 from tasks.catalog import Catalog
 from tasks.crowd.stage import images_passing, latest_verdicts
+from tasks.publish.exports import hagrid_entry
 from tasks.publish.published_image import published_format
 from tasks.publish.shards import ShardMember
-from tasks.publish.splits import assign_splits, split_report, sticky_conflicts
+from tasks.publish.splits import (
+    assign_splits,
+    source_conflicts,
+    source_user_splits,
+    split_report,
+    sticky_conflicts,
+)
 from tasks.storage import Storage
 
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 IMAGE_COLUMNS = ["image_id", "sha256", "object_key", "format", "width", "height", "orientation",
                  "bytes", "user_id", "gesture"]
+EXTRAS_COLUMNS = ["source_split", "extras_json"]  # of image_extras, carried into manifests
+MAX_LISTED = 100  # users listed by name in release.json, per kind of split conflict
 
 
 def latest_boxes(catalog: Catalog) -> pd.DataFrame:
@@ -47,14 +68,24 @@ def latest_boxes(catalog: Catalog) -> pd.DataFrame:
 
 
 def release_images(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(images, boxes) of every image that belongs in a release, both sorted by image_id."""
+    """(images, boxes) of every image that belongs in a release, both sorted by image_id.
+
+    ``images`` also holds ``EXTRAS_COLUMNS`` of each image's latest ``image_extras`` row
+    (None when it has none).
+    """
     images = catalog.read_table("images", columns=IMAGE_COLUMNS).to_pandas()
     passing = set(images_passing(catalog)["image_id"])
     boxes = latest_boxes(catalog)
     keep = passing & set(boxes["image_id"])
     images = images[images["image_id"].isin(keep)].sort_values("image_id", kind="stable")
+    extras = latest_image_extras(catalog).set_index("image_id").reindex(images["image_id"])
+    images = images.assign(**{c: _nullable(extras[c]) for c in EXTRAS_COLUMNS})
     boxes = boxes[boxes["image_id"].isin(keep)].reset_index(drop=True)
     return images.reset_index(drop=True), boxes
+
+
+def _nullable(values: pd.Series) -> list[object]:
+    return [None if pd.isna(v) else v for v in values]
 
 
 def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series,
@@ -81,25 +112,38 @@ def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series,
         "boxes": listed(pa.FixedSizeListArray.from_arrays(pa.array(coords), 4)),
         "labels": listed(pa.array(boxes["label"].to_numpy(dtype=object), pa.string())),
         "box_agreement": listed(pa.array(boxes["agreement"].to_numpy(np.float64))),
-        "leading_hand": per_image["leading_hand"].to_numpy(),
-        "leading_conf": per_image["leading_conf"].to_numpy(np.float64),
+        "leading_hand": _nullable(per_image["leading_hand"]),  # null: unknown
+        "leading_conf": _nullable(per_image["leading_conf"]),
         "n_annotators": per_image["n_annotators"].to_numpy(np.int16),
         "annotation_method": per_image["method"].to_numpy(),
+        **{c: _nullable(images[c]) if c in images else [None] * len(images)
+           for c in EXTRAS_COLUMNS},
     }
     schema = pa.schema([MANIFEST.field(name) for name in SAMPLE_COLUMNS])
-    arrays = [c if isinstance(c, pa.Array) else pa.array(np.asarray(c), schema.field(n).type)
-              for n, c in columns.items()]
+    arrays = [_array(c, schema.field(n).type) for n, c in columns.items()]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def sample_json(samples: pa.Table) -> list[bytes]:
-    """The ``<key>.json`` member of every sample: its HaGRID entry plus identity and size."""
+def _array(values: Any, type_: pa.DataType) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values
+    if isinstance(values, list):  # holds None for nulls
+        return pa.array(values, type_)
+    return pa.array(np.asarray(values), type_)
+
+
+def sample_json(samples: pa.Table, *, two_handed: Collection[str]) -> list[bytes]:
+    """The ``<key>.json`` member of every sample: its HaGRID entry (``hagrid_entry``) plus
+    ``image_id``, ``gesture``, ``width``, ``height`` and ``sha256``."""
     rows = samples.select(["image_id", "gesture", "boxes", "labels", "leading_hand",
-                           "leading_conf", "user_id", "width", "height", "sha256"]).to_pylist()
+                           "leading_conf", "user_id", "annotation_method", "extras_json",
+                           "width", "height", "sha256"]).to_pylist()
     out = []
     for row in rows:
-        row["bboxes"] = row.pop("boxes")
-        out.append(json.dumps(row, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        member = hagrid_entry(row, two_handed=two_handed)
+        member.update({k: row[k] for k in ("image_id", "gesture", "width", "height", "sha256")})
+        out.append(json.dumps(member, sort_keys=True, separators=(",", ":"),
+                              allow_nan=False).encode() + b"\n")
     return out
 
 
@@ -211,18 +255,46 @@ def split_release(catalog: Catalog, images: pd.DataFrame, *, fractions: Mapping[
 
     A link that joins users already published in two splits straddles (a published user
     never moves); it is listed in ``info["links_across_published_splits"]``.
+    Images whose ``source_split`` (a column of ``images``, optional) is a split name pin
+    their user there (``splits.source_user_splits``), unless an earlier release published
+    the user: the user stays, and ``info`` counts the images that left their source split.
+    A source split missing from ``fractions`` is added with fraction 0 (no new users).
     """
     frame = images[["image_id", "user_id", "gesture"]]
     links = dedup_links(catalog, images)
     users = set(frame["user_id"])
     previous = {u: s for u, s in previous_splits(catalog.root).items() if u in users}
-    assignment = assign_splits(frame, fractions=fractions, links=links, previous=previous,
+    source = _source_splits(images)
+    pinned = {**source_user_splits(frame, source), **previous}  # published users never move
+    fractions = {**dict.fromkeys(set(pinned.values()) - set(fractions), 0.0), **fractions}
+    assignment = assign_splits(frame, fractions=fractions, links=links, previous=pinned,
                                seed=seed)
     report = split_report(frame, assignment, fractions)
-    conflicts = sticky_conflicts(frame, links=links, previous=previous)
+    conflicts = sticky_conflicts(frame, links=links, previous=pinned)
     kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
     info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
             "sticky_users": len(previous), "links": len(kept),
             "sticky_conflicts": len(conflicts), "links_across_published_splits":
-            [[a, b] for a, b in links if assignment[a] != assignment[b]]}
+            [[a, b] for a, b in links if assignment[a] != assignment[b]],
+            **_source_info(images, frame, assignment, source)}
     return SplitResult(assignment=assignment, links=kept, info=info)
+
+
+def _source_splits(images: pd.DataFrame) -> dict[str, str]:
+    """image_id -> source split, for the images whose source split is a split name."""
+    if "source_split" not in images:
+        return {}
+    known = images[images["source_split"].isin(SPLITS)]
+    return dict(zip(known["image_id"], known["source_split"], strict=True))
+
+
+def _source_info(images: pd.DataFrame, frame: pd.DataFrame, assignment: pd.Series,
+                 source: Mapping[str, str]) -> dict[str, Any]:
+    """What release.json says about source splits: how many images had one, how many did
+    not keep it (and their users, up to ``MAX_LISTED``), how many named no split we know."""
+    named = images["source_split"].notna().sum() if "source_split" in images else 0
+    moved = source_conflicts(frame, assignment, source)
+    users = sorted(moved["user_id"].unique())
+    return {"source_split_images": len(source), "source_split_unknown": int(named) - len(source),
+            "source_split_moved": len(moved), "source_split_conflict_users": len(users),
+            "source_split_conflict_users_listed": users[:MAX_LISTED]}

@@ -16,6 +16,14 @@ a seeded hash of the sorted user ids), each to the split whose per-class absolut
 weighted by the group's class histogram, is largest (ties: the smallest split name). A split
 with fraction 0 receives no new group, though sticky groups may keep it non-empty.
 Everything is derived from sorted keys and counts, so row order never changes the result.
+
+Source splits: images imported from a dataset that was already split (HaGRID's own
+train/val/test) keep that split. ``source_user_splits`` turns them into a split per user,
+which the caller passes to ``assign_splits`` like an earlier release's (``previous``), so a
+user's images stay together and a link pulls the user's new group along. A user whose
+images the source put in several splits goes to the most held-out of them (test, then val,
+then train): an image a source held out for evaluation is never trained on. The images that
+end outside their source split are listed by ``source_conflicts``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.92, "test": 0.08}
+HELD_OUT_ORDER: tuple[str, ...] = ("test", "val", "train")  # most held out first
 
 
 def user_groups(images: pd.DataFrame, *, links: Iterable[tuple[str, str]] = ()) -> pd.Series:
@@ -104,6 +113,35 @@ def assign_splits(
         published = table.set_index("image_id")["user_id"].astype(str).map(dict(previous))
         result = published.astype(object).fillna(result.astype(object)).astype(str)
     return result.rename("split").sort_index()
+
+
+def source_user_splits(images: pd.DataFrame, source: Mapping[str, str]) -> dict[str, str]:
+    """user_id -> split of the users with images in ``source`` (image_id -> source split).
+
+    A user with images in several source splits gets the most held-out one
+    (``HELD_OUT_ORDER``). Raises ValueError for a split name outside ``HELD_OUT_ORDER``.
+    """
+    unknown = set(source.values()) - set(HELD_OUT_ORDER)
+    if unknown:
+        raise ValueError(f"unknown source splits {sorted(unknown)}; use {HELD_OUT_ORDER}")
+    rank = {name: i for i, name in enumerate(HELD_OUT_ORDER)}
+    frame = images[["image_id", "user_id"]].astype(str)
+    frame = frame.assign(split=frame["image_id"].map(dict(source))).dropna(subset=["split"])
+    best = frame.assign(rank=frame["split"].map(rank)).groupby("user_id")["rank"].min()
+    return {str(user): HELD_OUT_ORDER[int(r)] for user, r in best.sort_index().items()}
+
+
+def source_conflicts(images: pd.DataFrame, assignment: pd.Series,
+                     source: Mapping[str, str]) -> pd.DataFrame:
+    """Images whose split differs from their source split, sorted by image_id.
+
+    Columns: ``image_id``, ``user_id``, ``source_split``, ``split``.
+    """
+    frame = images[["image_id", "user_id"]].astype(str).sort_values("image_id")
+    frame = frame.assign(source_split=frame["image_id"].map(dict(source)),
+                         split=frame["image_id"].map(assignment))
+    moved = frame["source_split"].notna() & (frame["source_split"] != frame["split"])
+    return frame[moved].reset_index(drop=True)
 
 
 def split_report(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,9 @@ from tasks.annotate.boxes import (
     iou,
     parse_answer_json,
     to_labelstudio,
+    upright_annotation,
+    upright_box,
+    upright_point,
 )
 
 LABELS = frozenset(load_taxonomy().box_labels)
@@ -242,3 +246,60 @@ def test_settings_are_checked():
         AnnotationSettings(overlap=5, max_answers=3)
     with pytest.raises(ValueError):
         AnnotationSettings(match_iou=0.0)
+
+
+# ---- an unknown leading hand (HaGRID v2 entries) ----------------------------------------
+
+def test_from_hagrid_may_leave_the_leading_hand_unknown():
+    entry = {"bboxes": [[0.1, 0.2, 0.3, 0.4]], "labels": ["call"], "user_id": "abc",
+             "united_bbox": None, "united_label": None, "meta": {"age": [30.0]}}
+    with pytest.raises(AnnotationError) as exc:
+        from_hagrid(entry, labels=LABELS)
+    assert exc.value.reason is BoxReason.MISSING_LEADING_HAND
+    got = from_hagrid(entry, labels=LABELS, require_leading_hand=False)
+    assert got.leading_hand is None and [b.label for b in got.boxes] == ["call"]
+    assert from_hagrid({**entry, "leading_hand": None}, labels=LABELS,
+                       require_leading_hand=False).leading_hand is None
+    with pytest.raises(AnnotationError) as exc:
+        from_hagrid({**entry, "leading_hand": "up"}, labels=LABELS, require_leading_hand=False)
+    assert exc.value.reason is BoxReason.UNKNOWN_LEADING_HAND
+
+
+def test_an_unknown_leading_hand_round_trips_and_leaves_the_choice_open():
+    boxes = (Box(0.5, 0.25, 0.125, 0.25, "like"),)
+    text = answer_json(ParsedAnnotation(boxes, None))
+    assert text == '{"bboxes":[[0.5,0.25,0.125,0.25]],"labels":["like"],"leading_hand":null}'
+    back = parse_answer_json(text)
+    assert back.leading_hand is None and back.boxes == boxes
+    result = to_labelstudio(back.boxes, back.leading_hand, width=100, height=100)
+    assert [r["from_name"] for r in result] == ["hands"]
+
+
+# ---- EXIF orientation: stored pixels -> upright image -----------------------------------
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_box_lands_where_pillow_turns_the_pixels(orientation):
+    from PIL import Image, ImageOps
+
+    stored = Image.new("L", (40, 20), 0)
+    stored.paste(255, (4, 4, 12, 10))  # the box (0.1, 0.2, 0.2, 0.3) of the stored pixels
+    stored.getexif()[0x0112] = orientation
+    upright = ImageOps.exif_transpose(stored)
+    lit = np.asarray(upright) > 0
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    want = (cols.min() / upright.width, rows.min() / upright.height,
+            (cols.max() + 1) / upright.width, (rows.max() + 1) / upright.height)
+    got = upright_box(Box(0.1, 0.2, 0.2, 0.3, "like"), orientation)
+    assert got.edges() == pytest.approx(want) and got.label == "like"
+
+
+def test_a_mirroring_orientation_swaps_the_leading_hand():
+    answer = ParsedAnnotation((Box(0.1, 0.2, 0.2, 0.3, "like"),), "left")
+    assert upright_annotation(answer, 1) is answer
+    assert upright_annotation(answer, 6).leading_hand == "left"  # a turn keeps the hands
+    for mirror in (2, 4, 5, 7):
+        assert upright_annotation(answer, mirror).leading_hand == "right"
+    unknown = ParsedAnnotation(answer.boxes, None)
+    assert upright_annotation(unknown, 2).leading_hand is None
+    with pytest.raises(ValueError):
+        upright_point(0.5, 0.5, 9)

@@ -61,8 +61,12 @@ def test_hand_checked_medians_votes_and_agreement():
     assert gesture.agreement == pytest.approx((1 + 0.054 / 0.074 + 0.0504 / 0.0656) / 3)
     assert free.agreement == pytest.approx((0.0162 / 0.0218 + 0.0144 / 0.0196) / 2)
     assert got.agreement == pytest.approx((gesture.agreement + free.agreement) / 2)
-    assert not got.low_agreement and got.minority_hands == 0
+    assert got.minority_hands == 0
     assert [w for w, _ in free.votes] == ["a", "b"]
+    # a 2-1 leading hand is asked again by default (min_leading_conf 0.75), not below it
+    assert got.low_agreement
+    relaxed = aggregate_image(SMALL, settings=AnnotationSettings(min_leading_conf=0.6))
+    assert not relaxed.low_agreement
 
 
 def test_a_hand_short_of_a_majority_is_dropped():
@@ -138,6 +142,20 @@ def test_box_rows_fit_the_boxes_table():
     assert table.column("box_index").to_pylist() == [0, 1]
     assert table.column("leading_hand").to_pylist() == ["right", "right"]
     assert table.column("n_votes").to_pylist() == [3, 2]
+
+
+def test_an_unknown_leading_hand_is_stored_as_nulls_and_never_aggregated():
+    from dataclasses import replace
+
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    unknown = replace(aggregate_image(SMALL), leading_hand=None, leading_conf=None)
+    table = pa.Table.from_pylist(box_rows("img", unknown, method="import:hagrid",
+                                          batch_id="b1", decided_at=now), schema=BOXES)
+    assert table.column("leading_hand").to_pylist() == [None, None]
+    assert table.column("leading_conf").to_pylist() == [None, None]
+    with pytest.raises(ValueError, match="leading hand"):
+        aggregate_image({"a": answer(edge_box(0.1, 0.1, 0.3, 0.3, "like")),
+                         "b": ParsedAnnotation((edge_box(0.1, 0.1, 0.3, 0.3, "like"),), None)})
 
 
 # ---- properties -------------------------------------------------------------------------

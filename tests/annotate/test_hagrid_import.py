@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -126,9 +128,14 @@ def _image_ids(root: Path, data: Path) -> dict[str, str]:
             if r["source"] == str(data.resolve()) and r["image_id"]}
 
 
+def _ingest(source: str, submissions: str, root: str, /, *, keep_user_ids: bool) -> dict:
+    return ingest(source=source, submissions=submissions, root=root,
+                  keep_user_ids=keep_user_ids)
+
+
 def _run(layout: dict, root: Path, mode: ImportMode) -> dict:
     return import_hagrid(layout["data"], layout["ann"], root=str(root), mode=mode, taxonomy=V1,
-                         ingest=lambda s, t, r: ingest(source=s, submissions=t, root=r))
+                         ingest=_ingest)
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +360,211 @@ def test_an_entry_nested_too_deeply_is_rejected_as_malformed():
     with pytest.raises(ValueError, match="nested over"):
         parse_entry(entry, mode=ImportMode.PREANNOTATE, labels=LABELS)
     parse_entry(dict(entry, meta={"age": [31.5]}), mode=ImportMode.ACCEPT, labels=LABELS)
+
+
+# ---- v2 entries, image_extras, subject ids, EXIF orientation -----------------------------
+
+V2 = load_taxonomy("hagrid_v2")
+SUBJECT = hashlib.md5(b"subject-1").hexdigest()  # HaGRID's ids are hex hashes
+STORED_BOX = [0.1, 0.2, 0.2, 0.3]  # the red box of every photo, in stored pixels
+
+
+def _photo(seed: int, *, orientation: int = 1) -> bytes:
+    """A distinct 1280x720 grey JPEG with a red rectangle at ``STORED_BOX`` of the stored
+    pixels, and an EXIF orientation tag unless ``orientation`` is 1."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    grey = Image.fromarray(rng.integers(40, 200, size=(9, 16), dtype=np.uint8)).resize(
+        (1280, 720), Image.Resampling.NEAREST).convert("RGB")
+    x, y, w, h = STORED_BOX
+    grey.paste((255, 0, 0), (int(x * 1280), int(y * 720), int((x + w) * 1280),
+                             int((y + h) * 720)))
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    grey.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def _red_box(data: bytes) -> tuple[float, float, float, float]:
+    """Edges of the red rectangle of a photo once turned upright (``exif_transpose``)."""
+    from PIL import Image, ImageOps
+
+    rgb = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"),
+                     dtype=int)
+    red = (rgb[..., 0] > 180) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)
+    rows, cols = np.flatnonzero(red.any(axis=1)), np.flatnonzero(red.any(axis=0))
+    height, width = red.shape
+    return (cols.min() / width, rows.min() / height, (cols.max() + 1) / width,
+            (rows.max() + 1) / height)
+
+
+V2_LANDMARKS = [[[0.15, 0.25], [0.2, 0.3]], [[0.6, 0.5], [0.65, 0.55]]]
+
+
+@pytest.fixture(scope="module")
+def v2_layout(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Four photos in split folders: ``hand_heart/a`` (v2 entry, two hands, every extra),
+    ``like/b`` (v2 entry, EXIF orientation 6), ``like/c`` (v1 entry, leading hand left,
+    orientation 2: a mirror, subject id not a hash), ``peace/d`` (v1 entry, no extras)."""
+    base = tmp_path_factory.mktemp("hagrid-v2")
+    data, ann = base / "dataset", base / "annotations"
+    v2 = {"bboxes": [STORED_BOX, [0.55, 0.45, 0.2, 0.2]], "labels": ["hand_heart"] * 2,
+          "united_bbox": [[0.1, 0.2, 0.65, 0.45]], "united_label": ["hand_heart"],
+          "user_id": SUBJECT, "hand_landmarks": V2_LANDMARKS,
+          "meta": {"age": [24.41], "gender": ["female"], "race": ["White"]}}
+    one_hand = {"bboxes": [STORED_BOX], "labels": ["like"], "united_bbox": [None],
+                "united_label": [None], "user_id": SUBJECT,
+                "hand_landmarks": [V2_LANDMARKS[0]], "meta": {"age": [30.0]}}
+    v1 = {"bboxes": [STORED_BOX], "leading_hand": "left", "leading_conf": 0.75}
+    photos = {"hand_heart/a.jpg": (_photo(1), "train", v2),
+              "like/b.jpg": (_photo(2, orientation=6), "val", one_hand),
+              "like/c.jpg": (_photo(3, orientation=2), "val",
+                             dict(v1, labels=["like"], user_id="worker-7")),
+              "peace/d.jpg": (_photo(4), "test", dict(v1, labels=["peace"], user_id=SUBJECT))}
+    files: dict[str, dict] = {}
+    for key, (jpeg, split, entry) in photos.items():
+        (data / key).parent.mkdir(parents=True, exist_ok=True)
+        (data / key).write_bytes(jpeg)
+        gesture, name = key.split("/")[0], Path(key).stem
+        files.setdefault(f"{split}/{gesture}.json", {})[name] = entry
+    for name, entries in files.items():
+        (ann / name).parent.mkdir(parents=True, exist_ok=True)
+        (ann / name).write_text(json.dumps(entries))
+    return {"data": data, "ann": ann, "photos": photos}
+
+
+@pytest.fixture(scope="module")
+def v2_accepted(v2_layout: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``import-hagrid --taxonomy hagrid_v2 --keep-user-ids`` through the CLI."""
+    root = tmp_path_factory.mktemp("root-v2") / "root"
+    result = CliRunner().invoke(app, [
+        "import-hagrid", str(v2_layout["data"]), str(v2_layout["ann"]), "--root", str(root),
+        "--taxonomy", "hagrid_v2", "--keep-user-ids", "--json"])
+    assert result.exit_code == 0, result.output
+    ids = _image_ids(root, v2_layout["data"])
+    return {"root": root, "summary": json.loads(result.stdout), "output": result.output,
+            "ids": ids, "boxes": _rows_by_image(_catalog(root).read_table("boxes"), ids)}
+
+
+def _rows_by_image(table, ids: dict[str, str]) -> dict[str, list[dict]]:
+    by_id = {i: f for f, i in ids.items()}
+    out: dict[str, list[dict]] = {}
+    for row in sorted(table.to_pylist(), key=lambda r: (r["image_id"], r["box_index"])):
+        out.setdefault(by_id[row["image_id"]], []).append(row)
+    return out
+
+
+def test_v2_entries_import_with_the_leading_hand_unknown(v2_accepted):
+    summary, boxes = v2_accepted["summary"], v2_accepted["boxes"]
+    assert summary["entries_rejected"] == {}
+    assert summary["files"]["annotated"] == summary["annotations_accepted"] == 4
+    assert summary["leading_hand_unknown"] == 2
+    assert [r["label"] for r in boxes["hand_heart/a.jpg"]] == ["hand_heart", "hand_heart"]
+    for file in ("hand_heart/a.jpg", "like/b.jpg"):
+        assert {(r["leading_hand"], r["leading_conf"]) for r in boxes[file]} == {(None, None)}
+    assert {(r["leading_hand"], r["leading_conf"]) for r in boxes["peace/d.jpg"]} == {
+        ("left", 0.75)}
+
+
+def test_v2_extras_and_the_source_split_go_to_the_image_extras_table(v2_layout, v2_accepted):
+    from tasks.annotate.hagrid_import import latest_image_extras
+
+    extras = latest_image_extras(_catalog(v2_accepted["root"]))
+    assert list(extras.columns) == ["image_id", "source", "source_split", "extras_json",
+                                    "recorded_at"]
+    by_file = {f: extras.set_index("image_id").loc[i] for f, i in v2_accepted["ids"].items()}
+    assert len(extras) == 4 and extras["image_id"].is_unique
+    assert {f: r["source_split"] for f, r in by_file.items()} == {
+        "hand_heart/a.jpg": "train", "like/b.jpg": "val", "like/c.jpg": "val",
+        "peace/d.jpg": "test"}
+    assert by_file["hand_heart/a.jpg"]["source"] == "hagrid:train/hand_heart.json"
+    entry = v2_layout["photos"]["hand_heart/a.jpg"][2]
+    want = {k: entry[k] for k in ("united_bbox", "united_label", "hand_landmarks", "meta")}
+    assert by_file["hand_heart/a.jpg"]["extras_json"] == json.dumps(
+        want, sort_keys=True, separators=(",", ":"))  # not tagged: exactly as published
+    assert by_file["peace/d.jpg"]["extras_json"] == "{}"
+    assert v2_accepted["summary"]["written"]["rows"]["image_extras"] == 4
+    assert v2_accepted["summary"]["written"]["extras"] == 2  # the jsonl, as before
+
+
+def test_the_split_is_null_without_split_folders(layout, accepted):
+    from tasks.annotate.hagrid_import import latest_image_extras
+
+    root, _ = accepted
+    extras = latest_image_extras(_catalog(root)).set_index("image_id")["source_split"]
+    ids = _image_ids(root, layout["data"])
+    splits = {f.split("/")[0]: extras[ids[f]] for f in ids if ids[f] in extras.index}
+    assert splits and all((s == "train") == (g < "p") for g, s in splits.items())
+    assert all(s is None for g, s in splits.items() if g >= "p")
+
+
+def test_keep_user_ids_keeps_hex_ids_and_hashes_the_rest(v2_accepted):
+    images = _catalog(v2_accepted["root"]).read_table("images").to_pylist()
+    users = {r["image_id"]: r["user_id"] for r in images}
+    ids = v2_accepted["ids"]
+    assert {users[ids[f]] for f in ("hand_heart/a.jpg", "like/b.jpg", "peace/d.jpg")} == {
+        SUBJECT}
+    assert users[ids["like/c.jpg"]] not in ("worker-7", SUBJECT)
+    assert v2_accepted["summary"]["keep_user_ids"] is True
+
+
+def test_user_ids_are_rehashed_by_default_and_still_group(layout, accepted):
+    root, _ = accepted
+    subs = [r for r in _catalog(root).read_table("submissions").to_pylist() if r["image_id"]]
+    raw_to_key: dict[str, set[str]] = {}
+    for r in subs:
+        raw_to_key.setdefault(r["user_id"], set()).add(r["user_key"])
+    assert all(len(keys) == 1 for keys in raw_to_key.values())  # one subject, one id
+    assert not {k for keys in raw_to_key.values() for k in keys} & set(raw_to_key)
+    assert len({k for keys in raw_to_key.values() for k in keys}) == len(raw_to_key)
+
+
+def test_boxes_of_oriented_photos_are_turned_upright(v2_layout, v2_accepted):
+    summary, boxes = v2_accepted["summary"], v2_accepted["boxes"]
+    assert summary["orientation_tagged"] == 2
+    assert "2 imported photos carry an EXIF orientation tag" in v2_accepted["output"]
+    for file in ("like/b.jpg", "like/c.jpg", "peace/d.jpg"):
+        [row] = boxes[file]
+        got = (row["x"], row["y"], row["x"] + row["w"], row["y"] + row["h"])
+        assert got == pytest.approx(_red_box(v2_layout["photos"][file][0]), abs=0.01), file
+    assert boxes["like/c.jpg"][0]["leading_hand"] == "right"  # orientation 2 mirrors
+    assert boxes["peace/d.jpg"][0]["leading_hand"] == "left"
+    extras = {r["image_id"]: json.loads(r["extras_json"]) for r in
+              _catalog(v2_accepted["root"]).read_table("image_extras").to_pylist()}
+    turned = extras[v2_accepted["ids"]["like/b.jpg"]]
+    assert turned["hand_landmarks"] == [[pytest.approx([0.75, 0.15]),
+                                         pytest.approx([0.7, 0.2])]]  # orientation 6
+    assert turned["united_bbox"] == [None] and turned["meta"] == {"age": [30.0]}
+
+
+def test_v2_preannotations_leave_the_leading_hand_to_the_annotators(v2_layout, tmp_path):
+    from tasks.annotate.boxes import parse_answer_json
+
+    root = tmp_path / "root"
+    def ingest_v2(source: str, submissions: str, root: str, /, *, keep_user_ids: bool) -> dict:
+        return ingest(source=source, submissions=submissions, root=root, taxonomy="hagrid_v2",
+                      keep_user_ids=keep_user_ids)
+
+    summary = import_hagrid(v2_layout["data"], v2_layout["ann"], root=str(root),
+                            mode=ImportMode.PREANNOTATE, taxonomy=V2, ingest=ingest_v2)
+    assert summary["preannotations_written"] == 4 and summary["keep_user_ids"] is False
+    ids = _image_ids(root, v2_layout["data"])
+    pre = {r["image_id"]: r["answer"] for r in
+           _catalog(root).read_table("preannotations").to_pylist()}
+    assert json.loads(pre[ids["hand_heart/a.jpg"]])["leading_hand"] is None
+    assert parse_answer_json(pre[ids["like/b.jpg"]]).leading_hand is None
+    assert json.loads(pre[ids["like/c.jpg"]])["leading_hand"] == "right"
+    users = {r["user_id"] for r in _catalog(root).read_table("images").to_pylist()}
+    assert SUBJECT not in users and len(users) == 2  # re-hashed: two subjects, two ids
+
+
+def test_v2_labels_are_unknown_under_v1(v2_layout, tmp_path):
+    layout = read_hagrid_layout(v2_layout["data"], v2_layout["ann"], taxonomy=V1)
+    entry = next(i.entry for i in layout.images if i.file == "hand_heart/a.jpg")
+    with pytest.raises(ValueError, match="no usable box"):
+        parse_entry(entry, mode=ImportMode.ACCEPT, labels=LABELS)
+    answer, conf = parse_entry(entry, mode=ImportMode.ACCEPT, labels=set(V2.box_labels))
+    assert answer.leading_hand is None and conf is None

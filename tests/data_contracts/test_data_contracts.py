@@ -77,6 +77,7 @@ def manifest_table(n: int, *, seed: int = 0, taxonomy: Taxonomy = TAXONOMY,
         "leading_hand": rng.choice(np.array(["left", "right"]), size=n),
         "leading_conf": rng.uniform(0.5, 1.0, size=n),
         "n_annotators": np.full(n, 3, np.int16), "annotation_method": np.full(n, "median_edges"),
+        "source_split": [None] * n, "extras_json": [None] * n,
         **{c: place[c].to_numpy() for c in ("shard", "offset", "size", "json_offset",
                                             "json_size")},
     }
@@ -259,6 +260,18 @@ def test_valid_frames_pass() -> None:
         "submissions", "images", "verdicts", "boxes", "manifest", "manifest_boxes",
         "manifest_users", "links", "shard_members", "shard_check", "shard_keys"}
     assert all(count > 0 for count in report.checked.values())
+
+
+def test_an_unknown_leading_hand_passes_in_the_manifest_and_the_catalog() -> None:
+    """Imported v2 images name no leading hand: null leading_hand and leading_conf."""
+    frames = valid_frames()
+    for table in ("manifest", "boxes"):
+        for column in ("leading_hand", "leading_conf"):
+            _set_cell(frames[table], 0, column, None)
+    _set_cell(frames["manifest"], 0, "source_split", "val")
+    _set_cell(frames["manifest"], 0, "extras_json", '{"meta":{"age":[30.1]}}')
+    report = run_contracts(frames, taxonomy=TAXONOMY)
+    assert report.success, report.summary()
 
 
 def test_absent_frames_are_skipped() -> None:

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.publish import ContractsFailed, publish
 from schemas.annotation import BOXES
-from schemas.release import MANIFEST, check_version
+from schemas.release import HAGRID_CLASS_ORDER, MANIFEST, check_version
+from schemas.tables import IMAGE_EXTRAS
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.exports import export_layout
@@ -262,6 +263,81 @@ def test_the_real_pipeline_publishes(tmp_path):
     manifest = _manifest(root / "releases" / "v1")
     assert set(manifest["image_id"]) == set(boxes["image_id"])
     assert summary["images"] == len(manifest) > 20
+
+
+def imported_boxes(images: pd.DataFrame, batch: str) -> pa.Table:
+    """One imported box per image (method import:hagrid), leading hand unknown."""
+    return pa.Table.from_pylist([{
+        "image_id": iid, "box_index": 0, "x": 0.2, "y": 0.2, "w": 0.3, "h": 0.4,
+        "label": gesture, "label_conf": 1.0, "agreement": 1.0, "n_votes": 1,
+        "n_annotators": 1, "leading_hand": None, "leading_conf": None,
+        "method": "import:hagrid", "batch_id": batch,
+        "decided_at": pd.Timestamp("2030-01-01", tz="UTC")}
+        for iid, gesture in zip(images["image_id"], images["gesture"], strict=True)],
+        schema=BOXES)
+
+
+def test_a_v2_release_keeps_source_splits_and_extras_in_hagrids_class_order(tmp_path):
+    root = tmp_path / "root"
+    outcomes = make_release_catalog(root, n=90, seed=12, users=24)
+    catalog = Catalog(LocalStorage(root))
+    images = catalog.read_table("images").to_pandas()
+    images = images[images["image_id"].isin(outcomes["released"])].sort_values("image_id")
+    users = images["user_id"].value_counts()
+    a, b, c = users[users >= 2].index[:3]  # a: val, b: test, c: train and test (mixed)
+    source = {**dict.fromkeys(images.loc[images["user_id"] == a, "image_id"], "val"),
+              **dict.fromkeys(images.loc[images["user_id"] == b, "image_id"], "test")}
+    mixed = images.loc[images["user_id"] == c, "image_id"].tolist()
+    source |= {mixed[0]: "train", **dict.fromkeys(mixed[1:], "test")}
+    meta = {"age": [24.4], "gender": ["female"], "race": ["White"]}
+    first = next(iter(source))
+    extras = {iid: {"united_bbox": None, "united_label": None, "meta": meta} for iid in source}
+    extras[first] = {**extras[first], "united_bbox": [[0.1, 0.1, 0.5, 0.5]],
+                     "united_label": [images.set_index("image_id").loc[first, "gesture"]]}
+    rows = [{"image_id": iid, "source": "hagrid:/data", "source_split": split,
+             "extras_json": json.dumps(extras[iid]),
+             "recorded_at": pd.Timestamp("2030-01-02", tz="UTC")}
+            for iid, split in source.items()]
+    catalog.write_batch("zz-import", {
+        "boxes": imported_boxes(images[images["image_id"].isin(source)], "zz-import"),
+        "image_extras": pa.Table.from_pylist(rows, schema=IMAGE_EXTRAS)}, info={})
+
+    publish(root=str(root), version="v2", taxonomy="hagrid_v2", yolo=True, shard_max_count=40)
+    release = root / "releases" / "v2"
+    info = json.loads((release / "release.json").read_text())
+    assert info["settings"]["fractions"] == {"test": 0.15, "train": 0.76, "val": 0.09}
+    classes = list(HAGRID_CLASS_ORDER["hagrid_v2"])
+    assert info["classes"] == classes and info["settings"]["class_order"] == "hagrid"
+    assert (release / "yolo" / "classes.txt").read_text().split() == classes
+    coco = json.loads((release / "coco" / "train.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == classes
+    manifest = _manifest(release).set_index("image_id")
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    by_user = manifest.groupby("user_id")["split"].unique()
+    assert list(by_user[a]) == ["val"] and list(by_user[b]) == ["test"]
+    assert list(by_user[c]) == ["test"]  # the most held-out of its source splits
+    assert (manifest.groupby("user_id")["split"].nunique() == 1).all()
+    split_info = info["splits"]
+    assert (split_info["source_split_images"], split_info["source_split_moved"],
+            split_info["source_split_conflict_users_listed"]) == (len(source), 1, [c])
+    assert manifest.loc[list(source), "source_split"].tolist() == list(source.values())
+    assert manifest["extras_json"].notna().sum() == len(source)
+    assert manifest.loc[list(source), "leading_hand"].isna().all()
+    for iid, row in manifest.iterrows():
+        entry = json.loads((release / "hagrid" / row["split"] / f"{row['gesture']}.json")
+                           .read_text())[iid]
+        assert {"united_bbox", "united_label"} <= set(entry)
+        if iid in source:
+            assert entry["meta"] == meta and entry["leading_hand"] is None
+            assert entry["united_bbox"] == extras[iid]["united_bbox"]
+        else:
+            assert entry["united_bbox"] is None and "meta" not in entry
+            assert entry["leading_hand"] in ("left", "right")
+    with (release / manifest.loc[first, "shard"]).open("rb") as fh:
+        fh.seek(manifest.loc[first, "json_offset"])
+        member = json.loads(fh.read(manifest.loc[first, "json_size"]))
+    assert member["meta"] == meta and member["united_bbox"] == [[0.1, 0.1, 0.5, 0.5]]
+    assert "leading hand unknown" in (release / "README.md").read_text()
 
 
 @pytest.mark.slow

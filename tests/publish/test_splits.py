@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.publish.splits import assign_splits, split_report, sticky_conflicts, user_groups
+from schemas.release import PublishSettings, parse_fractions
+from tasks.publish.splits import (
+    assign_splits,
+    source_conflicts,
+    source_user_splits,
+    split_report,
+    sticky_conflicts,
+    user_groups,
+)
 
 V1 = {"train": 0.92, "test": 0.08}
 V2 = {"train": 0.76, "val": 0.09, "test": 0.15}
@@ -159,3 +167,42 @@ def test_a_small_release_still_fills_every_split_with_a_positive_fraction() -> N
     assignment = assign_splits(images, fractions=V1)
     assert set(assignment) == {"train", "test"}
     assert (assignment == "test").sum() == 5  # one user of 5 images, nearest to 8% of 45
+
+
+def test_default_fractions_follow_the_taxonomy_and_an_explicit_value_wins() -> None:
+    assert dict(PublishSettings().fractions) == V1
+    assert dict(PublishSettings(taxonomy="hagrid_v1").fractions) == V1
+    assert dict(PublishSettings(taxonomy="hagrid_v2").fractions) == V2
+    assert PublishSettings(taxonomy="hagrid_v2").as_dict()["fractions"] == {
+        "test": 0.15, "train": 0.76, "val": 0.09}
+    explicit = PublishSettings(taxonomy="hagrid_v2", fractions=parse_fractions("92/8"))
+    assert dict(explicit.fractions) == V1
+    assert PublishSettings().as_dict()["class_order"] == "hagrid"
+    with pytest.raises(ValueError, match="class order"):
+        PublishSettings(class_order="random")
+
+
+SOURCED = pd.DataFrame({
+    "image_id": ["a1", "a2", "b1", "b2", "b3", "c1", "c2", "n1", "n2"],
+    "user_id": ["a", "a", "b", "b", "b", "c", "c", "n", "n"],
+    "gesture": ["like", "palm", "like", "like", "palm", "palm", "like", "like", "palm"],
+})
+
+
+def test_source_splits_pin_users_and_a_mixed_user_goes_to_the_most_held_out() -> None:
+    source = {"a1": "val", "a2": "val", "b1": "train", "b2": "test", "b3": "train",
+              "c1": "train"}  # b is mixed: test wins; c2 has no source split
+    pinned = source_user_splits(SOURCED, source)
+    assert pinned == {"a": "val", "b": "test", "c": "train"}
+    assignment = assign_splits(SOURCED, fractions=V1 | {"val": 0.0}, previous=pinned,
+                               links=[("n1", "a1")])
+    assert assignment[["a1", "a2", "n1", "n2"]].eq("val").all()  # n is linked to a
+    assert assignment[["b1", "b2", "b3"]].eq("test").all()
+    assert assignment[["c1", "c2"]].eq("train").all()
+    assert (users_per_split(SOURCED, assignment) == 1).all()
+    moved = source_conflicts(SOURCED, assignment, source)
+    assert moved.to_dict("records") == [
+        {"image_id": "b1", "user_id": "b", "source_split": "train", "split": "test"},
+        {"image_id": "b3", "user_id": "b", "source_split": "train", "split": "test"}]
+    with pytest.raises(ValueError, match="unknown source splits"):
+        source_user_splits(SOURCED, {"a1": "subsample"})

@@ -1,0 +1,158 @@
+"""The whole simulated pipeline on a generated batch: the release is true to its pictures.
+
+generate -> ingest -> validate -> filter -> annotate (simulated crowd) -> publish, once per
+module. The published boxes must sit on the hands the generator drew, the leading hands must
+match, validation and filtration must catch what the generator drew into the photos, and
+the card and the report must say the data was simulated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.annotate import annotate
+from flows.crowd import filter_stage, validate
+from flows.ingest import ingest
+from flows.publish import publish
+from schemas.crowd import Stage
+from tasks.annotate.boxes import Box, iou
+from tasks.catalog import Catalog
+from tasks.crowd.stage import latest_verdicts
+from tasks.simulation.crowd import GeneratorTruth
+from tasks.simulation.generator import generate_batch
+from tasks.storage import LocalStorage
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("pipeline")
+    batch, root = base / "batch", base / "root"
+    generate_batch(batch, n=110, seed=21, workers=2)
+    ingest(source=str(batch), submissions=str(batch / "submissions.csv"), root=str(root))
+    for stage in (validate, filter_stage, annotate):
+        stage(root=str(root), crowd="simulated", cycles=20)
+    summary = publish(root=str(root), version="v1")
+    catalog = Catalog(LocalStorage(root))
+    release = root / "releases" / "v1"
+    manifest = pd.concat([pd.read_parquet(p) for p in sorted((release / "manifests").glob("*"))],
+                         ignore_index=True)
+    truth = [json.loads(line) for line in (batch / "truth.jsonl").read_text().splitlines()]
+    return {"batch": batch, "root": root, "catalog": catalog, "release": release,
+            "manifest": manifest, "summary": summary, "truth": truth,
+            "generator": GeneratorTruth.from_catalog(catalog)}
+
+
+def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipeline):
+    manifest, generator = pipeline["manifest"], pipeline["generator"]
+    assert len(manifest) > 40
+    ious, hands = [], []
+    for row in manifest.itertuples():
+        true_boxes, true_hand = generator.boxes(row.image_id)
+        gesture_box = true_boxes[0]
+        assert gesture_box.label == row.gesture
+        published = [Box(*b, label) for b, label in zip(row.boxes, row.labels, strict=True)
+                     if label == row.gesture]
+        ious.append(max((iou(gesture_box, b) for b in published), default=0.0))
+        hands.append(row.leading_hand == true_hand)
+    ious_s = pd.Series(ious)
+    assert (ious_s >= 0.5).mean() >= 0.95, ious_s.describe()
+    assert sum(hands) / len(hands) >= 0.95
+
+
+def test_published_pixels_are_what_the_boxes_describe(pipeline):
+    """Every published image decodes upright with a plain loader at the manifest's size."""
+    release, manifest = pipeline["release"], pipeline["manifest"]
+    for row in manifest.itertuples():
+        with (release / row.shard).open("rb") as f:
+            f.seek(row.offset)
+            image = Image.open(io.BytesIO(f.read(row.size)))
+            assert image.getexif().get(0x0112, 1) == 1
+            assert image.convert("RGB").size == (row.width, row.height)
+
+
+def test_validation_and_filtration_catch_what_was_drawn(pipeline):
+    catalog, truth = pipeline["catalog"], pipeline["truth"]
+    subs = catalog.read_table("submissions").to_pandas()
+    image_of = dict(zip(subs["file"], subs["image_id"], strict=True))
+    valid = latest_verdicts(catalog, Stage.VALIDATION)
+    filt = latest_verdicts(catalog, Stage.FILTRATION)
+    broken = [image_of[t["file"]] for t in truth if t["validation"] != "yes"
+              and isinstance(image_of.get(t["file"]), str)]
+    assert len(broken) >= 5  # the generator drew rule breaks into the photos
+    rejected = [i for i in broken if valid.at[i, "verdict"] == "rejected"]
+    assert len(rejected) / len(broken) >= 0.85
+    flagged = [image_of[t["file"]] for t in truth if t["filtration"] != "none"
+               and t["validation"] == "yes" and isinstance(image_of.get(t["file"]), str)]
+    assert flagged
+    excluded = [i for i in flagged if i in filt.index and filt.at[i, "verdict"] == "excluded"]
+    assert len(excluded) / len(flagged) >= 0.85
+    released = set(pipeline["manifest"]["image_id"])
+    assert not released & set(rejected) and not released & set(excluded)
+
+
+def test_the_card_and_the_report_say_the_data_was_simulated(pipeline):
+    release = pipeline["release"]
+    card = (release / "README.md").read_text()
+    assert "photos are SIMULATED" in card and "Crowd answers were SIMULATED" in card
+    info = json.loads((release / "release.json").read_text())
+    photos = info["simulation"]["photos"]
+    assert photos["simulated"] == photos["total"] == len(pipeline["manifest"])
+    page = (release / "report" / "index.html").read_text()
+    assert "SIMULATED" in page and "Samples per class" in page
+    strips = sorted((release / "report").glob("samples-*.png"))
+    assert {p.stem.removeprefix("samples-") for p in strips} == set(
+        pipeline["manifest"]["gesture"])
+
+
+# ---- HaGRID's own conventions: a reader written in the style of its loaders ----------------
+
+def _hagrid_style_annotations(annotations: Path, targets: list[str]) -> pd.DataFrame:
+    """As HaGRID's classifier/detector datasets read them: one ``<target>.json`` per class,
+    keyed by image name without extension; the image is ``<dataset>/<target>/<name>.jpg``."""
+    frames = []
+    for target in targets:
+        path = annotations / f"{target}.json"
+        if path.exists():
+            entries = json.loads(path.read_text())
+            frame = pd.DataFrame([dict(a, name=f"{k}.jpg") for k, a in entries.items()])
+            frames.append(frame.assign(target=target))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_hagrid_style_loaders_find_every_image_and_boxes_on_the_hands(pipeline, tmp_path):
+    from schemas.taxonomy import load_taxonomy
+    from tasks.publish.exports import export_layout
+
+    out = tmp_path / "hagrid"
+    export_layout(LocalStorage(pipeline["release"]), out)
+    generator, targets = pipeline["generator"], list(load_taxonomy().gestures)
+    splits = sorted(p.name for p in (out / "annotations").iterdir())
+    assert splits == sorted(set(pipeline["manifest"]["split"]))
+    seen, ious, hands = 0, [], []
+    for split in splits:
+        table = _hagrid_style_annotations(out / "annotations" / split, targets)
+        for row in table.to_dict("records"):
+            # the current detector reads these in every entry
+            assert {"united_bbox", "united_label", "bboxes", "labels", "user_id"} <= set(row)
+            image = Image.open(out / row["target"] / row["name"]).convert("RGB")
+            width, height = image.size
+            true_boxes, true_hand = generator.boxes(row["name"].removesuffix(".jpg"))
+            hands.append(row["leading_hand"] == true_hand)
+            for (x1, y1, w, h), label in zip(row["bboxes"], row["labels"], strict=True):
+                box_abs = [x1 * width, y1 * height, (x1 + w) * width, (y1 + h) * height]
+                got = Box.from_edges(box_abs[0] / width, box_abs[1] / height,
+                                     box_abs[2] / width, box_abs[3] / height, label)
+                same = [t for t in true_boxes if t.label == label] or true_boxes
+                ious.append(max(iou(got, t) for t in same))
+            seen += 1
+    assert seen == len(pipeline["manifest"])
+    assert (pd.Series(ious) >= 0.5).mean() >= 0.95
+    assert sum(hands) / len(hands) >= 0.95
