@@ -34,8 +34,9 @@ class LabelStudioCrowd:
 
     def __init__(self, *, url: str, token: str, root: Storage, prefix: str,
                  settings: CrowdSettings, document_root: Path | None = None,
-                 s3_endpoint_url: str | None = None) -> None:
+                 s3_endpoint_url: str | None = None, taxonomy: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.taxonomy = taxonomy  # the annotation project's box labels (default: hagrid_v1)
         self.client = ls_client.connect(self.url, token)
         self.root = root
         self.prefix = prefix
@@ -57,7 +58,7 @@ class LabelStudioCrowd:
         """The project of a stage's queue, created with its storage on first use."""
         if (stage, queue) not in self._projects:
             pid = ls_client.ensure_project(self.client, title=self.project_title(stage, queue),
-                                           label_config=label_config(stage),
+                                           label_config=label_config(stage, taxonomy=self.taxonomy),
                                            instructions=instructions(stage),
                                            overlap=self.overlap(queue))
             self._ensure_storage(pid)

@@ -64,13 +64,14 @@ from tasks.storage import open_storage
 
 
 def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: CrowdSettings,
-                 s3_endpoint_url: str | None = None) -> CrowdBackend:
-    """The crowd back end named by ``options.kind``."""
+                 s3_endpoint_url: str | None = None, taxonomy: str | None = None) -> CrowdBackend:
+    """The crowd back end named by ``options.kind``; ``taxonomy`` gives the box labels of
+    annotation (Label Studio's project, the simulated annotators' label swaps)."""
     if options.kind == "file":
         return FileCrowd(catalog.root)
     if options.kind == "simulated":
         truth = GeneratorTruth.from_catalog(catalog, endpoint_url=s3_endpoint_url)
-        return SimulatedCrowd(catalog.root, truth=truth, seed=options.sim_seed,
+        return SimulatedCrowd(catalog.root, truth=truth, seed=options.sim_seed, taxonomy=taxonomy,
                               workers=worker_pool(n_workers=options.sim_workers,
                                                   spammer_share=options.sim_spammer_share,
                                                   seed=options.sim_seed))
@@ -87,7 +88,7 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
         return LabelStudioCrowd(url=url, token=token, root=catalog.root,
                                 prefix=options.ls_project_prefix, settings=settings,
                                 document_root=Path(doc_root) if doc_root else None,
-                                s3_endpoint_url=s3_endpoint_url)
+                                s3_endpoint_url=s3_endpoint_url, taxonomy=taxonomy)
     raise ValueError(f"unknown crowd back end {options.kind!r}: labelstudio, file or simulated")
 
 
@@ -125,7 +126,8 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
 def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOptions,
                   settings: CrowdSettings, cycles: int, s3_endpoint_url: str | None,
                   annotation: AnnotationSettings | None) -> dict[str, Any]:
-    backend = make_backend(options, catalog, settings=settings, s3_endpoint_url=s3_endpoint_url)
+    backend = make_backend(options, catalog, settings=settings, s3_endpoint_url=s3_endpoint_url,
+                           taxonomy=annotation.taxonomy if annotation else None)
     started = dt.datetime.now(dt.UTC)
     imported = dict(zip(import_answer_files(catalog, stage, [Path(p) for p in options.answers]),
                         options.answers, strict=True))

@@ -236,13 +236,14 @@ class SimulatedCrowd(FileCrowd):
     name = "simulated"
 
     def __init__(self, root: Storage, *, workers: list[SimWorker], truth: GeneratorTruth,
-                 seed: int = 0, expert_accuracy: float = 1.0) -> None:
+                 seed: int = 0, expert_accuracy: float = 1.0,
+                 taxonomy: str | None = None) -> None:
         super().__init__(root)
         self.workers = workers
         self.truth = truth
         self.seed = seed
         self.expert = SimWorker("sim-expert", "honest", expert_accuracy)
-        self.labels = load_taxonomy().box_labels
+        self.labels = (load_taxonomy(taxonomy) if taxonomy else load_taxonomy()).box_labels
         self.unanswerable: set[str] = set()
 
     def push(self, stage: Stage, tasks: list[CrowdTask], *, batch_id: str) -> list[PushedTask]:

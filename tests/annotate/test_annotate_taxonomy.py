@@ -85,3 +85,20 @@ def test_an_unknown_taxonomy_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["annotate", "--root", str(tmp_path / "root"), "--crowd",
                                       "file", "--taxonomy", "hagrid_v9"])
     assert result.exit_code == 2 and "unknown taxonomy" in result.output
+
+
+def test_the_crowd_back_ends_get_the_taxonomy_s_box_labels(tmp_path):
+    from annotation_ui.configs import label_config
+    from flows.crowd import make_backend
+    from schemas.crowd import CrowdBackendOptions, CrowdSettings
+    from tasks.simulation.crowd import SimulatedCrowd
+
+    catalog = Catalog(LocalStorage(tmp_path / "root"))
+    v2 = make_backend(CrowdBackendOptions(kind="simulated"), catalog, settings=CrowdSettings(),
+                      taxonomy="hagrid_v2")
+    v1 = make_backend(CrowdBackendOptions(kind="simulated"), catalog, settings=CrowdSettings())
+    assert isinstance(v2, SimulatedCrowd) and isinstance(v1, SimulatedCrowd)
+    assert "hand_heart" in v2.labels and "hand_heart" not in v1.labels
+    # the Label Studio back end builds its annotation project from this config
+    assert 'value="hand_heart"' in label_config(Stage.ANNOTATION, taxonomy="hagrid_v2")
+    assert 'value="hand_heart"' not in label_config(Stage.ANNOTATION)

@@ -139,21 +139,57 @@ def test_file_names_do_not_reveal_the_kind(truth: list[dict]) -> None:
 # -- geometry ------------------------------------------------------------------------------------
 
 
+def _valid(t: dict) -> bool:
+    """An original that follows the mining rules (no drawn rule break)."""
+    return t["kind"] == "original" and t["validation"] == "yes"
+
+
 def test_boxes_are_relative_and_not_degenerate(truth: list[dict]) -> None:
     for t in truth:
         assert len(t["bboxes"]) == len(t["labels"])
         for x, y, w, h in t["bboxes"]:
             assert 0 <= x and 0 <= y and x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
-            assert w * t["width"] >= 8 and h * t["height"] >= 8
+            if t["framing"] in (None, "normal"):
+                assert w * t["width"] >= 8 and h * t["height"] >= 8
     for t in truth:
-        if t["kind"] == "original":
+        if _valid(t):
             assert t["labels"][0] == t["gesture"] and set(t["labels"][1:]) <= {"no_gesture"}
             assert t["leading_hand"] in ("left", "right")
 
 
 def test_hand_sizes_are_realistic(truth: list[dict]) -> None:
-    widths = [t["bboxes"][0][2] for t in truth if t["kind"] == "original"]
+    widths = [t["bboxes"][0][2] for t in truth if _valid(t)]
     assert 0.015 <= min(widths) and max(widths) <= 0.25
+
+
+def test_rule_breaks_are_drawn_and_answered(truth: list[dict]) -> None:
+    """Validation's truth comes from what was drawn: another gesture, a hand cut by the frame,
+    a person too far or too close; filtration's from drawn inscriptions and planted flags."""
+    originals = [t for t in truth if t["kind"] == "original"]
+    by_framing: dict[str, list[dict]] = {}
+    for t in originals:
+        by_framing.setdefault(t["framing"], []).append(t)
+    for t in by_framing.get("too_far", []):
+        assert t["bboxes"][0][2] < 0.015 and t["validation"] == "no:bad_distance"
+    for t in by_framing.get("too_close", []):
+        assert max(t["bboxes"][0][2] * t["width"], t["bboxes"][0][3] * t["height"]) >= \
+            0.3 * min(t["width"], t["height"])
+        assert t["validation"] == "no:bad_distance"
+    for t in by_framing.get("hand_cut_off", []):
+        x, y, w, h = t["bboxes"][0]
+        assert min(x, y) <= 1e-6 or x + w >= 1 - 1e-6  # the hand touches the frame's edge
+        assert t["validation"] == "no:hand_cut_off"
+    for t in originals:
+        wrong = t["validation"] == "no:wrong_gesture"
+        assert (t["shown_gesture"] != t["gesture"]) == wrong
+        if wrong:
+            assert t["labels"][0] == t["shown_gesture"]
+        assert ("text" in t["filtration"].split(",")) == (t["inscription"] is not None)
+        assert set(t["planted_flags"]) <= {"child", "nudity"}
+        assert set(t["planted_flags"]) <= set(t["filtration"].split(","))
+    breaks = [t for t in originals if t["validation"] != "yes"]
+    assert 0.04 <= len(breaks) / len(originals) <= 0.25
+    assert any(t["inscription"] for t in originals)
 
 
 def test_images_display_at_the_recorded_size(batch: SynthSummary, truth: list[dict]) -> None:
