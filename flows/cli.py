@@ -180,31 +180,109 @@ def ingest_cmd(
         print_summary(summary)
 
 
+DEMO_EPOCHS = 5  # small model, 64 px crops: a few minutes on 2 cores
+
+
 @app.command()
 def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root",
          n: Annotated[int, typer.Option("--n", help="distinct photos")] = 1300,
-         seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
-    """The main job on the embedded default: generate a crowd batch (1,300 photos and their
-    resubmissions and broken files, about 1,500 inputs), ingest it, then run validation,
-    filtration and annotation with a simulated crowd that answers from what the generator
-    drew (30% spammers/sloppy annotators), publish release v1, and summarise."""
+         seed: Annotated[int, typer.Option(help="random seed")] = 0,
+         epochs: Annotated[int, typer.Option(help="training epochs")] = DEMO_EPOCHS,
+         input_size: Annotated[int, typer.Option(help="training input side, px")] = 64,
+         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+         train: Annotated[bool, typer.Option(help="train the baseline on the release")] = True,
+         ) -> None:
+    """The main job on the embedded default, as one ``pipeline`` flow run: generate a crowd
+    batch (1,300 photos and their resubmissions and broken files, about 1,500 inputs), ingest
+    it, run validation, filtration and annotation with a simulated crowd that answers from
+    what the generator drew (30% spammers/sloppy annotators), publish release v1 with its
+    crops view, train the small two-head baseline on it, and summarise each stage."""
+    import importlib.util
+
     from tasks.simulation.generator import generate_batch
 
     batch = Path(root).parent / f"batch-seed{seed}-n{n}"
     if not (batch / "submissions.csv").exists():
         console.print(f"generating a synthetic crowd batch in {batch} ...")
         generate_batch(batch, n=n, seed=seed)
-    summary = run_ingest(str(batch), str(batch / "submissions.csv"), root)
-    print_summary(summary)
+    if train and importlib.util.find_spec("torch") is None:
+        console.print("[yellow]warning:[/yellow] torch is not installed (the .[train] extra): "
+                      "the baseline is not trained")
+        train = False
+    _quiet_prefect()
+    from flows.pipeline import pipeline
+
     opts = _crowd_options("simulated", None, None, None, "hagrid", None, seed, 0.3)
+    with holding_root(root, command="demo", wait_s=0.0), progress_bars():
+        summary = pipeline(source=str(batch), submissions=str(batch / "submissions.csv"),
+                           root=root, crowd="simulated", options=opts, version="v1",
+                           crops=True, train=train, epochs=epochs, batch_size=64,
+                           model="small", input_size=input_size, device=device, seed=seed)
+    print_summary(summary["ingest"])
     for stage in ("validation", "filtration", "annotation"):
-        print_stage_report(_run_stage(stage, root=root, options=opts, cycles=None),
-                           as_json=False)
-    if (Path(root) / "releases" / "v1").exists():
-        console.print(f"release v1 exists in {root}/releases: publish a new one with "
-                      "hagrid publish --version V")
+        print_stage_report(summary[stage], as_json=False)
+    print_release(summary["publish"])
+    if summary["train"] is not None:
+        print_training(summary["train"])
+
+
+@contextmanager
+def progress_bars(*, show: bool = True) -> Iterator[None]:
+    """While the block runs, a progress bar on stderr per stage a flow reports
+    (``tasks.progress``): ``ingest``, each epoch's ``train`` and ``eval``; the
+    ``pipeline: <stage>`` reports share one bar."""
+    from tasks import progress
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=console, disable=not show)
+    bars: dict[str, Any] = {}
+
+    def listen(label: str, done: int, total: int) -> None:
+        key = label.split(":")[0]
+        if key not in bars:
+            bars[key] = bar.add_task(label, total=total)
+        bar.update(bars[key], description=label, completed=done, total=total)
+
+    with bar:
+        progress.set_listener(listen)
+        try:
+            yield
+        finally:
+            progress.set_listener(None)
+
+
+def print_release(summary: dict[str, Any]) -> None:
+    """A publish summary: images per split and where the release is (or that it existed)."""
+    if summary.get("skipped"):
+        console.print(f"release {summary['version']} exists ({escape(summary['uri'])}): not "
+                      "published again; publish a new one with hagrid publish --version V")
         return
-    publish(root=root, version="v1")
+    crops = summary.get("crops") or {}
+    table = Table("split", "images", *(["crops"] if crops else []),
+                  title=f"release {summary['version']}")
+    for split, n in summary["split_images"].items():
+        table.add_row(split, str(n), *([str(crops.get(split, 0))] if crops else []))
+    Console().print(table)
+    crop_shards = f" (+ {summary['crop_shards']} of crops)" if crops else ""
+    console.print(f"release {summary['version']} in {escape(summary['uri'])}: "
+                  f"{summary['shards']} shards{crop_shards}; report: "
+                  f"{escape(summary['uri'])}/report/index.html", soft_wrap=True)
+
+
+def print_training(summary: dict[str, Any]) -> None:
+    """A training summary: F1 and accuracy per head on the evaluation split."""
+    table = Table("head", "F1 macro", "F1 weighted", "accuracy", "samples",
+                  title=f"baseline on {summary.get('release')} ({summary.get('view')} view, "
+                        f"{summary.get('epochs')} epochs, {summary.get('device')}), "
+                        f"{summary.get('eval_split')} split")
+    for head in ("gesture", "leading_hand"):
+        if head in summary:
+            m = summary[head]
+            table.add_row(head, *("-" if m[k] is None else f"{m[k]:.3f}"
+                                  for k in ("f1_macro", "f1_weighted", "accuracy")),
+                          str(m["samples"]))
+    Console().print(table)
+    console.print(f"run folder: {escape(str(summary.get('run_dir')))}", soft_wrap=True)
 
 
 WAIT_FOREVER_S = 7 * 24 * 3600.0  # --wait: a week is "until the other run ends"
@@ -473,6 +551,14 @@ def import_hagrid_cmd(
     Console().print(table)
 
 
+CropsOpt = Annotated[bool, typer.Option(
+    "--crops", help="also write the crops view: one square hand crop per box "
+                    "(crops/manifests, crops/shards), for training")]
+CropSizeOpt = Annotated[int, typer.Option(help="crops view: crop side in pixels")]
+CropScaleOpt = Annotated[float, typer.Option(
+    help="crops view: window side as a multiple of the box's longer side")]
+
+
 @app.command()
 def publish(
     root: RootOpt = "./hagrid-root",
@@ -490,11 +576,15 @@ def publish(
         help="COCO/YOLO class indices: hagrid (the order of HaGRID's own configs and "
              "converters) or taxonomy")] = "hagrid",
     workers: Annotated[int, typer.Option(help="shards written at once (processes)")] = 2,
+    crops: CropsOpt = False,
+    crop_size: CropSizeOpt = 256,
+    crop_scale: CropScaleOpt = 2.0,
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
 ) -> None:
     """Publish an immutable release ROOT/releases/VERSION: manifests, shards, HaGRID and
-    COCO exports, data contracts, report, data card and checksums."""
+    COCO exports, data contracts, report, data card and checksums; with --crops also the
+    crops view (one square hand crop per box, in crops/manifests and crops/shards)."""
     _quiet_prefect()
     from flows.publish import ContractsFailed
     from flows.publish import publish as publish_flow
@@ -507,18 +597,15 @@ def publish(
                                    shard_max_bytes=shard_max_mb * 1_000_000,
                                    shard_max_count=shard_max_count, yolo=yolo, seed=seed,
                                    taxonomy=taxonomy, class_order=class_order, workers=workers,
-                                   s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+                                   s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+                                   crops=crops, crop_size=crop_size, crop_scale=crop_scale)
     except (ReleaseExists, ContractsFailed, ValueError) as exc:
         print_error(exc)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
-    table = Table("split", "images", title=f"release {version}: {summary['uri']}")
-    for split, n in summary["split_images"].items():
-        table.add_row(split, str(n))
-    Console().print(table)
-    console.print(f"{summary['shards']} shards; report: {summary['uri']}/report/index.html")
+    print_release(summary)
 
 
 @app.command("export-layout")
@@ -552,6 +639,117 @@ def export_layout_cmd(
         print_error(exc)
         raise typer.Exit(2) from None
     console.print(f"wrote {counts} into {out}")
+
+
+@app.command("train")
+def train_cmd(
+    release: Annotated[str, typer.Option(help="the release: ROOT/releases/V or s3://...")],
+    out: Annotated[str | None, typer.Option(
+        help="run folder (default: ROOT/runs/V-<UTC time> for a release ROOT/releases/V, "
+             "else ./runs/V-<UTC time>)")] = None,
+    epochs: Annotated[int, typer.Option(help="epochs in all (--resume continues to it)")] = 10,
+    batch_size: Annotated[int, typer.Option(help="crops per batch")] = 64,
+    model: Annotated[str, typer.Option(help="resnet18 or small (a narrow ResNet for CPUs)")
+                     ] = "small",
+    input_size: Annotated[int | None, typer.Option(
+        help="input side in px (default: 224 for resnet18, 64 for small)")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
+    view: Annotated[str, typer.Option(
+        help="auto (the hand crops view when published), full or crops")] = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 2,
+    seed: Annotated[int, typer.Option(help="seed of the weights, the order and the crops")
+                    ] = 0,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="continue the run in --out from its last completed epoch")] = False,
+    verify_shards: Annotated[bool, typer.Option(
+        "--verify-shards/--no-verify-shards",
+        help="hash the shards against SHA256SUMS (off: check presence and length only)")
+    ] = True,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release: train
+    split, evaluated on val (else test). The release is checked first (SHA256SUMS, shards,
+    manifest schema): a failing one exits 2 before any training. The run folder gets the
+    weights (model.safetensors, best.safetensors), run.json, metrics.json and confusion
+    matrices."""
+    _quiet_prefect()
+    from schemas.train import DEFAULT_INPUT_SIZE, TrainSettings
+
+    try:
+        size = input_size or DEFAULT_INPUT_SIZE.get(model, 64)
+        TrainSettings(epochs=epochs, batch_size=batch_size, model=model, input_size=size,
+                      device=device, view=view, workers=workers, seed=seed)
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+    _train_preflight(release, view=view, s3_endpoint_url=s3_endpoint_url)
+    summary = _train_with_progress(
+        release=release, out=out, epochs=epochs, batch_size=batch_size, model=model,
+        input_size=size, device=device, view=view, workers=workers, seed=seed, resume=resume,
+        s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table("head", "accuracy", "F1 macro", "F1 weighted", "samples",
+                  title=f"{summary['release']} ({summary['view']} view), "
+                        f"{summary['eval_split']} after {summary['epochs']} epochs")
+    for head in ("gesture", "leading_hand"):
+        if head in summary:
+            h = summary[head]
+            table.add_row(head, *(f"{h[k]:.4f}" if h[k] is not None else "-"
+                                  for k in ("accuracy", "f1_macro", "f1_weighted")),
+                          str(h["samples"]))
+    Console().print(table)
+    console.print(f"run folder: {escape(summary['run_dir'])} (best epoch "
+                  f"{summary['best'].get('epoch')})", soft_wrap=True)
+
+
+def _train_preflight(release: str, *, view: str, s3_endpoint_url: str | None) -> None:
+    """Fail fast, before Prefect starts, on a release that fails its checks (all but the
+    shard hashes, which the flow checks); exit 2."""
+    from tasks.train.release import ReleaseError, open_release
+
+    try:
+        open_release(release, view=view, hash_shards=False, endpoint_url=s3_endpoint_url)
+    except ReleaseError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+
+
+def _train_with_progress(**parameters: Any) -> dict[str, Any]:
+    """Run the train flow in-process with a bar per epoch pass; exit 2 on a refused release
+    or run folder, 1 when training fails on a sample or diverges."""
+    try:
+        from flows.train import train
+        from tasks.train.dataset import SampleError
+        from tasks.train.loop import DivergedError
+    except ImportError as exc:
+        print_error(f"training needs torch and safetensors: pip install -e '.[train]' ({exc})")
+        raise typer.Exit(2) from None
+    from tasks import progress
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=console)
+    bars: dict[str, Any] = {}
+
+    def show(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = bar.add_task(stage, total=total)
+        bar.update(bars[stage], completed=done, total=total)
+
+    with bar:
+        progress.set_listener(show)
+        try:
+            return train(**parameters)
+        except ValueError as exc:  # ReleaseError, RunDirError, settings, no CUDA
+            print_error(exc)
+            raise typer.Exit(2) from None
+        except (SampleError, DivergedError) as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+        finally:
+            progress.set_listener(None)
 
 
 @app.command()
@@ -595,7 +793,8 @@ def check(root: RootOpt = "./hagrid-root",
 
 @app.command()
 def serve(name: Annotated[str, typer.Option(help="deployment name")] = "local") -> None:
-    """Serve the deployments (``ingest/<name>``) to the Prefect server in PREFECT_API_URL."""
+    """Serve every flow's deployment to the Prefect server in PREFECT_API_URL: ingest,
+    validate, filter, annotate, publish, train and pipeline (``<flow>/<name>``)."""
     from flows.deployments import serve_all
 
     serve_all(name=name)

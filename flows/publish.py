@@ -23,6 +23,7 @@ from flows.ingest import DEFAULT_ROOT
 from flows.root_lock import locked_root
 from schemas.release import (
     CHECKSUMS,
+    CROPS,
     DATA_CARD,
     DATA_DOCS,
     RELEASE_INFO,
@@ -45,6 +46,7 @@ from tasks.publish.assembly import (
     shard_order,
     write_split_shards,
 )
+from tasks.publish.crops import write_crops
 from tasks.publish.data_card import data_card, release_figures
 from tasks.publish.exports import json_bytes
 from tasks.publish.provenance import provenance_notes, simulation_provenance
@@ -99,9 +101,12 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
         assignment: pd.Series, settings: PublishSettings, workers: int,
-        endpoint_url: str | None) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, float]]:
+        endpoint_url: str | None
+) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
-    manifests. Returns timings too."""
+    manifests; with ``settings.crops`` also the crops view, cut from the written shards.
+    Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
+    included) and timings."""
     # S3 roots read objects in this process: a forkserver started earlier would not see
     # credentials set in the environment since (and S3 reads are network-bound)
     local = isinstance(root, LocalStorage)
@@ -117,10 +122,19 @@ def write_shards_and_manifests(
             write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
         t2 = time.perf_counter()
         digests = write_split_shards(staging, plans, pool=pool)
-        discard(staging / SPOOL)
         t3 = time.perf_counter()
-    manifests = {p.split: p.manifest for p in plans}
-    return manifests, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1, "shards_s": t3 - t2}
+        manifests = {p.split: p.manifest for p in plans}
+        crops: dict[str, pa.Table] = {}
+        if settings.crops:  # cut from the staged shards, in the same pool
+            crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
+                                              settings=settings, pool=pool)
+            for split, table in crops.items():
+                write_file(staging, f"{CROPS}/manifests/{split}.parquet", parquet_bytes(table))
+            digests.update(crop_digests)
+        discard(staging / SPOOL)
+        t4 = time.perf_counter()
+    return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
+                                       "shards_s": t3 - t2, "crops_s": t4 - t3}
 
 
 @task(cache_policy=NO_CACHE)
@@ -136,9 +150,11 @@ def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
 @task(cache_policy=NO_CACHE)
 def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, version: str,
                     settings: PublishSettings, split: SplitResult,
-                    contracts: ContractReport, endpoint_url: str | None = None
-                    ) -> dict[str, Any]:
-    """Report, release.json and the data card; returns release.json's content."""
+                    contracts: ContractReport, endpoint_url: str | None = None,
+                    crops: dict[str, int] | None = None) -> dict[str, Any]:
+    """Report, release.json and the data card; returns release.json's content.
+
+    ``crops``: crops per split of the crops view, when one was written."""
     taxonomy = load_taxonomy(settings.taxonomy)
     catalog = Catalog(root)
     rejections = rejection_summary(catalog)
@@ -155,6 +171,8 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
                         contracts=contracts.checked, figures=release_figures(manifest),
                         batches=catalog.committed_batches())
     info["simulation"] = provenance
+    if crops:
+        info["crops"] = dict(crops)
     write_file(staging, RELEASE_INFO, json_bytes(info))
     files = sorted(p.relative_to(staging).as_posix() for p in staging.iterdir())
     card = data_card(version=version, title=settings.title, licence=settings.licence,
@@ -170,8 +188,14 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
             shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
             seed: int = 0, taxonomy: str = "hagrid_v1", class_order: str = "hagrid",
             workers: int = 2, s3_endpoint_url: str | None = None,
-            wait_for_lock: float = 0.0) -> dict[str, Any]:
+            wait_for_lock: float = 0.0, crops: bool = False, crop_size: int = 256,
+            crop_scale: float = 2.0) -> dict[str, Any]:
     """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
+
+    ``crops``: also write the crops view ``crops/manifests/<split>.parquet`` and
+    ``crops/shards/<split>-NNNNNN.tar`` (``schemas.release.CROPS_MANIFEST``): per hand box a
+    square of side ``crop_scale`` x the box's longer side, centred on it, resized to
+    ``crop_size`` px (``tasks.publish.crops``).
 
     ``fractions``: e.g. ``92/8`` or ``76/9/15`` (``parse_fractions``); default the
     taxonomy's (HaGRID v1's 92/8 train/test, v2's 76/9/15 train/val/test). ``class_order``:
@@ -185,7 +209,8 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
     """
     settings = PublishSettings(fractions=parse_fractions(fractions) if fractions else {},
                                shard_max_bytes=shard_max_bytes, shard_max_count=shard_max_count,
-                               yolo=yolo, seed=seed, taxonomy=taxonomy, class_order=class_order)
+                               yolo=yolo, seed=seed, taxonomy=taxonomy, class_order=class_order,
+                               crops=crops, crop_size=crop_size, crop_scale=crop_scale)
     storage = open_storage(root, endpoint_url=s3_endpoint_url)
     check_version(version)
     with locked_root(storage, command=f"publish {version}", wait_s=wait_for_lock):
@@ -218,7 +243,7 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
            split: SplitResult, *, settings: PublishSettings, version: str,
            workers: int, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
-    manifests, digests, timings = write_shards_and_manifests(
+    manifests, crops, digests, timings = write_shards_and_manifests(
         storage, staging, images, boxes, split.assignment, settings, workers, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
@@ -226,13 +251,17 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
         raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}")
     for key, data in export_files(manifests, settings=settings).items():
         write_file(staging, key, data)
+    crop_counts = {k: t.num_rows for k, t in crops.items()}
     info = write_documents(storage, staging, manifest, version=version, settings=settings,
-                           split=split, contracts=contracts, endpoint_url=endpoint_url)
+                           split=split, contracts=contracts, endpoint_url=endpoint_url,
+                           crops=crop_counts)
     write_file(staging, CHECKSUMS, checksums(staging, known=digests))
-    get_run_logger().info("release %s: %d images, %d shards", version, len(manifest),
-                          len(digests))
-    return {"version": version, "images": len(manifest), "shards": len(digests),
+    shards = sum(not k.startswith(f"{CROPS}/") for k in digests)
+    get_run_logger().info("release %s: %d images, %d shards, %d crops", version, len(manifest),
+                          shards, sum(crop_counts.values()))
+    return {"version": version, "images": len(manifest), "shards": shards,
             "split_images": {k: t.num_rows for k, t in manifests.items()},
+            "crops": crop_counts, "crop_shards": len(digests) - shards,
             "splits": info["splits"], "counts": info["counts"], "timings": timings}
 
 

@@ -8,6 +8,10 @@ A release is an immutable folder ``ROOT/releases/<version>/``::
     coco/<split>.json               COCO instances, boxes in pixels
     yolo/<split>/<key>.txt          YOLO labels (only with ``PublishSettings.yolo``)
     yolo/classes.txt                their class names, one a line, in class-index order
+    crops/manifests/<split>.parquet the crops view (only with ``PublishSettings.crops``): one row
+                                    per hand box (CROPS_MANIFEST), sorted by image_id, box_index
+    crops/shards/<split>-<n:06d>.tar  its shards: <crop_id>.jpg (the square hand crop) +
+                                    <crop_id>.json (the row's fields)
     data_docs/                      Great Expectations Data Docs of the contracts run
     report/index.html               the quality report with plots
     release.json                    settings, counts and provenance of the release
@@ -49,6 +53,7 @@ COCO = "coco"
 YOLO = "yolo"
 DATA_DOCS = "data_docs"
 REPORT = "report"
+CROPS = "crops"  # the crops view: CROPS/manifests/, CROPS/shards/
 RELEASE_INFO = "release.json"
 DATA_CARD = "README.md"
 CHECKSUMS = "SHA256SUMS"
@@ -84,6 +89,31 @@ MANIFEST = pa.schema(
 # Manifest columns known before the shards are written (the rest say where the sample sits).
 SHARD_COLUMNS: tuple[str, ...] = ("shard", "offset", "size", "json_offset", "json_size")
 SAMPLE_COLUMNS: tuple[str, ...] = tuple(n for n in MANIFEST.names if n not in SHARD_COLUMNS)
+
+# The crops view: one row per hand box of the release, a square crop around it
+# (``tasks.publish.crops``). ``crop_box`` is the crop window ``[x, y, w, h]`` relative to the
+# full (upright) image and may reach past [0, 1] (the padding is black); ``box_in_crop`` is the
+# hand box relative to the crop. ``leading_hand`` is the image's, never flipped for a free hand.
+CROPS_MANIFEST = pa.schema(
+    [
+        pa.field("crop_id", pa.string(), nullable=False),  # <image_id>_<box_index>: the key
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("gesture", pa.string(), nullable=False),  # the image's class
+        pa.field("box_index", pa.int16(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),  # the box's: a gesture or no_gesture
+        pa.field("leading_hand", pa.string()),  # the image's; null: unknown
+        pa.field("crop_box", pa.list_(pa.float64(), 4), nullable=False),  # [x, y, w, h]
+        pa.field("box_in_crop", pa.list_(pa.float64(), 4), nullable=False),  # [x, y, w, h]
+        pa.field("width", pa.int32(), nullable=False),  # crop pixels
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # e.g. crops/shards/train-000000.tar
+        pa.field("offset", pa.int64(), nullable=False),  # byte offset of the <crop_id>.jpg data
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # of that member's bytes
+    ]
+)
 
 LICENCE = "CC BY-SA 4.0"  # HaGRID's own licence; a campaign sets its own
 
@@ -141,6 +171,9 @@ class PublishSettings:
     - ``yolo``: also write YOLO labels. ``seed``: tie-breaking of the split assignment.
     - ``taxonomy``: the label vocabulary the contracts check against.
     - ``class_order``: ``hagrid`` (HaGRID's class indices) or ``taxonomy`` (``class_names``).
+    - ``crops``: also write the crops view (``CROPS_MANIFEST``): per hand box a square window
+      of side ``crop_scale`` x the box's longer side, centred on the box, resized to
+      ``crop_size`` px.
     - ``licence``, ``title``: printed in the data card.
     """
 
@@ -151,6 +184,9 @@ class PublishSettings:
     seed: int = 0
     taxonomy: str = "hagrid_v1"
     class_order: str = "hagrid"
+    crops: bool = False
+    crop_size: int = 256
+    crop_scale: float = 2.0
     licence: str = LICENCE
     title: str = "HaGRID-style hand gesture dataset"
 
@@ -169,6 +205,8 @@ class PublishSettings:
             raise ValueError(f"split fractions must sum to 1, got {dict(self.fractions)}")
         if self.shard_max_bytes < 10_240 or self.shard_max_count < 1:
             raise ValueError("shard_max_bytes must be >= 10240 and shard_max_count >= 1")
+        if not 8 <= self.crop_size <= 4096 or not 0 < self.crop_scale <= 16:
+            raise ValueError("crop_size must be 8-4096 px and crop_scale in (0, 16]")
 
     def as_dict(self) -> dict[str, object]:
         """The settings as plain JSON values (recorded in release.json)."""
@@ -176,7 +214,8 @@ class PublishSettings:
             "fractions": {k: self.fractions[k] for k in sorted(self.fractions)},
             "shard_max_bytes": self.shard_max_bytes, "shard_max_count": self.shard_max_count,
             "yolo": self.yolo, "seed": self.seed, "taxonomy": self.taxonomy,
-            "class_order": self.class_order, "licence": self.licence, "title": self.title,
+            "class_order": self.class_order, "crops": self.crops, "crop_size": self.crop_size,
+            "crop_scale": self.crop_scale, "licence": self.licence, "title": self.title,
         }
 
 

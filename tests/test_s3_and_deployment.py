@@ -1,16 +1,21 @@
-"""The S3 path against a real S3-protocol server, and the served ``ingest`` deployment run
-through a real Prefect server - both on 127.0.0.1, started and stopped here."""
+"""The S3 path against a real S3-protocol server, and the served deployments (every flow)
+run through a real Prefect server - both on 127.0.0.1, started and stopped here."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from flows.deployments import FLOWS
 from tasks.catalog import Catalog
 from tasks.storage import LocalStorage
+from tests.catalogs import make_release_catalog
 from tests.conftest import read_truth
 from tests.servers import (
     S3Endpoint,
@@ -20,7 +25,7 @@ from tests.servers import (
     prefect_server,
     served_deployments,
 )
-from tests.test_servers import _wait_for_deployment
+from tests.test_servers import _post_json, _wait_for_deployment
 
 HAGRID = str(Path(sys.executable).with_name("hagrid"))
 
@@ -68,22 +73,62 @@ def test_cli_exits_non_zero_for_an_unreachable_bucket(s3_server, tmp_path):
     assert "error:" in done.stderr and "no-such-bucket" in done.stderr
 
 
-@pytest.mark.slow
-def test_served_ingest_deployment_runs_on_a_real_prefect_server(crowd_batch, tmp_path):
-    home, root = tmp_path / "prefect-home", tmp_path / "root"
+@dataclass(frozen=True)
+class Served:
+    """A real Prefect server with ``hagrid serve --name local`` serving every flow."""
+
+    api_url: str
+    env: dict[str, str]
+    log: Path
+
+    def run(self, deployment: str, cwd: Path, **params: object) -> None:
+        """``prefect deployment run DEPLOYMENT -p k=v ... --watch``; fail unless it completes."""
+        args = [a for k, v in params.items()
+                for a in ("--param", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
+        done = subprocess.run(
+            [prefect_cli(), "deployment", "run", deployment, *args, "--watch",
+             "--watch-timeout", "300"],
+            env=self.env, cwd=cwd, capture_output=True, text=True, timeout=330, check=False)
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{log_tail(self.log)}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One Prefect server and one ``hagrid serve`` for the deployment tests of this module."""
+    home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home) as api_url:
         env = isolated_prefect_env(home, api_url=api_url)
         env["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"
-        log = tmp_path / "serve.log"
+        log = home / "serve.log"
         with served_deployments([HAGRID, "serve", "--name", "local"], env=env, log=log) as serve:
-            _wait_for_deployment(api_url, "ingest/local", serve=serve, log=log)
-            run = subprocess.run(
-                [prefect_cli(), "deployment", "run", "ingest/local",
-                 "--param", f"source={crowd_batch}",
-                 "--param", f"submissions={crowd_batch / 'submissions.csv'}",
-                 "--param", f"root={root}", "--watch", "--watch-timeout", "300"],
-                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=330, check=False)
-            assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{log_tail(log)}"
+            _wait_for_deployment(api_url, "pipeline/local", serve=serve, log=log)  # the last
+            yield Served(api_url=api_url, env=env, log=log)
+
+
+@pytest.mark.slow
+def test_served_ingest_deployment_runs_on_a_real_prefect_server(served, crowd_batch,
+                                                               tmp_path):
+    root = tmp_path / "root"
+    served.run("ingest/local", tmp_path, source=str(crowd_batch),
+               submissions=str(crowd_batch / "submissions.csv"), root=str(root))
     truth = read_truth(crowd_batch)
     assert _outcomes(root) == {t["file"]: (t["expected_outcome"], t["expected_reason"])
                                for t in truth}
+
+
+@pytest.mark.slow
+def test_every_flow_is_served_and_publish_then_train_runs(served, tmp_path):
+    deployments = _post_json(f"{served.api_url}/deployments/filter", {})
+    flows = {f["id"]: f["name"] for f in _post_json(f"{served.api_url}/flows/filter", {})}
+    assert sorted(f"{flows[d['flow_id']]}/{d['name']}" for d in deployments) == sorted(
+        f"{flow}/local" for flow in FLOWS)
+    root = tmp_path / "root"
+    make_release_catalog(root, n=48, seed=9, users=16, links=2)
+    served.run("publish/local", tmp_path, root=str(root), version="v1", fractions="60/40",
+               crops=True, crop_size=32)
+    release = root / "releases" / "v1"
+    assert (release / "crops" / "manifests" / "train.parquet").is_file()
+    served.run("train/local", tmp_path, release=str(release), out=str(tmp_path / "run"),
+               epochs=1, batch_size=8, input_size=32, workers=0)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["view"] == "crops" and metrics["gesture"]["samples"] > 0

@@ -4,7 +4,8 @@ A shard is a plain POSIX (ustar) tar: for each sample, ``<key>.<ext>`` (the publ
 bytes: upright, no metadata) then ``<key>.json`` (its annotation), in sorted key order, every header fixed (mode
 0644, uid/gid 0, no owner names, mtime ``MTIME``), ended by two zero blocks and padded to a
 whole tar record, as GNU tar and Python's tarfile do. WebDataset groups members by the key
-before the first dot of the file name; a key is an image_id (a UUID), so it has no dot.
+before the first dot of the file name; a key is an image_id (a UUID), or in the crops view
+(``tasks.publish.crops``) a crop id ``<image_id>_<box_index>``, so it has no dot.
 
 Because every header is 512 bytes and the data of each member is padded to 512, the place of
 every member follows from the sizes alone: ``plan_shards`` cuts the samples into shards and
@@ -79,8 +80,9 @@ def member_header(name: str, size: int) -> bytes:
 
 
 def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
-                max_count: int) -> list[ShardMember]:
-    """Cut samples (columns key, ext, size, json_size; in write order) into shards.
+                max_count: int, folder: str = "shards") -> list[ShardMember]:
+    """Cut samples (columns key, ext, size, json_size; in write order) into shards named
+    ``<folder>/<split>-<n:06d>.tar``.
 
     A shard closes before it would pass ``max_bytes`` (its whole length, end blocks and
     record padding included) or hold more than ``max_count`` samples. A single sample larger
@@ -97,7 +99,8 @@ def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
             shard_no, used, count = shard_no + 1, 0, 0
         offset = used + BLOCK
         json_offset = offset + padded(int(size)) + BLOCK
-        plan.append(ShardMember(key=str(key), ext=str(ext), shard=shard_name(split, shard_no),
+        plan.append(ShardMember(key=str(key), ext=str(ext),
+                                shard=shard_name(split, shard_no, folder=folder),
                                 offset=offset, size=int(size), json_offset=json_offset,
                                 json_size=int(json_size)))
         used += int(step)
@@ -105,9 +108,9 @@ def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
     return plan
 
 
-def shard_name(split: str, number: int) -> str:
-    """The release-relative name of a split's ``number``-th shard."""
-    return f"shards/{split}-{number:06d}.tar"
+def shard_name(split: str, number: int, *, folder: str = "shards") -> str:
+    """The release-relative name of a split's ``number``-th shard in ``folder``."""
+    return f"{folder}/{split}-{number:06d}.tar"
 
 
 def group_by_shard(plan: Sequence[ShardMember]) -> dict[str, list[ShardMember]]:

@@ -1,0 +1,103 @@
+"""The ``train`` flow: the pipeline's last stage, a two-head baseline trained from a release.
+
+Checks the release (checksums, shards, manifest schema) before anything is trained, starts
+or resumes the run folder, trains and evaluates one epoch per task, then draws the confusion
+matrices and publishes the figures as artifacts. The work itself is in ``tasks.train``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from schemas.train import HEADS, TrainSettings, confusion_png
+from tasks.markdown import markdown_text
+from tasks.train.metrics import metrics_markdown
+from tasks.train.release import TrainingRelease, open_release
+from tasks.train.run import TrainingRun, default_run_dir, finish_run, run_epoch, start_run
+
+
+@task(cache_policy=NO_CACHE)
+def check_release(release: str, settings: TrainSettings,
+                  endpoint_url: str | None) -> TrainingRelease:
+    """The release checked, and the hands of its train and evaluation splits."""
+    return open_release(release, view=settings.view, hash_shards=settings.verify_shards,
+                        endpoint_url=endpoint_url)
+
+
+@task(cache_policy=NO_CACHE)
+def start(data: TrainingRelease, settings: TrainSettings, run_dir: str, resume: bool,
+          endpoint_url: str | None) -> TrainingRun:
+    """A fresh run in ``run_dir``, or the run there resumed."""
+    return start_run(data, settings, run_dir=Path(run_dir), resume=resume,
+                     endpoint_url=endpoint_url)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="epoch-{number}")
+def train_epoch(run: TrainingRun, number: int) -> dict[str, Any]:
+    """Train and evaluate epoch ``number`` (1-based); everything saved when it returns."""
+    record = run_epoch(run)
+    get_run_logger().info(
+        "epoch %d: loss %.4f, gesture F1 macro %s, leading hand F1 macro %s, %.0f images/s",
+        record["epoch"], record["loss"], record["gesture_f1_macro"],
+        record["leading_hand_f1_macro"], record["images_per_s"])
+    return record
+
+
+@task(cache_policy=NO_CACHE)
+def finish(run: TrainingRun) -> dict[str, Any]:
+    """Confusion matrices and the run's summary."""
+    return finish_run(run)
+
+
+@flow(name="train", log_prints=True)
+def train(release: str, out: str | None = None, epochs: int = 10, batch_size: int = 64,
+          model: str = "small", input_size: int = 64, device: str = "auto",
+          view: str = "auto", workers: int = 2, seed: int = 0, resume: bool = False,
+          s3_endpoint_url: str | None = None, verify_shards: bool = True) -> dict[str, Any]:
+    """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release.
+
+    ``release``: ``ROOT/releases/<V>`` or an ``s3://`` URI. ``out``: the run folder, default
+    ``ROOT/runs/<V>-<UTC time>`` (``./runs/...`` for a release elsewhere). ``model``:
+    ``small`` or ``resnet18``; ``view``: ``auto`` (the crops view when published), ``full``
+    or ``crops``; ``device``: ``auto``, ``cpu`` or ``cuda``. ``resume``: continue the run in
+    ``out`` up to ``epochs``. ``verify_shards``: hash the shards (off: presence and length).
+    Trains on ``train``, evaluates on ``val`` (else ``test``). Raises ``ReleaseError``
+    before any training when the release fails its checks, ``RunDirError`` for a run
+    folder that cannot be used. Returns the summary (figures of the last epoch).
+    """
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, model=model,
+                             input_size=input_size, device=device, view=view,
+                             workers=workers, seed=seed, verify_shards=verify_shards)
+    data = check_release(release, settings, s3_endpoint_url)
+    run_dir = out or str(default_run_dir(data.uri, data.version, now=dt.datetime.now(dt.UTC)))
+    run = start(data, settings, run_dir, resume, s3_endpoint_url)
+    for number in range(run.epochs_done + 1, settings.epochs + 1):
+        train_epoch(run, number)
+    summary = finish(run)
+    _artifacts(run, summary)
+    return summary
+
+
+def _artifacts(run: TrainingRun, summary: dict[str, Any]) -> None:
+    rows = ["| epoch | loss | gesture F1 macro | leading hand F1 macro | images/s |",
+            "|---:|---:|---:|---:|---:|"]
+    rows += [f"| {r['epoch']} | {r['loss']:.4f} | {r['gesture_f1_macro']} | "
+             f"{r['leading_hand_f1_macro']} | {r['images_per_s']} |" for r in run.epochs]
+    links = " · ".join(f"[{h}]({(run.run_dir / confusion_png(h)).resolve().as_uri()})"
+                       for h in HEADS)
+    heads = "\n".join(metrics_markdown(run.metrics[h], head=h) for h in HEADS
+                      if h in run.metrics)
+    create_markdown_artifact(
+        key="train-metrics",
+        markdown=(f"# Training on {markdown_text(summary['release'])} "
+                  f"({summary['view']} view, evaluated on {summary['eval_split']})\n\n"
+                  f"Run folder {markdown_text(summary['run_dir'])}; best epoch "
+                  f"{summary['best'].get('epoch')}. Confusion matrices (PNG): {links}\n\n"
+                  + "\n".join(rows) + "\n\n" + heads),
+        description="Per-epoch figures and the last evaluation per head")

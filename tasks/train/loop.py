@@ -1,0 +1,152 @@
+"""One epoch of training and one pass of evaluation, as torchvision's reference scripts keep
+them: plain functions over a model, a loader and an optimizer.
+
+The loss is HaGRID v1's: the cross-entropy of the gesture head plus that of the leading-hand
+head (over the crops whose leading hand is known). The scheduler steps once per iteration:
+a linear warm-up from ``warmup_start_factor x lr`` over ``min(warmup_iters, iterations per
+epoch - 1)`` iterations, then a constant rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from schemas.train import TrainSettings
+from tasks.train.dataset import EpochSampler
+
+OnBatch = Callable[[int, int], None]  # (batches done, batches in the pass)
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class EpochFigures:
+    """What one training epoch did."""
+
+    loss: float  # mean over its iterations
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Training throughput, loading included."""
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU. ``cuda`` without CUDA is a ValueError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def optimizer_for(model: nn.Module, settings: TrainSettings, *, iterations_per_epoch: int
+                  ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LinearLR]:
+    """HaGRID's SGD and its linear warm-up."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    warmup = max(1, min(settings.warmup_iters, iterations_per_epoch - 1))
+    scheduler = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=settings.warmup_start_factor, total_iters=warmup)
+    return optimizer, scheduler
+
+
+def _batch_on(device: torch.device, images: Tensor) -> Tensor:
+    """An NHWC uint8 batch as NCHW floats in [0, 1] (channels_last storage on CUDA)."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    return x if device.type == "cuda" else x.contiguous()
+
+
+def _autocast(device: torch.device) -> Any:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else nullcontext()
+
+
+@contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms on the CPU for the duration (restored after)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def two_head_loss(gesture: Tensor, hand: Tensor, gesture_target: Tensor,
+                  hand_target: Tensor) -> Tensor:
+    """Cross-entropy of the gesture head plus that of the leading-hand head over the crops
+    whose leading hand is known (target >= 0)."""
+    known = hand_target >= 0
+    loss = F.cross_entropy(gesture.float(), gesture_target)
+    if bool(known.any()):
+        loss = loss + F.cross_entropy(hand.float()[known], hand_target[known])
+    return loss
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device,
+                    epoch: int, on_batch: OnBatch | None = None) -> EpochFigures:
+    """One pass over the training loader; the scheduler steps per iteration."""
+    sampler = loader.sampler
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch)
+    model.train()
+    total, images, start = 0.0, 0, time.perf_counter()
+    batches = len(loader)
+    with deterministic(device):
+        for step, (pixels, gesture_t, hand_t) in enumerate(loader, start=1):
+            x = _batch_on(device, pixels)
+            with _autocast(device):
+                gesture, hand = model(x)
+            loss = two_head_loss(gesture, hand, gesture_t.to(device), hand_t.to(device))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise DivergedError(f"epoch {epoch + 1}, iteration {step}: the loss is {value}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += value
+            images += len(pixels)
+            if on_batch is not None:
+                on_batch(step, batches)
+    return EpochFigures(loss=total / max(batches, 1), images=images,
+                        seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader[Any], *, device: torch.device,
+            on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class indices of both heads for every item, in loader order."""
+    model.eval()
+    gestures, hands = [], []
+    batches = len(loader)
+    with deterministic(device):
+        for step, (pixels, _gesture_t, _hand_t) in enumerate(loader, start=1):
+            with _autocast(device):
+                gesture, hand = model(_batch_on(device, pixels))
+            gestures.append(gesture.argmax(dim=1).cpu().numpy())
+            hands.append(hand.argmax(dim=1).cpu().numpy())
+            if on_batch is not None:
+                on_batch(step, batches)
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(gestures) if gestures else empty,
+            np.concatenate(hands) if hands else empty)
