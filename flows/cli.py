@@ -180,7 +180,9 @@ def ingest_cmd(
         print_summary(summary)
 
 
-DEMO_EPOCHS = 5  # small model, 64 px crops: a few minutes on 2 cores
+# small model, 64 px crops, read in the training process (DataLoader workers cost seconds
+# per epoch to start, more than these epochs take), a short-run learning rate: ~3 min on 2 cores
+DEMO_EPOCHS, DEMO_BATCH, DEMO_LR, DEMO_TRAIN_WORKERS = 15, 32, 0.05, 0
 
 
 @app.command()
@@ -216,8 +218,9 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     with holding_root(root, command="demo", wait_s=0.0), progress_bars():
         summary = pipeline(source=str(batch), submissions=str(batch / "submissions.csv"),
                            root=root, crowd="simulated", options=opts, version="v1",
-                           crops=True, train=train, epochs=epochs, batch_size=64,
-                           model="small", input_size=input_size, device=device, seed=seed)
+                           crops=True, train=train, epochs=epochs, batch_size=DEMO_BATCH,
+                           model="small", input_size=input_size, device=device, seed=seed,
+                           train_workers=DEMO_TRAIN_WORKERS, train_lr=DEMO_LR)
     print_summary(summary["ingest"])
     for stage in ("validation", "filtration", "annotation"):
         print_stage_report(summary[stage], as_json=False)
@@ -659,6 +662,9 @@ def train_cmd(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the weights, the order and the crops")
                     ] = 0,
+    lr: Annotated[float, typer.Option(
+        help="SGD learning rate (HaGRID's 0.005; ~0.05 for short CPU runs from scratch)")
+    ] = 0.005,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the run in --out from its last completed epoch")] = False,
     verify_shards: Annotated[bool, typer.Option(
@@ -679,7 +685,7 @@ def train_cmd(
     try:
         size = input_size or DEFAULT_INPUT_SIZE.get(model, 64)
         TrainSettings(epochs=epochs, batch_size=batch_size, model=model, input_size=size,
-                      device=device, view=view, workers=workers, seed=seed)
+                      device=device, view=view, workers=workers, seed=seed, lr=lr)
     except ValueError as exc:
         print_error(exc)
         raise typer.Exit(2) from None
@@ -687,7 +693,7 @@ def train_cmd(
     summary = _train_with_progress(
         release=release, out=out, epochs=epochs, batch_size=batch_size, model=model,
         input_size=size, device=device, view=view, workers=workers, seed=seed, resume=resume,
-        s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards)
+        s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards, lr=lr)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return

@@ -1,7 +1,7 @@
 """The whole simulated pipeline on a generated batch: the release is true to its pictures.
 
-generate -> ingest -> validate -> filter -> annotate (simulated crowd) -> publish, once per
-module. The published boxes must sit on the hands the generator drew, the leading hands must
+generate, then the ``pipeline`` flow (ingest -> validate -> filter -> annotate with the
+simulated crowd -> publish with the crops view -> one tiny training epoch), once per module. The published boxes must sit on the hands the generator drew, the leading hands must
 match, validation and filtration must catch what the generator drew into the photos, and
 the card and the report must say the data was simulated.
 """
@@ -11,16 +11,14 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.annotate import annotate
-from flows.crowd import filter_stage, validate
-from flows.ingest import ingest
-from flows.publish import publish
-from schemas.crowd import Stage
+from flows.pipeline import STAGES, pipeline
+from schemas.crowd import CrowdBackendOptions, Stage
 from tasks.annotate.boxes import Box, iou
 from tasks.catalog import Catalog
 from tasks.crowd.stage import latest_verdicts
@@ -32,26 +30,46 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> dict:
+def pipeline_run(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("pipeline")
     batch, root = base / "batch", base / "root"
     generate_batch(batch, n=110, seed=21, workers=2)
-    ingest(source=str(batch), submissions=str(batch / "submissions.csv"), root=str(root))
-    for stage in (validate, filter_stage, annotate):
-        stage(root=str(root), crowd="simulated", cycles=20)
-    summary = publish(root=str(root), version="v1")
+    common: dict[str, Any] = {"source": str(batch), "submissions": str(batch / "submissions.csv"),
+              "root": str(root), "options": CrowdBackendOptions(kind="simulated"),
+              "version": "v1", "crop_size": 32, "epochs": 1, "batch_size": 8,
+              "input_size": 32, "train_workers": 0}
+    summary = pipeline(**common, train_out=str(base / "run"))
     catalog = Catalog(LocalStorage(root))
     release = root / "releases" / "v1"
     manifest = pd.concat([pd.read_parquet(p) for p in sorted((release / "manifests").glob("*"))],
                          ignore_index=True)
     truth = [json.loads(line) for line in (batch / "truth.jsonl").read_text().splitlines()]
     return {"batch": batch, "root": root, "catalog": catalog, "release": release,
-            "manifest": manifest, "summary": summary, "truth": truth,
-            "generator": GeneratorTruth.from_catalog(catalog)}
+            "manifest": manifest, "summary": summary, "truth": truth, "common": common,
+            "run": base / "run", "generator": GeneratorTruth.from_catalog(catalog)}
 
 
-def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipeline):
-    manifest, generator = pipeline["manifest"], pipeline["generator"]
+def test_the_pipeline_runs_every_stage_then_trains_on_the_crops_view(pipeline_run):
+    summary, release = pipeline_run["summary"], pipeline_run["release"]
+    assert set(STAGES) <= set(summary)
+    assert summary["release"] == str(release)
+    assert summary["ingest"]["accepted"] > 80
+    assert summary["publish"]["images"] == len(pipeline_run["manifest"])
+    assert sum(summary["publish"]["crops"].values()) >= summary["publish"]["images"]
+    assert summary["train"]["view"] == "crops" and summary["train"]["epochs"] == 1
+    assert json.loads((pipeline_run["run"] / "metrics.json").read_text())["view"] == "crops"
+
+
+def test_the_pipeline_run_again_adds_nothing_and_publishes_nothing(pipeline_run):
+    again = pipeline(**pipeline_run["common"], train=False)
+    assert again["ingest"]["accepted"] == 0 and again["ingest"]["skipped_already_seen"] > 0
+    assert again["publish"] == {"skipped": "exists", "version": "v1",
+                                "uri": str(pipeline_run["release"])}
+    assert again["train"] is None
+
+
+def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipeline_run):
+    manifest, generator = pipeline_run["manifest"], pipeline_run["generator"]
     assert len(manifest) > 40
     ious, hands = [], []
     for row in manifest.itertuples():
@@ -67,9 +85,9 @@ def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipelin
     assert sum(hands) / len(hands) >= 0.95
 
 
-def test_published_pixels_are_what_the_boxes_describe(pipeline):
+def test_published_pixels_are_what_the_boxes_describe(pipeline_run):
     """Every published image decodes upright with a plain loader at the manifest's size."""
-    release, manifest = pipeline["release"], pipeline["manifest"]
+    release, manifest = pipeline_run["release"], pipeline_run["manifest"]
     for row in manifest.itertuples():
         with (release / row.shard).open("rb") as f:
             f.seek(row.offset)
@@ -78,8 +96,8 @@ def test_published_pixels_are_what_the_boxes_describe(pipeline):
             assert image.convert("RGB").size == (row.width, row.height)
 
 
-def test_validation_and_filtration_catch_what_was_drawn(pipeline):
-    catalog, truth = pipeline["catalog"], pipeline["truth"]
+def test_validation_and_filtration_catch_what_was_drawn(pipeline_run):
+    catalog, truth = pipeline_run["catalog"], pipeline_run["truth"]
     subs = catalog.read_table("submissions").to_pandas()
     image_of = dict(zip(subs["file"], subs["image_id"], strict=True))
     valid = latest_verdicts(catalog, Stage.VALIDATION)
@@ -94,22 +112,22 @@ def test_validation_and_filtration_catch_what_was_drawn(pipeline):
     assert flagged
     excluded = [i for i in flagged if i in filt.index and filt.at[i, "verdict"] == "excluded"]
     assert len(excluded) / len(flagged) >= 0.85
-    released = set(pipeline["manifest"]["image_id"])
+    released = set(pipeline_run["manifest"]["image_id"])
     assert not released & set(rejected) and not released & set(excluded)
 
 
-def test_the_card_and_the_report_say_the_data_was_simulated(pipeline):
-    release = pipeline["release"]
+def test_the_card_and_the_report_say_the_data_was_simulated(pipeline_run):
+    release = pipeline_run["release"]
     card = (release / "README.md").read_text()
     assert "photos are SIMULATED" in card and "Crowd answers were SIMULATED" in card
     info = json.loads((release / "release.json").read_text())
     photos = info["simulation"]["photos"]
-    assert photos["simulated"] == photos["total"] == len(pipeline["manifest"])
+    assert photos["simulated"] == photos["total"] == len(pipeline_run["manifest"])
     page = (release / "report" / "index.html").read_text()
     assert "SIMULATED" in page and "Samples per class" in page
     strips = sorted((release / "report").glob("samples-*.png"))
     assert {p.stem.removeprefix("samples-") for p in strips} == set(
-        pipeline["manifest"]["gesture"])
+        pipeline_run["manifest"]["gesture"])
 
 
 # ---- HaGRID's own conventions: a reader written in the style of its loaders ----------------
@@ -127,15 +145,15 @@ def _hagrid_style_annotations(annotations: Path, targets: list[str]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def test_hagrid_style_loaders_find_every_image_and_boxes_on_the_hands(pipeline, tmp_path):
+def test_hagrid_style_loaders_find_every_image_and_boxes_on_the_hands(pipeline_run, tmp_path):
     from schemas.taxonomy import load_taxonomy
     from tasks.publish.exports import export_layout
 
     out = tmp_path / "hagrid"
-    export_layout(LocalStorage(pipeline["release"]), out)
-    generator, targets = pipeline["generator"], list(load_taxonomy().gestures)
+    export_layout(LocalStorage(pipeline_run["release"]), out)
+    generator, targets = pipeline_run["generator"], list(load_taxonomy().gestures)
     splits = sorted(p.name for p in (out / "annotations").iterdir())
-    assert splits == sorted(set(pipeline["manifest"]["split"]))
+    assert splits == sorted(set(pipeline_run["manifest"]["split"]))
     seen, ious, hands = 0, [], []
     for split in splits:
         table = _hagrid_style_annotations(out / "annotations" / split, targets)
@@ -153,6 +171,6 @@ def test_hagrid_style_loaders_find_every_image_and_boxes_on_the_hands(pipeline, 
                 same = [t for t in true_boxes if t.label == label] or true_boxes
                 ious.append(max(iou(got, t) for t in same))
             seen += 1
-    assert seen == len(pipeline["manifest"])
+    assert seen == len(pipeline_run["manifest"])
     assert (pd.Series(ious) >= 0.5).mean() >= 0.95
     assert sum(hands) / len(hands) >= 0.95

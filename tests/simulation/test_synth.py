@@ -176,7 +176,7 @@ def test_rule_breaks_are_drawn_and_answered(truth: list[dict]) -> None:
             0.3 * min(t["width"], t["height"])
         assert t["validation"] == "no:bad_distance"
     for t in by_framing.get("hand_cut_off", []):
-        x, y, w, h = t["bboxes"][0]
+        x, y, w, _h = t["bboxes"][0]
         assert min(x, y) <= 1e-6 or x + w >= 1 - 1e-6  # the hand touches the frame's edge
         assert t["validation"] == "no:hand_cut_off"
     for t in originals:
