@@ -49,7 +49,7 @@ def view_figures(release: str, view: str, *, items: int, size: int, repeats: int
     dataset = HandCrops(data.train, reader, size=size, sampling=Sampling(seed=0))
     n = min(items, len(dataset))
     keys = [(0, i) for i in range(n)]
-    rows = [dataset.choose(k)[0] for k in keys]
+    rows = [dataset.choose(k).row for k in keys]
     hands = data.train
     blobs = [reader.read(hands.shards[hands.shard[r]], int(hands.offset[r]), int(hands.size[r]))
              for r in rows]

@@ -273,7 +273,8 @@ def print_release(summary: dict[str, Any]) -> None:
 
 
 def print_training(summary: dict[str, Any]) -> None:
-    """A training summary: F1 and accuracy per head on the evaluation split."""
+    """A training summary: F1 and accuracy per head on the evaluation split, the run folder
+    and its best epoch."""
     table = Table("head", "F1 macro", "F1 weighted", "accuracy", "samples",
                   title=f"baseline on {summary.get('release')} ({summary.get('view')} view, "
                         f"{summary.get('epochs')} epochs, {summary.get('device')}), "
@@ -285,7 +286,9 @@ def print_training(summary: dict[str, Any]) -> None:
                                   for k in ("f1_macro", "f1_weighted", "accuracy")),
                           str(m["samples"]))
     Console().print(table)
-    console.print(f"run folder: {escape(str(summary.get('run_dir')))}", soft_wrap=True)
+    best = (summary.get("best") or {}).get("epoch")
+    console.print(f"run folder: {escape(str(summary.get('run_dir')))}"
+                  + (f" (best epoch {best})" if best is not None else ""), soft_wrap=True)
 
 
 WAIT_FOREVER_S = 7 * 24 * 3600.0  # --wait: a week is "until the other run ends"
@@ -665,6 +668,9 @@ def train_cmd(
     lr: Annotated[float, typer.Option(
         help="SGD learning rate (HaGRID's 0.005; ~0.05 for short CPU runs from scratch)")
     ] = 0.005,
+    lr_decay: Annotated[str, typer.Option(
+        help="after the warm-up: none (HaGRID's constant rate) or cosine (to 0 at the end)")
+    ] = "none",
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the run in --out from its last completed epoch")] = False,
     verify_shards: Annotated[bool, typer.Option(
@@ -685,7 +691,8 @@ def train_cmd(
     try:
         size = input_size or DEFAULT_INPUT_SIZE.get(model, 64)
         TrainSettings(epochs=epochs, batch_size=batch_size, model=model, input_size=size,
-                      device=device, view=view, workers=workers, seed=seed, lr=lr)
+                      device=device, view=view, workers=workers, seed=seed, lr=lr,
+                      lr_decay=lr_decay)
     except ValueError as exc:
         print_error(exc)
         raise typer.Exit(2) from None
@@ -693,22 +700,12 @@ def train_cmd(
     summary = _train_with_progress(
         release=release, out=out, epochs=epochs, batch_size=batch_size, model=model,
         input_size=size, device=device, view=view, workers=workers, seed=seed, resume=resume,
-        s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards, lr=lr)
+        s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards, lr=lr,
+        lr_decay=lr_decay)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
-    table = Table("head", "accuracy", "F1 macro", "F1 weighted", "samples",
-                  title=f"{summary['release']} ({summary['view']} view), "
-                        f"{summary['eval_split']} after {summary['epochs']} epochs")
-    for head in ("gesture", "leading_hand"):
-        if head in summary:
-            h = summary[head]
-            table.add_row(head, *(f"{h[k]:.4f}" if h[k] is not None else "-"
-                                  for k in ("accuracy", "f1_macro", "f1_weighted")),
-                          str(h["samples"]))
-    Console().print(table)
-    console.print(f"run folder: {escape(summary['run_dir'])} (best epoch "
-                  f"{summary['best'].get('epoch')})", soft_wrap=True)
+    print_training(summary)
 
 
 def _train_preflight(release: str, *, view: str, s3_endpoint_url: str | None) -> None:

@@ -52,7 +52,8 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
              crop_size: int = 256, crop_scale: float = 2.0, publish_workers: int = 2,
              train: bool = True, epochs: int = 10, batch_size: int = 64, model: str = "small",
              input_size: int = 64, device: str = "auto", view: str = "auto",
-             train_workers: int = 2, train_lr: float = 0.005, seed: int = 0,
+             train_workers: int = 2, train_lr: float = 0.005, train_lr_decay: str = "none",
+             seed: int = 0,
              train_out: str | None = None,
              s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
              ) -> dict[str, Any]:
@@ -98,6 +99,7 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
                                       batch_size=batch_size, model=model,
                                       input_size=input_size, device=device, view=view,
                                       workers=train_workers, seed=seed, lr=train_lr,
+                                      lr_decay=train_lr_decay,
                                       s3_endpoint_url=s3_endpoint_url)
     _step("done", len(STAGES))
     return summary

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 MODELS: tuple[str, ...] = ("resnet18", "small")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+LR_DECAYS: tuple[str, ...] = ("none", "cosine")  # after the warm-up: constant, or to 0
 VIEWS: tuple[str, ...] = ("auto", "full", "crops")  # auto: the crops view when published
 HEADS: tuple[str, ...] = ("gesture", "leading_hand")
 LEADING_HANDS: tuple[str, ...] = ("right", "left")  # HaGRID's target indices: right 0, left 1
@@ -53,9 +54,13 @@ class TrainSettings:
     - ``view``: ``full`` frames, the published hand ``crops``, or ``auto`` (crops when
       published). ``workers``: DataLoader processes (0: read in the training process).
     - ``lr``, ``momentum``, ``weight_decay``, ``warmup_start_factor``, ``warmup_iters``:
-      the optimizer and the warm-up (HaGRID's values by default).
+      the optimizer and the warm-up (HaGRID's values by default); ``lr_decay``: after the
+      warm-up, ``none`` keeps the rate (HaGRID) and ``cosine`` decays it to 0 at ``epochs``.
     - ``gesture_box_p``: the chance of cropping the gesture hand when the image has a free
       hand too; ``scale_min`` / ``scale_max``: the training crop scale range.
+    - ``shift``, ``color_jitter``: augmentations beyond HaGRID's recipe (off by default): the
+      training crop's centre moved by up to ``shift`` x its side each way; brightness and
+      contrast scaled by factors in ``1 +- color_jitter``.
     - ``verify_shards``: hash the shards against ``SHA256SUMS`` before training (off: only
       their presence and length are checked; manifests and release.json are always hashed).
     """
@@ -73,15 +78,19 @@ class TrainSettings:
     weight_decay: float = 5e-4
     warmup_start_factor: float = 0.001
     warmup_iters: int = 1000
+    lr_decay: str = "none"
     gesture_box_p: float = 0.7
     scale_min: float = 1.0
     scale_max: float = 2.0
+    shift: float = 0.0
+    color_jitter: float = 0.0
     verify_shards: bool = True
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("model", self.model, MODELS),
                                      ("device", self.device, DEVICES),
-                                     ("view", self.view, VIEWS)):
+                                     ("view", self.view, VIEWS),
+                                     ("lr_decay", self.lr_decay, LR_DECAYS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; use one of {allowed}")
         if self.epochs < 1 or self.batch_size < 2 or self.workers < 0:
@@ -90,6 +99,8 @@ class TrainSettings:
             raise ValueError(f"input_size must be 16-1024 px, got {self.input_size}")
         if not 1.0 <= self.scale_min <= self.scale_max <= 2.0:
             raise ValueError("crop scales must satisfy 1 <= scale_min <= scale_max <= 2")
+        if not (0.0 <= self.shift <= 0.5 and 0.0 <= self.color_jitter < 1.0):
+            raise ValueError("shift must be in [0, 0.5] and color_jitter in [0, 1)")
         if not 0.0 <= self.gesture_box_p <= 1.0 or self.lr <= 0 or self.warmup_iters < 0:
             raise ValueError("gesture_box_p must be in [0, 1], lr > 0, warmup_iters >= 0")
 
@@ -99,7 +110,10 @@ class TrainSettings:
 
     def resume_conflicts(self, other: TrainSettings) -> list[str]:
         """Names of the settings that differ from ``other`` and would change what a resumed
-        run computes (everything but ``epochs``, ``device``, ``workers``, ``verify_shards``)."""
-        free = {"epochs", "device", "workers", "verify_shards"}
+        run computes: everything but ``device``, ``workers``, ``verify_shards``, and
+        ``epochs`` unless a cosine decay (whose length it sets) is on."""
+        free = {"device", "workers", "verify_shards"}
+        if self.lr_decay == "none" and other.lr_decay == "none":
+            free.add("epochs")
         mine, theirs = self.as_dict(), other.as_dict()
         return sorted(k for k in mine if k not in free and mine[k] != theirs[k])

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -88,16 +88,19 @@ class ShardReader:
         self._files, self._storage, self._pid = {}, None, -1
 
 
-def crop_window(box: Sequence[float], *, scale: float) -> tuple[float, float, float, float]:
+def crop_window(box: Sequence[float], *, scale: float, shift: tuple[float, float] = (0.0, 0.0)
+                ) -> tuple[float, float, float, float]:
     """HaGRID's square around a box ``[x, y, w, h]`` (any unit): centred on the box, of side
-    ``scale x max(w, h)``; returns ``(left, top, right, bottom)``, possibly past the picture."""
+    ``scale x max(w, h)``, its centre moved by ``shift`` (fractions of the side); returns
+    ``(left, top, right, bottom)``, possibly past the picture."""
     x, y, w, h = box
-    half = scale * max(w, h) / 2
-    cx, cy = x + w / 2, y + h / 2
-    return cx - half, cy - half, cx + half, cy + half
+    side = scale * max(w, h)
+    cx, cy = x + w / 2 + shift[0] * side, y + h / 2 + shift[1] * side
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
-def crop_square(data: bytes, box: Sequence[float], *, scale: float, size: int) -> np.ndarray:
+def crop_square(data: bytes, box: Sequence[float], *, scale: float, size: int,
+                shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Decode a picture, cut the square of ``crop_window`` around ``box`` (relative to the
     picture), black outside it, resized to ``size`` x ``size``; HxWx3 uint8.
 
@@ -113,7 +116,8 @@ def crop_square(data: bytes, box: Sequence[float], *, scale: float, size: int) -
         source.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
     image = source.convert("RGB")
     sx, sy = image.width, image.height  # the decoded size (draft may have reduced it)
-    left, top, right, bottom = crop_window((x * sx, y * sy, w * sx, h * sy), scale=scale)
+    left, top, right, bottom = crop_window((x * sx, y * sy, w * sx, h * sy), scale=scale,
+                                           shift=shift)
     window = image.crop((round(left), round(top), max(round(right), round(left) + 1),
                          max(round(bottom), round(top) + 1)))
     return np.asarray(window.resize((size, size), Image.Resampling.BILINEAR))
@@ -121,12 +125,40 @@ def crop_square(data: bytes, box: Sequence[float], *, scale: float, size: int) -
 
 @dataclass(frozen=True)
 class Sampling:
-    """How a training item is drawn from an image (HaGRID v1's recipe)."""
+    """How a training item is drawn from an image: HaGRID v1's recipe (a box, a scale), and
+    two augmentations beyond it, off by default: the crop's centre moved by up to ``shift``
+    of its side each way, and brightness and contrast each scaled by a factor drawn from
+    ``[1 - color_jitter, 1 + color_jitter]``."""
 
     seed: int
     gesture_p: float = 0.7
     scale_min: float = 1.0
     scale_max: float = 2.0
+    shift: float = 0.0
+    color_jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What item ``(epoch, index)`` crops: the hand row, the scale, the centre's shift and
+    the brightness and contrast factors."""
+
+    row: int
+    scale: float
+    shift: tuple[float, float] = (0.0, 0.0)
+    brightness: float = 1.0
+    contrast: float = 1.0
+
+
+def adjust_colors(pixels: np.ndarray, *, brightness: float, contrast: float) -> np.ndarray:
+    """``pixels`` (uint8) with their contrast scaled about their mean, then their brightness
+    scaled, clipped to 0-255."""
+    if brightness == 1.0 and contrast == 1.0:
+        return pixels
+    values = pixels.astype(np.float32)
+    mean = float(values.mean())
+    values = ((values - mean) * contrast + mean) * brightness
+    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
 
 
 class HandCrops(Dataset[tuple[torch.Tensor, int, int]]):
@@ -145,26 +177,35 @@ class HandCrops(Dataset[tuple[torch.Tensor, int, int]]):
     def __len__(self) -> int:
         return self.hands.n_images if self.sampling else len(self.hands)
 
-    def choose(self, key: Key) -> tuple[int, float]:
-        """The hand row and the crop scale of item ``key``."""
+    def choose(self, key: Key) -> Draw:
+        """What item ``key`` crops (a pure function of the seed and the key)."""
         epoch, index = key
         if self.sampling is None:
-            return index, 1.0
+            return Draw(row=index, scale=1.0)
         s = self.sampling
         rng = np.random.default_rng((s.seed, epoch, index))
         rows = np.arange(self.starts[index], self.starts[index + 1])
         row = pick_hand(rows, self.hands.gesture_hand, rng, gesture_p=s.gesture_p)
-        return row, float(rng.uniform(s.scale_min, s.scale_max))
+        draw = Draw(row=row, scale=float(rng.uniform(s.scale_min, s.scale_max)))
+        if s.shift > 0:
+            dx, dy = rng.uniform(-s.shift, s.shift, size=2)
+            draw = replace(draw, shift=(float(dx), float(dy)))
+        if s.color_jitter > 0:
+            b, c = rng.uniform(1 - s.color_jitter, 1 + s.color_jitter, size=2)
+            draw = replace(draw, brightness=float(b), contrast=float(c))
+        return draw
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, int, int]:
-        row, scale = self.choose(key)
-        h = self.hands
+        draw = self.choose(key)
+        row, h = draw.row, self.hands
         shard = h.shards[h.shard[row]]
         try:
             data = self.reader.read(shard, int(h.offset[row]), int(h.size[row]))
-            pixels = crop_square(data, h.box[row], scale=scale, size=self.size)
+            pixels = crop_square(data, h.box[row], scale=draw.scale, size=self.size,
+                                 shift=draw.shift)
         except (OSError, EOFError, ValueError, Image.DecompressionBombError) as exc:
             raise SampleError(f"{shard} at {h.offset[row]}: {exc}") from exc
+        pixels = adjust_colors(pixels, brightness=draw.brightness, contrast=draw.contrast)
         return torch.from_numpy(pixels.copy()), int(h.label[row]), int(h.hand[row])
 
 

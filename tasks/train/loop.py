@@ -4,7 +4,8 @@ them: plain functions over a model, a loader and an optimizer.
 The loss is HaGRID v1's: the cross-entropy of the gesture head plus that of the leading-hand
 head (over the crops whose leading hand is known). The scheduler steps once per iteration:
 a linear warm-up from ``warmup_start_factor x lr`` over ``min(warmup_iters, iterations per
-epoch - 1)`` iterations, then a constant rate.
+epoch - 1)`` iterations, then a constant rate (HaGRID's) or a cosine decay to 0 at the last
+epoch (``lr_decay="cosine"``).
 """
 
 from __future__ import annotations
@@ -55,16 +56,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class WarmupSchedule:
+    """The learning-rate factor at iteration ``it``: a linear warm-up from ``start`` to 1
+    over ``warmup`` iterations, then constant (HaGRID's) or, with ``total`` set, a cosine
+    decay to 0 at iteration ``total``. A picklable callable, so a checkpoint stores it."""
+
+    def __init__(self, *, start: float, warmup: int, total: int | None) -> None:
+        self.start, self.warmup, self.total = start, warmup, total
+
+    def __call__(self, it: int) -> float:
+        if it < self.warmup:
+            return self.start + (1.0 - self.start) * it / self.warmup
+        if self.total is None or self.total <= self.warmup:
+            return 1.0
+        done = min(1.0, (it - self.warmup) / (self.total - self.warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def optimizer_for(model: nn.Module, settings: TrainSettings, *, iterations_per_epoch: int
-                  ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LinearLR]:
-    """HaGRID's SGD and its linear warm-up."""
+                  ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """HaGRID's SGD and its linear warm-up, then a constant rate or (``lr_decay="cosine"``)
+    a cosine decay that reaches 0 at the end of ``settings.epochs``."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                 lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     warmup = max(1, min(settings.warmup_iters, iterations_per_epoch - 1))
-    scheduler = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=settings.warmup_start_factor, total_iters=warmup)
-    return optimizer, scheduler
+    total = settings.epochs * iterations_per_epoch if settings.lr_decay == "cosine" else None
+    schedule = WarmupSchedule(start=settings.warmup_start_factor, warmup=warmup, total=total)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def _batch_on(device: torch.device, images: Tensor) -> Tensor:

@@ -3,7 +3,9 @@
 ``resnet18`` is torchvision's ResNet-18 rebuilt in plain torch (torchvision cannot sit
 beside the CPU torch build here), with the same parameter names under ``trunk``, and two
 linear heads as in HaGRID v1's ``classifier/models/resnet.py``. ``small`` is a narrow ResNet
-(one block per stage, 16-128 channels, no max-pool) that trains on a CPU at 32-64 px.
+(a 3x3 stem of stride 2, no max-pool, one block per stage, 16-128 channels) that trains on
+a CPU at 32-64 px. Its strided stem made it 3x faster than a stride-1 stem at 64 px and
+learn in fewer epochs (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ class Architecture:
 
     widths: tuple[int, ...]
     blocks: tuple[int, ...]
-    stem_kernel: int  # 7: ImageNet stem (stride 2 and a max-pool); 3: stride 1, no pool
+    stem_kernel: int  # 7: ImageNet stem (a max-pool follows); 3: no pool
+    stem_stride: int = 2
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -57,7 +60,7 @@ class Trunk(nn.Module):
         super().__init__()
         first = arch.widths[0]
         big = arch.stem_kernel == 7
-        self.conv1 = nn.Conv2d(3, first, arch.stem_kernel, stride=2 if big else 1,
+        self.conv1 = nn.Conv2d(3, first, arch.stem_kernel, stride=arch.stem_stride,
                                padding=arch.stem_kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(first)
         self.relu = nn.ReLU(inplace=True)

@@ -67,7 +67,7 @@ class TrainingRun:
     device: torch.device
     model: TwoHeadNet
     optimizer: torch.optim.SGD
-    scheduler: torch.optim.lr_scheduler.LinearLR
+    scheduler: torch.optim.lr_scheduler.LambdaLR
     train_loader: DataLoader[Any]
     eval_loader: DataLoader[Any]
     info: dict[str, Any]  # run.json
@@ -111,7 +111,8 @@ def _loaders(release: TrainingRelease, settings: TrainSettings, *, endpoint_url:
              device: torch.device) -> tuple[DataLoader[Any], DataLoader[Any]]:
     reader = ShardReader(release.uri, endpoint_url=endpoint_url)
     sampling = Sampling(seed=settings.seed, gesture_p=settings.gesture_box_p,
-                        scale_min=settings.scale_min, scale_max=settings.scale_max)
+                        scale_min=settings.scale_min, scale_max=settings.scale_max,
+                        shift=settings.shift, color_jitter=settings.color_jitter)
     train = HandCrops(release.train, reader, size=settings.input_size, sampling=sampling)
     evaluation = HandCrops(release.evaluation, reader, size=settings.input_size)
     pin = device.type == "cuda"

@@ -16,6 +16,7 @@ from tasks.train.dataset import (
     HandCrops,
     Sampling,
     ShardReader,
+    adjust_colors,
     crop_square,
     crop_window,
     hand_loader,
@@ -76,6 +77,26 @@ def test_the_crop_is_a_square_around_the_box_black_outside_the_image():
     corner = crop_square(buf.getvalue(), (0.0, 0.0, 0.25, 0.25), scale=2.0, size=30)
     assert corner.shape == (30, 30, 3)
     assert corner[:5, :5].max() == 0 and corner[-5:, -5:].min() == 200  # padded top-left
+
+
+def test_the_augmentations_move_the_crop_and_scale_its_colours_by_the_drawn_factors(release):
+    assert crop_window((10, 20, 40, 20), scale=1.0, shift=(0.25, -0.5)) == (20, -10, 60, 30)
+    pixels = np.array([[[100, 50, 150]]], dtype=np.uint8)
+    assert adjust_colors(pixels, brightness=1.0, contrast=1.0) is pixels
+    assert adjust_colors(pixels, brightness=1.1, contrast=1.0).tolist() == [[[110, 55, 165]]]
+    assert adjust_colors(pixels, brightness=1.0, contrast=2.0).tolist() == [[[100, 0, 200]]]
+    data = open_release(str(release))
+    reader = ShardReader(str(release))
+    plain = HandCrops(data.train, reader, size=32, sampling=Sampling(seed=1))
+    moved = HandCrops(data.train, reader, size=32,
+                      sampling=Sampling(seed=1, shift=0.2, color_jitter=0.3))
+    n = len(moved)
+    draws = [moved.choose((0, i)) for i in range(n)]
+    assert n >= 8 and draws == [moved.choose((0, i)) for i in range(n)]  # by the key alone
+    assert [d.row for d in draws] == [plain.choose((0, i)).row for i in range(n)]
+    assert all(max(map(abs, d.shift)) <= 0.2 and 0.7 <= d.contrast <= 1.3 for d in draws)
+    assert len({d.brightness for d in draws}) == n
+    assert not torch.equal(moved[(0, 0)][0], plain[(0, 0)][0])
 
 
 def test_a_large_frame_is_decoded_at_a_reduced_scale_with_the_same_crop():

@@ -3,6 +3,7 @@ stopped, its weights round-trip, and it reads the crops view."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from schemas.train import BEST_WEIGHTS, CHECKPOINT, METRICS, MODEL_WEIGHTS, RUN_INFO, TrainSettings
 from tasks.train.checkpoint import load_weights
+from tasks.train.loop import WarmupSchedule
 from tasks.train.model import build_model
 from tasks.train.release import open_release
 from tasks.train.run import RunDirError, finish_run, run_epoch, start_run
@@ -26,11 +28,11 @@ def release(tmp_path_factory):
     return make_release(folder, splits={"train": 96, "val": 24, "test": 8}, seed=2, crops=True)
 
 
-def train_run(release, run_dir, *, view="full", resume=False, **settings):
+def train_run(release, run_dir, *, view="full", resume=False, stop_after=None, **settings):
     data = open_release(str(release), view=view)
     run = start_run(data, TrainSettings(**{**TINY, **settings}), run_dir=run_dir,
                     resume=resume)
-    while run.epochs_done < run.settings.epochs:
+    while run.epochs_done < min(run.settings.epochs, stop_after or run.settings.epochs):
         run_epoch(run)
     return run, finish_run(run)
 
@@ -55,9 +57,11 @@ def test_the_loss_falls_and_the_gestures_are_learned(release, tmp_path):
 
 def test_same_seed_same_metrics_and_a_resumed_run_goes_on_as_if_never_stopped(
         release, tmp_path):
-    straight, _ = train_run(release, tmp_path / "straight", epochs=2, seed=3)
-    first, _ = train_run(release, tmp_path / "stopped", epochs=1, seed=3)
-    resumed, _ = train_run(release, tmp_path / "stopped", epochs=2, seed=3, resume=True)
+    # a cosine decay and the augmentations: their draws and the schedule resume too
+    extra = {"seed": 3, "lr_decay": "cosine", "shift": 0.1, "color_jitter": 0.2}
+    straight, _ = train_run(release, tmp_path / "straight", epochs=2, **extra)
+    first, _ = train_run(release, tmp_path / "stopped", epochs=2, stop_after=1, **extra)
+    resumed, _ = train_run(release, tmp_path / "stopped", epochs=2, resume=True, **extra)
     keys = ("loss", "gesture_f1_macro", "leading_hand_f1_macro", "lr")
     assert [e[k] for k in keys for e in first.epochs] == \
         [straight.epochs[0][k] for k in keys]  # two runs, one seed: the same first epoch
@@ -77,6 +81,18 @@ def test_resuming_refuses_other_settings_and_a_fresh_run_refuses_a_used_folder(
         train_run(release, tmp_path / "run", epochs=1)
     with pytest.raises(RunDirError, match="nothing to resume"):
         train_run(release, tmp_path / "other", epochs=1, resume=True)
+    train_run(release, tmp_path / "cosine", epochs=2, stop_after=1, lr_decay="cosine")
+    with pytest.raises(RunDirError, match="epochs"):  # the decay's length would change
+        train_run(release, tmp_path / "cosine", epochs=3, lr_decay="cosine", resume=True)
+
+
+def test_the_warm_up_is_linear_then_the_rate_stays_or_decays_to_zero():
+    constant = WarmupSchedule(start=0.1, warmup=10, total=None)
+    cosine = WarmupSchedule(start=0.1, warmup=10, total=110)
+    assert [constant(i) for i in (0, 5, 10, 500)] == pytest.approx([0.1, 0.55, 1.0, 1.0])
+    assert [cosine(i) for i in (0, 10, 60, 110, 200)] == pytest.approx([0.1, 1, 0.5, 0, 0])
+    factors = [cosine(i) for i in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(factors))
 
 
 def test_weights_round_trip_through_safetensors(release, tmp_path):
