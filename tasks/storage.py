@@ -186,6 +186,8 @@ class LocalStorage:
 
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         """Seek and read; a short read (past the end) raises ``EOFError``."""
+        if offset < 0 or size < 0:
+            raise ValueError(f"{key}: no range of {size} bytes at {offset}")
         with self._p(key).open("rb") as fh:
             fh.seek(offset)
             data = fh.read(size)
@@ -304,12 +306,23 @@ class S3Storage:
         """Nothing to do: a PUT is durable when it returns."""
 
     def read_range(self, key: str, offset: int, size: int) -> bytes:
-        """A ranged GET."""
+        """A ranged GET; as the local read, a range past the end (S3's 416 InvalidRange, or
+        a short body) raises ``EOFError`` and an absent key ``FileNotFoundError``."""
+        if offset < 0 or size < 0:
+            raise ValueError(f"{key}: no range of {size} bytes at {offset}")
+        if size == 0:
+            return b""
+        from botocore.exceptions import ClientError
+
         byte_range = f"bytes={offset}-{offset + size - 1}"
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._k(key), Range=byte_range)
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(key) from exc
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                raise EOFError(f"{key}: wanted {size} bytes at {offset}, past the end") from exc
+            raise
         data: bytes = body["Body"].read()
         if len(data) != size:
             raise EOFError(f"{key}: wanted {size} bytes at {offset}, got {len(data)}")

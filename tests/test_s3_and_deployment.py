@@ -14,7 +14,7 @@ import pytest
 
 from flows.deployments import FLOWS
 from tasks.catalog import Catalog
-from tasks.storage import LocalStorage
+from tasks.storage import LocalStorage, open_storage
 from tests.catalogs import make_release_catalog
 from tests.conftest import read_truth
 from tests.servers import (
@@ -60,6 +60,24 @@ def test_ingest_from_s3_matches_the_truth(crowd_batch, s3_server, tmp_path, monk
     got = _outcomes(root)
     assert summary["inputs"] == len(truth)
     assert got == {t["file"]: (t["expected_outcome"], t["expected_reason"]) for t in truth}
+
+
+def test_a_ranged_read_on_s3_fails_as_the_local_one_does(s3_server, tmp_path, monkeypatch):
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    s3_server.client().create_bucket(Bucket="ranges")
+    local = LocalStorage(tmp_path)
+    remote = open_storage("s3://ranges/root", endpoint_url=s3_server.endpoint_url)
+    for store in (local, remote):
+        store.write_bytes("a/shard.tar", b"0123456789")
+        assert store.read_range("a/shard.tar", 2, 3) == b"234"
+        assert store.read_range("a/shard.tar", 4, 0) == b""
+        with pytest.raises(EOFError):  # short: the end comes first
+            store.read_range("a/shard.tar", 8, 5)
+        with pytest.raises(EOFError):  # starts past the end (S3: 416 InvalidRange)
+            store.read_range("a/shard.tar", 20, 5)
+        with pytest.raises(FileNotFoundError):
+            store.read_range("a/none.tar", 0, 5)
 
 
 @pytest.mark.slow
