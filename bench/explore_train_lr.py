@@ -25,10 +25,11 @@ decay = sys.argv[6] if len(sys.argv) > 6 else "none"
 model = sys.argv[7] if len(sys.argv) > 7 else "small"
 shift = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
 jitter = float(sys.argv[9]) if len(sys.argv) > 9 else 0.0
+flip = float(sys.argv[10]) if len(sys.argv) > 10 else 0.0
 rel = open_release(release, hash_shards=False)
 s = TrainSettings(epochs=epochs, batch_size=bs, input_size=size, lr=lr, workers=0,
                   warmup_iters=50, lr_decay=decay, model=model, shift=shift,
-                  color_jitter=jitter)
+                  color_jitter=jitter, flip=flip)
 run = start_run(rel, s, run_dir=Path(tempfile.mkdtemp()) / "r")
 for e in range(epochs):
     t = time.perf_counter()

@@ -671,6 +671,14 @@ def train_cmd(
     lr_decay: Annotated[str, typer.Option(
         help="after the warm-up: none (HaGRID's constant rate) or cosine (to 0 at the end)")
     ] = "none",
+    shift: Annotated[float, typer.Option(
+        help="augmentation: move the crop's centre by up to this fraction of its side")] = 0.0,
+    color_jitter: Annotated[float, typer.Option(
+        help="augmentation: scale brightness and contrast by up to 1 +- this")] = 0.0,
+    flip: Annotated[float, typer.Option(
+        help="augmentation: mirror this share of the crops (leading hand swapped)")] = 0.0,
+    warmup_iters: Annotated[int, typer.Option(
+        help="linear warm-up iterations (at most an epoch's less one)")] = 1000,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the run in --out from its last completed epoch")] = False,
     verify_shards: Annotated[bool, typer.Option(
@@ -692,7 +700,8 @@ def train_cmd(
         size = input_size or DEFAULT_INPUT_SIZE.get(model, 64)
         TrainSettings(epochs=epochs, batch_size=batch_size, model=model, input_size=size,
                       device=device, view=view, workers=workers, seed=seed, lr=lr,
-                      lr_decay=lr_decay)
+                      lr_decay=lr_decay, shift=shift, color_jitter=color_jitter, flip=flip,
+                      warmup_iters=warmup_iters)
     except ValueError as exc:
         print_error(exc)
         raise typer.Exit(2) from None
@@ -701,7 +710,8 @@ def train_cmd(
         release=release, out=out, epochs=epochs, batch_size=batch_size, model=model,
         input_size=size, device=device, view=view, workers=workers, seed=seed, resume=resume,
         s3_endpoint_url=s3_endpoint_url, verify_shards=verify_shards, lr=lr,
-        lr_decay=lr_decay)
+        lr_decay=lr_decay, shift=shift, color_jitter=color_jitter, flip=flip,
+        warmup_iters=warmup_iters)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return

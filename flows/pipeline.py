@@ -53,14 +53,16 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
              train: bool = True, epochs: int = 10, batch_size: int = 64, model: str = "small",
              input_size: int = 64, device: str = "auto", view: str = "auto",
              train_workers: int = 2, train_lr: float = 0.005, train_lr_decay: str = "none",
-             seed: int = 0,
+             train_shift: float = 0.0, train_color_jitter: float = 0.0,
+             train_flip: float = 0.0, train_warmup_iters: int = 1000, seed: int = 0,
              train_out: str | None = None,
              s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
              ) -> dict[str, Any]:
     """Run every stage on ``root``: ingest the batch ``source`` (+ ``submissions``), the
     crowd stages with back end ``crowd`` (``options``: its connection settings; ``cycles``
     per stage, default ``crowd_cycles``), publish ``version`` (with the crops view unless
-    ``crops`` is off), then train on it unless ``train`` is off.
+    ``crops`` is off), then train on it unless ``train`` is off (``train_*``: the train flow's
+    parameters of the same names).
 
     Returns each stage's summary under its name (``STAGES``); ``publish`` is
     ``{"skipped": "exists", "uri": ...}`` when the version existed, ``train`` None when off.
@@ -99,7 +101,9 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
                                       batch_size=batch_size, model=model,
                                       input_size=input_size, device=device, view=view,
                                       workers=train_workers, seed=seed, lr=train_lr,
-                                      lr_decay=train_lr_decay,
+                                      lr_decay=train_lr_decay, shift=train_shift,
+                                      color_jitter=train_color_jitter, flip=train_flip,
+                                      warmup_iters=train_warmup_iters,
                                       s3_endpoint_url=s3_endpoint_url)
     _step("done", len(STAGES))
     return summary

@@ -60,7 +60,9 @@ def train(release: str, out: str | None = None, epochs: int = 10, batch_size: in
           model: str = "small", input_size: int = 64, device: str = "auto",
           view: str = "auto", workers: int = 2, seed: int = 0, resume: bool = False,
           s3_endpoint_url: str | None = None, verify_shards: bool = True,
-          lr: float = 0.005, lr_decay: str = "none") -> dict[str, Any]:
+          lr: float = 0.005, lr_decay: str = "none", shift: float = 0.0,
+          color_jitter: float = 0.0, flip: float = 0.0, warmup_iters: int = 1000
+          ) -> dict[str, Any]:
     """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release.
 
     ``release``: ``ROOT/releases/<V>`` or an ``s3://`` URI. ``out``: the run folder, default
@@ -70,7 +72,9 @@ def train(release: str, out: str | None = None, epochs: int = 10, batch_size: in
     ``out`` up to ``epochs``. ``verify_shards``: hash the shards (off: presence and length).
     ``lr``: SGD's learning rate (HaGRID's 0.005 by default; short CPU runs from scratch
     learn faster at about 0.05); ``lr_decay``: after the warm-up, ``none`` (HaGRID's constant
-    rate) or ``cosine`` (to 0 at the last epoch).
+    rate) or ``cosine`` (to 0 at the last epoch); ``warmup_iters``: the linear warm-up's
+    length (at most an epoch's iterations less one). ``shift``, ``color_jitter``, ``flip``:
+    augmentations beyond HaGRID's recipe, off by default (``TrainSettings``).
     Trains on ``train``, evaluates on ``val`` (else ``test``). Raises ``ReleaseError``
     before any training when the release fails its checks, ``RunDirError`` for a run
     folder that cannot be used. Returns the summary (figures of the last epoch).
@@ -78,7 +82,8 @@ def train(release: str, out: str | None = None, epochs: int = 10, batch_size: in
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, model=model,
                              input_size=input_size, device=device, view=view,
                              workers=workers, seed=seed, verify_shards=verify_shards, lr=lr,
-                             lr_decay=lr_decay)
+                             lr_decay=lr_decay, shift=shift, color_jitter=color_jitter,
+                             flip=flip, warmup_iters=warmup_iters)
     data = check_release(release, settings, s3_endpoint_url)
     run_dir = out or str(default_run_dir(data.uri, data.version, now=dt.datetime.now(dt.UTC)))
     run = start(data, settings, run_dir, resume, s3_endpoint_url)

@@ -58,9 +58,10 @@ class TrainSettings:
       warm-up, ``none`` keeps the rate (HaGRID) and ``cosine`` decays it to 0 at ``epochs``.
     - ``gesture_box_p``: the chance of cropping the gesture hand when the image has a free
       hand too; ``scale_min`` / ``scale_max``: the training crop scale range.
-    - ``shift``, ``color_jitter``: augmentations beyond HaGRID's recipe (off by default): the
-      training crop's centre moved by up to ``shift`` x its side each way; brightness and
-      contrast scaled by factors in ``1 +- color_jitter``.
+    - ``shift``, ``color_jitter``, ``flip``: augmentations beyond HaGRID's recipe (off by
+      default): the training crop's centre moved by up to ``shift`` x its side each way;
+      brightness and contrast scaled by factors in ``1 +- color_jitter``; the crop mirrored
+      with probability ``flip``, its leading hand swapped.
     - ``verify_shards``: hash the shards against ``SHA256SUMS`` before training (off: only
       their presence and length are checked; manifests and release.json are always hashed).
     """
@@ -84,6 +85,7 @@ class TrainSettings:
     scale_max: float = 2.0
     shift: float = 0.0
     color_jitter: float = 0.0
+    flip: float = 0.0
     verify_shards: bool = True
 
     def __post_init__(self) -> None:
@@ -99,8 +101,9 @@ class TrainSettings:
             raise ValueError(f"input_size must be 16-1024 px, got {self.input_size}")
         if not 1.0 <= self.scale_min <= self.scale_max <= 2.0:
             raise ValueError("crop scales must satisfy 1 <= scale_min <= scale_max <= 2")
-        if not (0.0 <= self.shift <= 0.5 and 0.0 <= self.color_jitter < 1.0):
-            raise ValueError("shift must be in [0, 0.5] and color_jitter in [0, 1)")
+        if not (0.0 <= self.shift <= 0.5 and 0.0 <= self.color_jitter < 1.0
+                and 0.0 <= self.flip <= 1.0):
+            raise ValueError("shift must be in [0, 0.5], color_jitter in [0, 1), flip in [0, 1]")
         if not 0.0 <= self.gesture_box_p <= 1.0 or self.lr <= 0 or self.warmup_iters < 0:
             raise ValueError("gesture_box_p must be in [0, 1], lr > 0, warmup_iters >= 0")
 

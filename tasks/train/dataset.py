@@ -126,9 +126,11 @@ def crop_square(data: bytes, box: Sequence[float], *, scale: float, size: int,
 @dataclass(frozen=True)
 class Sampling:
     """How a training item is drawn from an image: HaGRID v1's recipe (a box, a scale), and
-    two augmentations beyond it, off by default: the crop's centre moved by up to ``shift``
-    of its side each way, and brightness and contrast each scaled by a factor drawn from
-    ``[1 - color_jitter, 1 + color_jitter]``."""
+    three augmentations beyond it, off by default: the crop's centre moved by up to ``shift``
+    of its side each way; brightness and contrast each scaled by a factor drawn from
+    ``[1 - color_jitter, 1 + color_jitter]``; with probability ``flip``, the crop mirrored
+    left to right and its leading hand swapped (a mirrored right hand is a left hand; no
+    gesture class depends on the side)."""
 
     seed: int
     gesture_p: float = 0.7
@@ -136,18 +138,20 @@ class Sampling:
     scale_max: float = 2.0
     shift: float = 0.0
     color_jitter: float = 0.0
+    flip: float = 0.0
 
 
 @dataclass(frozen=True)
 class Draw:
-    """What item ``(epoch, index)`` crops: the hand row, the scale, the centre's shift and
-    the brightness and contrast factors."""
+    """What item ``(epoch, index)`` crops: the hand row, the scale, the centre's shift, the
+    brightness and contrast factors, and whether it is mirrored."""
 
     row: int
     scale: float
     shift: tuple[float, float] = (0.0, 0.0)
     brightness: float = 1.0
     contrast: float = 1.0
+    mirrored: bool = False
 
 
 def adjust_colors(pixels: np.ndarray, *, brightness: float, contrast: float) -> np.ndarray:
@@ -193,6 +197,8 @@ class HandCrops(Dataset[tuple[torch.Tensor, int, int]]):
         if s.color_jitter > 0:
             b, c = rng.uniform(1 - s.color_jitter, 1 + s.color_jitter, size=2)
             draw = replace(draw, brightness=float(b), contrast=float(c))
+        if s.flip > 0:
+            draw = replace(draw, mirrored=bool(rng.random() < s.flip))
         return draw
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, int, int]:
@@ -206,7 +212,10 @@ class HandCrops(Dataset[tuple[torch.Tensor, int, int]]):
         except (OSError, EOFError, ValueError, Image.DecompressionBombError) as exc:
             raise SampleError(f"{shard} at {h.offset[row]}: {exc}") from exc
         pixels = adjust_colors(pixels, brightness=draw.brightness, contrast=draw.contrast)
-        return torch.from_numpy(pixels.copy()), int(h.label[row]), int(h.hand[row])
+        hand = int(h.hand[row])
+        if draw.mirrored:
+            pixels, hand = pixels[:, ::-1], (1 - hand if hand >= 0 else hand)
+        return torch.from_numpy(pixels.copy()), int(h.label[row]), hand
 
 
 class EpochSampler(Sampler[Key]):

@@ -112,7 +112,8 @@ def _loaders(release: TrainingRelease, settings: TrainSettings, *, endpoint_url:
     reader = ShardReader(release.uri, endpoint_url=endpoint_url)
     sampling = Sampling(seed=settings.seed, gesture_p=settings.gesture_box_p,
                         scale_min=settings.scale_min, scale_max=settings.scale_max,
-                        shift=settings.shift, color_jitter=settings.color_jitter)
+                        shift=settings.shift, color_jitter=settings.color_jitter,
+                        flip=settings.flip)
     train = HandCrops(release.train, reader, size=settings.input_size, sampling=sampling)
     evaluation = HandCrops(release.evaluation, reader, size=settings.input_size)
     pin = device.type == "cuda"

@@ -97,6 +97,13 @@ def test_the_augmentations_move_the_crop_and_scale_its_colours_by_the_drawn_fact
     assert all(max(map(abs, d.shift)) <= 0.2 and 0.7 <= d.contrast <= 1.3 for d in draws)
     assert len({d.brightness for d in draws}) == n
     assert not torch.equal(moved[(0, 0)][0], plain[(0, 0)][0])
+    mirrored = HandCrops(data.train, reader, size=32, sampling=Sampling(seed=1, flip=1.0))
+    for i in range(n):
+        (a, label_a, hand_a), (b, label_b, hand_b) = mirrored[(0, i)], plain[(0, i)]
+        assert torch.equal(a, b.flip(1)) and label_a == label_b
+        assert hand_a == (1 - hand_b if hand_b >= 0 else -1)
+    half = HandCrops(data.train, reader, size=32, sampling=Sampling(seed=1, flip=0.5))
+    assert 0 < sum(half.choose((e, i)).mirrored for e in range(4) for i in range(n)) < 4 * n
 
 
 def test_a_large_frame_is_decoded_at_a_reduced_scale_with_the_same_crop():
