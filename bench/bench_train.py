@@ -24,20 +24,19 @@ from typing import Any
 
 import torch
 
-from schemas.train import TrainSettings
+from schemas.train import CPU_RECIPE, TrainSettings
 from tasks.train.release import open_release
 from tasks.train.run import finish_run, run_epoch, start_run
 
-# The demo's recipe for a CPU run from scratch, and HaGRID v1's (lr 0.005, constant after
-# the warm-up, no augmentation beyond the crop scale); both: small model, 64 px, batch 32.
+# The demo's recipe for a CPU run from scratch (schemas.train.CPU_RECIPE), and HaGRID v1's
+# (lr 0.005, constant after the warm-up, no augmentation beyond the crop scale); both: the
+# small model at 64 px, batch 32.
 RECIPES: dict[str, dict[str, Any]] = {
-    "cpu (demo)": {"lr": 0.05, "lr_decay": "cosine", "shift": 0.1, "color_jitter": 0.2,
-                   "warmup_iters": 50},
-    "hagrid v1": {"lr": 0.005, "lr_decay": "none", "warmup_iters": 1000},
+    "cpu (demo)": dict(CPU_RECIPE),
+    "hagrid v1": {"batch_size": 32, "lr": 0.005, "lr_decay": "none", "warmup_iters": 1000},
 }
-COMMON: dict[str, Any] = {"model": "small", "input_size": 64, "batch_size": 32,
-                          "device": "cpu", "view": "crops", "workers": 0,
-                          "verify_shards": False}
+COMMON: dict[str, Any] = {"model": "small", "input_size": 64, "device": "cpu",
+                          "view": "crops", "workers": 0, "verify_shards": False}
 
 
 def train_once(release: str, settings: TrainSettings) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def ingest_cmd(
 
 # small model, 64 px crops, read in the training process (DataLoader workers cost seconds
 # per epoch to start, more than these epochs take), a short-run learning rate: ~3 min on 2 cores
-DEMO_EPOCHS, DEMO_BATCH, DEMO_LR, DEMO_TRAIN_WORKERS = 15, 32, 0.05, 0
+DEMO_EPOCHS, DEMO_TRAIN_WORKERS = 40, 0
 
 
 @app.command()
@@ -213,14 +213,20 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
         train = False
     _quiet_prefect()
     from flows.pipeline import pipeline
+    from schemas.train import CPU_RECIPE
 
     opts = _crowd_options("simulated", None, None, None, "hagrid", None, seed, 0.3)
-    with holding_root(root, command="demo", wait_s=0.0), progress_bars():
+    recipe: dict[str, Any] = {("batch_size" if k == "batch_size" else f"train_{k}"): v
+                              for k, v in CPU_RECIPE.items()}
+    with holding_root(root, command="demo", wait_s=0.0):
+        pass  # refuse at once, cleanly, when another run holds the root; the pipeline takes
+        # the lock itself from ingest to publish and lets it go before training
+    with progress_bars():
         summary = pipeline(source=str(batch), submissions=str(batch / "submissions.csv"),
                            root=root, crowd="simulated", options=opts, version="v1",
-                           crops=True, train=train, epochs=epochs, batch_size=DEMO_BATCH,
+                           crops=True, train=train, epochs=epochs,
                            model="small", input_size=input_size, device=device, seed=seed,
-                           train_workers=DEMO_TRAIN_WORKERS, train_lr=DEMO_LR)
+                           train_workers=DEMO_TRAIN_WORKERS, **recipe)
     print_summary(summary["ingest"])
     for stage in ("validation", "filtration", "annotation"):
         print_stage_report(summary[stage], as_json=False)

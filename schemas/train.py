@@ -30,6 +30,14 @@ LEADING_HANDS: tuple[str, ...] = ("right", "left")  # HaGRID's target indices: r
 NO_GESTURE = "no_gesture"  # the free hand's box label: the last of HaGRID v1's 19 classes
 DEFAULT_INPUT_SIZE: dict[str, int] = {"resnet18": 224, "small": 64}
 
+# What `hagrid demo` trains with (and bench/bench_train.py compares with HaGRID's recipe): a
+# short run from scratch on a CPU learns faster at a higher rate decayed to 0, and a small
+# synthetic release needs more than HaGRID's crop-scale augmentation (bench/RESULTS.md).
+CPU_RECIPE: dict[str, float | int | str] = {
+    "batch_size": 32, "lr": 0.05, "lr_decay": "cosine", "warmup_iters": 50,
+    "shift": 0.1, "color_jitter": 0.2, "flip": 0.5,
+}
+
 MODEL_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
 CHECKPOINT = "checkpoint.pt"
