@@ -157,3 +157,28 @@ IMAGE_EXTRAS = pa.schema(
 
 CATALOG_TABLES.update({"boxes": BOXES, "preannotations": PREANNOTATIONS,
                        "image_extras": IMAGE_EXTRAS})
+
+# ---- label audit (issue 14) ------------------------------------------------------------
+
+# Labels a trained model finds likely wrong (``hagrid audit``): one row per flagged label of
+# a release. ``head`` is ``gesture`` (a box's label: a gesture or no_gesture; ``box_index``
+# is the box's index in the image's ``boxes``) or ``leading_hand`` (the image's leading hand,
+# scored on its gesture box: ``box_index`` is that box). ``quality`` is cleanlab's label
+# quality score of the given label (0 worst, 1 best), from out-of-fold predictions of models
+# that never saw the person. An image is flagged at most once per release: a second audit of
+# the same release adds no row for an image that has one. ``audit_id`` names the audit run.
+LABEL_ISSUES = pa.schema(
+    [
+        pa.field("release", pa.string(), nullable=False),  # the release version, e.g. v1
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("box_index", pa.int16(), nullable=False),
+        pa.field("head", pa.string(), nullable=False),  # gesture | leading_hand
+        pa.field("given_label", pa.string(), nullable=False),
+        pa.field("suggested_label", pa.string(), nullable=False),  # the model's most likely
+        pa.field("quality", pa.float64(), nullable=False),
+        pa.field("audit_id", pa.string(), nullable=False),
+        pa.field("flagged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+CATALOG_TABLES.update({"label_issues": LABEL_ISSUES})
