@@ -117,6 +117,8 @@ class LabelStudioCrowd:
         task: dict[str, Any] = {"data": {
             "image": self.image_url(t.object_key), "image_id": t.image_id,
             "task_key": f"{t.image_id}:r{t.round}", "round": t.round, "gesture": t.gesture}}
+        if t.note:  # a flagged image's review: what the audit suspects (a Data Manager column)
+            task["data"]["note"] = t.note
         if t.preannotation:
             pre = parse_answer_json(t.preannotation)
             result = to_labelstudio(pre.boxes, pre.leading_hand, width=t.width or 1,

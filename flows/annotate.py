@@ -28,7 +28,10 @@ def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
     Only images accepted by validation and not excluded by filtration are sent; images with
     a pre-annotation (``hagrid import-hagrid --mode preannotate``) carry it as a prediction.
     Images whose annotators agree less than ``min_agreement`` (mean IoU) are re-queued, then
-    reviewed. A box label outside ``taxonomy``'s box labels (``hagrid_v1``, or ``hagrid_v2``
+    reviewed. Images an audit flagged (``label_issues``, ``hagrid audit``) go to expert review
+    once per flag, showing their current boxes and what the audit suspects; the reviewer's
+    answer replaces their boxes (method ``review``) for the next release
+    (``tasks.annotate.label_review``). A box label outside ``taxonomy``'s box labels (``hagrid_v1``, or ``hagrid_v2``
     with its two-handed gestures) is dropped as ``unknown_label``.
     """
     load_taxonomy(taxonomy)  # an unknown name fails here, before any work

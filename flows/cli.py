@@ -810,6 +810,96 @@ def check(root: RootOpt = "./hagrid-root",
         raise typer.Exit(1)
 
 
+@app.command("audit")
+def audit_cmd(
+    release: Annotated[str, typer.Option(help="the release: ROOT/releases/V or s3://...")],
+    root: Annotated[str | None, typer.Option(
+        help="dataset root whose catalog gets the flags (default: ROOT of ROOT/releases/V)")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="folds by person (fewer when fewer people)")] = 5,
+    epochs: Annotated[int, typer.Option(help="epochs of each fold's model")] = 10,
+    model: Annotated[str, typer.Option(help="resnet18 or small (a narrow ResNet for CPUs)")
+                     ] = "small",
+    input_size: Annotated[int | None, typer.Option(
+        help="input side in px (default: 224 for resnet18, 64 for small)")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
+    view: Annotated[str, typer.Option(
+        help="auto (the hand crops view when published), full or crops")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed of the folds, the weights and the crops")] = 0,
+    verify_shards: Annotated[bool, typer.Option(
+        "--verify-shards/--no-verify-shards",
+        help="hash the shards against SHA256SUMS (off: check presence and length only)")
+    ] = True,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Flag likely-wrong labels of a release (gesture and leading hand): one model per fold
+    of people, trained on the others (the CPU recipe), and cleanlab over its out-of-fold
+    probabilities. New flags go to the root's label_issues table (an image at most once per
+    release, never a reviewed one) and ROOT/audits/V-<audit id>/."""
+    _quiet_prefect()
+    try:
+        from flows.audit import audit, default_root
+        from schemas.train import DEFAULT_INPUT_SIZE
+        from tasks.audit.oof import audit_settings
+        from tasks.train.dataset import SampleError
+        from tasks.train.loop import DivergedError
+    except ImportError as exc:
+        print_error(f"the audit needs torch and cleanlab: pip install -e '.[train]' ({exc})")
+        raise typer.Exit(2) from None
+    try:
+        size = input_size or DEFAULT_INPUT_SIZE.get(model, 64)
+        audit_settings(epochs=epochs, model=model, input_size=size, device=device, seed=seed,
+                       view=view)
+        if folds < 2:
+            raise ValueError(f"--folds must be at least 2, got {folds}")
+        root = root or default_root(release)
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+    _train_preflight(release, view=view, s3_endpoint_url=s3_endpoint_url)
+    try:
+        with console.status(f"auditing {release}: {folds} fold models of {epochs} epochs"):
+            summary = audit(release=release, root=root, folds=folds, epochs=epochs, seed=seed,
+                            input_size=size, model=model, device=device, view=view,
+                            verify_shards=verify_shards, s3_endpoint_url=s3_endpoint_url)
+    except ValueError as exc:  # ReleaseError, settings, no CUDA
+        print_error(exc)
+        raise typer.Exit(2) from None
+    except (SampleError, DivergedError) as exc:
+        print_error(exc)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    _print_audit(summary)
+
+
+def _print_audit(summary: dict[str, Any]) -> None:
+    """Flags per head, the new rows' first lines, and where they were written."""
+    heads = Table("head", "flagged", "new rows", "most flagged labels",
+                  title=f"audit {summary['audit_id']} of {summary['release']}: "
+                        f"{summary['images']} images, {summary['boxes']} boxes, "
+                        f"{summary['folds']} folds by person")
+    for head, flagged in summary["flagged"].items():
+        per_label = sorted(summary["flagged_per_class"][head].items(),
+                           key=lambda kv: (-kv[1], kv[0]))
+        heads.add_row(head, str(flagged), str(summary["written"][head]),
+                      ", ".join(f"{label} {n}" for label, n in per_label[:5]))
+    Console().print(heads)
+    if summary["top"]:
+        top = Table("image_id", "box", "head", "given", "suggested", "quality",
+                    title="worst new flags")
+        for r in summary["top"][:10]:
+            top.add_row(r["image_id"], str(r["box_index"]), r["head"], r["given_label"],
+                        r["suggested_label"], f"{r['quality']:.3f}")
+        Console().print(top)
+    console.print(f"{summary['rows_written']} new rows in label_issues "
+                  f"({summary['skipped_already_flagged']} images flagged before, "
+                  f"{summary['skipped_reviewed']} flags on reviewed images skipped); "
+                  f"{escape(str(summary['issues_csv']))}", soft_wrap=True)
+
+
 @app.command()
 def serve(name: Annotated[str, typer.Option(help="deployment name")] = "local") -> None:
     """Serve every flow's deployment to the Prefect server in PREFECT_API_URL: ingest,

@@ -27,8 +27,10 @@ from schemas.crowd import (
     CrowdBackendOptions,
     CrowdSettings,
     FlagPolicy,
+    Queue,
     Stage,
 )
+from tasks.annotate.label_review import current_answers, flagged_review_decisions, review_notes
 from tasks.annotate.stage import agreement_histogram
 from tasks.catalog import Catalog
 from tasks.crowd.backends import (
@@ -40,6 +42,7 @@ from tasks.crowd.backends import (
 )
 from tasks.crowd.report import report_markdown, stage_report
 from tasks.crowd.stage import (
+    StageDecision,
     StageTables,
     answer_table,
     boxes_table,
@@ -136,6 +139,7 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     preannotations = latest_preannotations(catalog) if stage is Stage.ANNOTATION else {}
     pulled: list[pd.DataFrame] = []
     pushed_total = 0
+    label_reviews = {"label_reviews_sent": 0, "label_reviews_decided": 0}
     for _ in range(max(1, cycles)):
         tables = load_stage(catalog, stage)
         rows: pd.DataFrame = pull_task(backend, tables,
@@ -155,10 +159,16 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
                                              batch_id=f"{tag}-a", now=now)
             catalog.write_batch(f"{tag}-a", batch,
                                 info={"stage": stage.value, "kind": "answers+verdicts"})
+        shown, notes = _label_review_display(catalog, tables, decision, preannotations)
         # quoted: Prefect would walk every field of every task (25 s for 50k tasks); the task
         # gets the list itself
-        pending = cast(list[CrowdTask], quote(crowd_tasks(plan, tables, preannotations)))
+        pending = cast(list[CrowdTask], quote(crowd_tasks(plan, tables, shown, notes)))
         pushed = push_task(backend, stage, pending, f"{tag}-t")
+        if tables.flags is not None:
+            label_reviews["label_reviews_sent"] += sum(
+                p.image_id in notes for p in pushed if p.queue is Queue.REVIEW)
+            label_reviews["label_reviews_decided"] += flagged_review_decisions(
+                ((d.image_id, d.method) for d in decisions), tables.flags.issues)
         if pushed:
             catalog.write_batch(f"{tag}-t", {"stage_tasks": task_table(
                 stage, pushed, set(tables.golden.index), backend=backend.name,
@@ -176,6 +186,7 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
                           imported=imported)
     if stage is Stage.ANNOTATION:
         report["agreement"] = agreement_histogram(decision.annotations)
+        report.update(label_reviews)
     report["root"] = catalog.root.uri
     if isinstance(backend, SimulatedCrowd):
         report["simulated_unanswerable"] = len(backend.unanswerable)
@@ -189,6 +200,18 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     get_run_logger().info("%s: verdicts %s, queue %s", stage.value, report["verdicts"],
                           report["queue"])
     return report
+
+
+def _label_review_display(catalog: Catalog, tables: StageTables, decision: StageDecision,
+                          preannotations: dict[str, str]) -> tuple[dict[str, str],
+                                                                   dict[str, str]]:
+    """What review tasks of flagged images show: the image's current annotation as the
+    starting point (instead of any pre-annotation) and a note of what the audit suspects."""
+    if not decision.label_reviews or tables.flags is None:
+        return preannotations, {}
+    current = current_answers(catalog, decision.label_reviews)
+    return ({**preannotations, **current},
+            review_notes(tables.flags.issues, decision.label_reviews))
 
 
 def _batch_tag(stage: Stage) -> str:

@@ -33,7 +33,7 @@ from tasks.crowd.answers import RAW_COLUMNS, RawAnswer, parse_json, raw_json
 from tasks.storage import Storage
 
 EXPORT_COLUMNS = ("task_id", "stage", "queue", "round", "image_id", "image_uri", "gesture",
-                  "answers_wanted", "width", "height", "preannotation")
+                  "answers_wanted", "width", "height", "preannotation", "note")
 ANSWER_FILE_COLUMNS = ("image_id", "worker_id", "answer", "reason", "queue", "stage", "time")
 REQUIRED_ANSWER_COLUMNS = ("image_id", "worker_id", "answer")
 REASON_SUFFIX = ".reason.json"  # next to a quarantined answer table: why it is there
@@ -58,6 +58,7 @@ class CrowdTask:
     width: int = 0  # oriented size in pixels
     height: int = 0
     preannotation: str | None = None  # annotation stage: boxes to start from (answer JSON)
+    note: str | None = None  # for the reviewer: what an audit suspects of the labels
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class FileCrowd:
                              "image_id": t.image_id, "image_uri": self.image_uri(t.object_key),
                              "gesture": t.gesture, "answers_wanted": t.answers_wanted,
                              "width": t.width, "height": t.height,
-                             "preannotation": t.preannotation or ""})
+                             "preannotation": t.preannotation or "", "note": t.note or ""})
         self.root.write_bytes(key, buf.getvalue().encode())
         return [PushedTask(t.image_id, t.queue, t.round, t.answers_wanted, key) for t in tasks]
 

@@ -2,7 +2,7 @@
 
 A pure function over the stage's state, so a scheduled run can be replayed in a test:
 
-- an expert review answer decides; a control (golden) image is decided by its known answer;
+- an expert review answer decides (the latest, when an image was reviewed again); a control (golden) image is decided by its known answer;
 - an image never sent goes out (round 1, ``overlap`` answers; control images
   ``golden_overlap``);
 - while answers are outstanding, it waits;
@@ -32,7 +32,8 @@ class ImageState:
     crowd_round: int = 0  # last crowd round pushed (0: never pushed)
     crowd_received: int = 0  # answers received for it from the crowd (any status)
     in_review: bool = False
-    review_answer: str | None = None  # accepted expert answer, when there is one
+    review_answer: str | None = None  # accepted expert answer (the latest), when there is one
+    reviews: int = 0  # accepted expert answers so far (a flagged image may be reviewed again)
     decided: bool = False  # it already has a crowd verdict: never asked again
 
 
@@ -82,7 +83,9 @@ def _plan_one(stage: Stage, st: ImageState, cv: CrowdVerdict | None, plan: Stage
               settings: CrowdSettings, method: str) -> None:
     if st.review_answer is not None:
         verdict, reason = golden_verdict(stage, st.review_answer)
-        plan.decisions.append(Decision(st.image_id, verdict, reason, 1.0, 1, "review"))
+        # n_answers counts the reviews, so a later review is a new verdict (and new boxes)
+        plan.decisions.append(Decision(st.image_id, verdict, reason, 1.0, max(1, st.reviews),
+                                       "review"))
         plan.status["decided_by_review"] += 1
         return
     if st.golden_answer is not None:

@@ -56,6 +56,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     rejected = ", ".join(f"{md(k)}: {v}" for k, v in report["answers_rejected"].items())
     lines += ["", (f"answers pulled: {report['answers_pulled']}, rejected: "
               f"{rejected or 'none'}; tasks pushed: {report['pushed']}"), ""]
+    if "label_reviews_sent" in report:
+        lines += [(f"flagged labels (hagrid audit): sent to review "
+                   f"{report['label_reviews_sent']}, decided by review "
+                   f"{report['label_reviews_decided']}"), ""]
     if report.get("quarantined"):
         lines += ["| answer table quarantined | moved to | why |", "|---|---|---|"]
         lines += [f"| {md(q['file'])} | {md(q['moved_to'])} | {md(q['reason'])} |"

@@ -22,6 +22,14 @@ from schemas.crowd import AnswerReason, CrowdSettings, Queue, Stage, Verdict
 from schemas.tables import ANSWERS, GOLDEN, STAGE_TASKS, VERDICTS
 from schemas.taxonomy import DEFAULT_TAXONOMY
 from tasks.annotate.consensus import ImageAnnotation, box_rows
+from tasks.annotate.label_review import (
+    FlagState,
+    answered_reviews,
+    due_label_reviews,
+    label_review_pushes,
+    load_flags,
+    open_reviews,
+)
 from tasks.annotate.stage import annotation_consensus, review_annotation
 from tasks.catalog import Catalog
 from tasks.crowd.answers import (
@@ -55,6 +63,7 @@ class StageTables:
     golden: pd.Series  # image_id -> known answer
     verdicts: pd.DataFrame  # the latest verdict per image of the stage, indexed by image_id
     new_answers: pd.DataFrame = field(default_factory=no_answers)
+    flags: FlagState | None = None  # annotation: audit flags and review answer times
 
     def with_answers(self, rows: pd.DataFrame) -> StageTables:
         """The same state with freshly screened answer rows (``SCREENED_COLUMNS``) added."""
@@ -109,7 +118,8 @@ def load_stage(catalog: Catalog, stage: Stage) -> StageTables:
     return StageTables(
         stage=stage, images=eligible_images(catalog, stage), answers=answers, tasks=tasks,
         golden=golden.drop_duplicates("image_id", keep="last").set_index("image_id")["answer"],
-        verdicts=latest_verdicts(catalog, stage))
+        verdicts=latest_verdicts(catalog, stage),
+        flags=load_flags(catalog) if stage is Stage.ANNOTATION else None)
 
 
 class RecordedIds:
@@ -144,6 +154,9 @@ def pull_answers(backend: CrowdBackend, tables: StageTables, *,
     fresh = raw.drop_duplicates("answer_id")
     fresh = fresh[~recorded.among(fresh["answer_id"])]
     ok = tables.answers[tables.answers["status"] == "accepted"]
+    if tables.flags is not None:  # a reviewer may answer a new review of an image again
+        reopened = open_reviews(tables.tasks, tables.flags.reviewed_at)
+        ok = ok[~((ok["queue"] == Queue.REVIEW.value) & ok["image_id"].isin(reopened))]
     return screen_answer_frame(fresh, stage=tables.stage,
                                pushed=tables.tasks[["queue", "image_id"]],
                                answered=ok[["queue", "image_id", "worker_id"]],
@@ -166,6 +179,7 @@ class StageDecision:
     quality: pd.DataFrame
     annotations: dict[str, ImageAnnotation] = field(default_factory=dict)
     method: str = ""
+    label_reviews: list[str] = field(default_factory=list)  # flagged images sent to review
 
 
 def decide(tables: StageTables, *, settings: CrowdSettings, method: str | None = None,
@@ -180,7 +194,7 @@ def decide(tables: StageTables, *, settings: CrowdSettings, method: str | None =
         reviewed = {s.image_id: review_annotation(s.review_answer) for s in states
                     if s.review_answer is not None}
         return StageDecision(plan, consensus.quality, {**consensus.annotations, **reviewed},
-                             consensus.method)
+                             consensus.method, plan_label_reviews(tables, plan))
     method = method or settings.method
     quality = worker_quality(tables.stage, answers, tables.golden, settings=settings)
     verdicts = aggregate(tables.stage, answers, tables.golden, quality, settings=settings,
@@ -188,6 +202,20 @@ def decide(tables: StageTables, *, settings: CrowdSettings, method: str | None =
     plan = plan_stage(tables.stage, states, {v.image_id: v for v in verdicts},
                       settings=settings, method=method)
     return StageDecision(plan, quality, method=method)
+
+
+def plan_label_reviews(tables: StageTables, plan: StagePlan) -> list[str]:
+    """Add a review task for every flagged image that is due
+    (``tasks.annotate.label_review``) and not already pushed by ``plan``; the images sent."""
+    if tables.flags is None:
+        return []
+    answered = answered_reviews(tables.flags.reviewed_at, tables.new_answers)
+    eligible = set(tables.images["image_id"]) - {p.image_id for p in plan.pushes}
+    due = due_label_reviews(tables.flags.issues, tables.tasks, answered, eligible=eligible)
+    if due:
+        plan.pushes.extend(label_review_pushes(due, tables.tasks))
+        plan.status["label_review_sent"] += len(due)
+    return due
 
 
 def image_states(tables: StageTables) -> list[ImageState]:
@@ -201,14 +229,17 @@ def image_states(tables: StageTables) -> list[ImageState]:
     received = a[came].groupby("image_id").size().to_dict()
     in_review = set(review_t["image_id"])
     reviews = a[(a["queue"] == Queue.REVIEW.value) & (a["status"] == "accepted")]
-    review_answer = reviews.sort_values("answered_at", kind="stable").drop_duplicates(
-        "image_id").set_index("image_id")["answer"].to_dict()
+    # the latest recorded one: a flagged image's new review replaces an earlier review
+    review_answer = reviews.drop_duplicates("image_id", keep="last").set_index(
+        "image_id")["answer"].to_dict()
+    n_reviews = reviews.groupby("image_id").size().to_dict()
     golden = tables.golden.to_dict()
     decided = set(tables.verdicts.index)
     return [ImageState(image_id=i, golden_answer=golden.get(i),
                        crowd_asked=int(asked.get(i, 0)), crowd_round=int(rounds.get(i, 0)),
                        crowd_received=int(received.get(i, 0)), in_review=i in in_review,
-                       review_answer=review_answer.get(i), decided=i in decided)
+                       review_answer=review_answer.get(i), reviews=int(n_reviews.get(i, 0)),
+                       decided=i in decided)
             for i in tables.images["image_id"]]
 
 
@@ -222,19 +253,22 @@ def changed_decisions(decisions: list[Decision], current: pd.DataFrame) -> list[
 
 
 def crowd_tasks(plan: StagePlan, tables: StageTables,
-                preannotations: dict[str, str] | None = None) -> list[CrowdTask]:
+                preannotations: dict[str, str] | None = None,
+                notes: dict[str, str] | None = None) -> list[CrowdTask]:
     """The plan's push requests with what a back end needs to show the image.
 
-    ``preannotations``: image_id -> canonical annotation answer to show as a starting point.
+    ``preannotations``: image_id -> canonical annotation answer to show as a starting point;
+    ``notes``: image_id -> a note for the reviewer (what an audit suspects).
     """
     images = tables.images[tables.images["image_id"].isin({p.image_id for p in plan.pushes})]
     info = {row.image_id: row for row in images.itertuples(index=False)}
-    pre = preannotations or {}
+    pre, note = preannotations or {}, notes or {}
     return [CrowdTask(image_id=p.image_id, queue=p.queue, round=p.round,
                       answers_wanted=p.answers_wanted, asked_before=p.asked_before,
                       is_golden=p.is_golden, object_key=str(info[p.image_id].object_key),
                       gesture=str(info[p.image_id].gesture), width=int(info[p.image_id].width),
-                      height=int(info[p.image_id].height), preannotation=pre.get(p.image_id))
+                      height=int(info[p.image_id].height), preannotation=pre.get(p.image_id),
+                      note=note.get(p.image_id) if p.queue is Queue.REVIEW else None)
             for p in plan.pushes]
 
 

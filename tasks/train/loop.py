@@ -169,3 +169,25 @@ def predict(model: nn.Module, loader: DataLoader[Any], *, device: torch.device,
     empty = np.zeros(0, dtype=np.int64)
     return (np.concatenate(gestures) if gestures else empty,
             np.concatenate(hands) if hands else empty)
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, loader: DataLoader[Any], *, device: torch.device,
+                          on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities of both heads for every item, in loader order: the gesture
+    head's ``[n, classes]`` and the leading-hand head's ``[n, 2]`` (float64)."""
+    model.eval()
+    gestures, hands = [], []
+    batches = len(loader)
+    with deterministic(device):
+        for step, (pixels, _gesture_t, _hand_t) in enumerate(loader, start=1):
+            with _autocast(device):
+                gesture, hand = model(_batch_on(device, pixels))
+            gestures.append(F.softmax(gesture.float(), dim=1).cpu().numpy().astype(np.float64))
+            hands.append(F.softmax(hand.float(), dim=1).cpu().numpy().astype(np.float64))
+            if on_batch is not None:
+                on_batch(step, batches)
+    if not gestures:
+        head = getattr(model, "gesture", None)
+        return np.zeros((0, int(getattr(head, "out_features", 0)))), np.zeros((0, 2))
+    return np.concatenate(gestures), np.concatenate(hands)

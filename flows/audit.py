@@ -1,0 +1,204 @@
+"""The ``audit`` flow: labels of a release that models which never saw the person disagree
+with, recorded in the dataset root's ``label_issues`` table for a reviewer.
+
+Checks the release, splits its images into folds by person, trains one model per fold on
+the others and predicts the held-out fold, lets cleanlab flag each head's likely-wrong
+labels, keeps at most one flag per image (none on a reviewed image or one an earlier audit
+of the release flagged), writes them to the catalog and ``ROOT/audits/<V>-<audit_id>/``.
+The work itself is in ``tasks.audit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.root_lock import locked_root
+from schemas.release import RELEASES
+from schemas.train import HEADS, TrainSettings
+from tasks.audit.folds import Folds, user_folds
+from tasks.audit.issues import (
+    REVIEWED,
+    Flags,
+    Selection,
+    flag_counts,
+    flag_labels,
+    issue_table,
+    select_flags,
+)
+from tasks.audit.oof import FoldPrediction, assemble, audit_settings, predict_fold
+from tasks.audit.release import ReleaseHands, read_release_hands
+from tasks.audit.report import ISSUES_CSV, audit_folder, csv_bytes, flag_strips
+from tasks.catalog import Catalog
+from tasks.markdown import markdown_text
+from tasks.storage import open_storage
+
+ISSUES_TABLE = "label_issues"
+
+
+def default_root(release: str) -> str:
+    """The dataset root of a release ``ROOT/releases/<V>`` (a folder or ``s3://``);
+    ValueError for a release elsewhere."""
+    if release.startswith("s3://"):
+        parent, folder, _version = (["", "", ""] + release.rstrip("/").rsplit("/", 2))[-3:]
+        found = parent if not parent.endswith(":/") else ""
+    else:
+        path = Path(release)
+        folder, found = path.parent.name, str(path.parent.parent)
+    if folder != RELEASES or not found:
+        raise ValueError(f"{release} is not ROOT/{RELEASES}/<version>: name the dataset root "
+                         "whose catalog gets the flags (--root)")
+    return found
+
+
+def new_audit_id(now: dt.datetime) -> str:
+    """``audit-<UTC time>-<6 hex>``: names the audit's rows, batch and folder."""
+    return f"audit-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@task(cache_policy=NO_CACHE)
+def check_release(release: str, settings: TrainSettings,
+                  endpoint_url: str | None) -> ReleaseHands:
+    """The release checked, and the hands of all its splits."""
+    return read_release_hands(release, view=settings.view, hash_shards=settings.verify_shards,
+                              endpoint_url=endpoint_url)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="fold-{fold}")
+def train_fold(data: ReleaseHands, folds: Folds, fold: int, settings: TrainSettings,
+               endpoint_url: str | None) -> FoldPrediction:
+    """A fresh model trained without ``fold``'s people; its probabilities on their boxes."""
+    prediction = predict_fold(data, folds.fold, fold, settings=settings,
+                              endpoint_url=endpoint_url)
+    get_run_logger().info("fold %d: %d boxes held out, %.1f s", fold, len(prediction.rows),
+                          prediction.seconds)
+    return prediction
+
+
+@task(cache_policy=NO_CACHE)
+def flag(data: ReleaseHands, predictions: list[FoldPrediction]) -> Flags:
+    """cleanlab's flags of both heads over the out-of-fold probabilities, worst first."""
+    oof = assemble(predictions, n_rows=len(data.hands), n_classes=len(data.classes))
+    return flag_labels(data.hands, oof.gesture, oof.hand, classes=data.classes)
+
+
+@task(cache_policy=NO_CACHE)
+def record(root: str, endpoint_url: str | None, data: ReleaseHands, flags: Flags,
+           audit_id: str, now: dt.datetime) -> Selection:
+    """Under the root's writer lock: the release's rules applied against the catalog, the
+    new rows written as one batch (none when nothing is new)."""
+    storage = open_storage(root, endpoint_url=endpoint_url)
+    catalog = Catalog(storage)
+    with locked_root(storage, command="audit"):
+        earlier = catalog.read_table(ISSUES_TABLE, columns=["image_id"],
+                                     filters=pc.field("release") == data.version)
+        selection = select_flags(
+            flags, row_image_ids=data.row_image_ids(),
+            reviewed=set(data.image_ids[data.methods == REVIEWED].tolist()),
+            already_flagged=set(earlier["image_id"].to_pylist()))
+        if len(selection.flags):
+            table = issue_table(selection.flags, release=data.version,
+                                row_image_ids=data.row_image_ids(), box_index=data.box_index,
+                                audit_id=audit_id, flagged_at=now)
+            catalog.write_batch(audit_id, {ISSUES_TABLE: table},
+                                info={"kind": "audit", "release": data.version,
+                                      "rows": table.num_rows})
+    return selection
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(root: str, endpoint_url: str | None, data: ReleaseHands,
+                 selection: Selection, audit_id: str, now: dt.datetime) -> str:
+    """``ROOT/audits/<V>-<audit_id>/``: issues.csv (the new rows) and a PNG strip of crops
+    per head and given label; returns the CSV's location."""
+    storage = open_storage(root, endpoint_url=endpoint_url)
+    folder = audit_folder(data.version, audit_id)
+    table = issue_table(selection.flags, release=data.version,
+                        row_image_ids=data.row_image_ids(), box_index=data.box_index,
+                        audit_id=audit_id, flagged_at=now)
+    storage.write_bytes(f"{folder}/{ISSUES_CSV}", csv_bytes(table))
+    for name, png in flag_strips(data, selection.flags, endpoint_url=endpoint_url).items():
+        storage.write_bytes(f"{folder}/{name}", png)
+    return f"{storage.uri.rstrip('/')}/{folder}/{ISSUES_CSV}"
+
+
+@flow(name="audit", log_prints=True)
+def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 10,
+          seed: int = 0, input_size: int = 64, model: str = "small", device: str = "auto",
+          view: str = "auto", verify_shards: bool = True,
+          s3_endpoint_url: str | None = None) -> dict[str, Any]:
+    """Flag a release's likely-wrong labels (gesture and leading hand) in ``label_issues``.
+
+    ``release``: ``ROOT/releases/<V>`` or an ``s3://`` URI; ``root``: the dataset root whose
+    catalog gets the rows (default: the release's ``ROOT``). ``folds``: folds by person
+    (lowered to the number of people when fewer); per fold a ``model`` (``small`` or
+    ``resnet18``) is trained for ``epochs`` epochs with the CPU recipe at ``input_size`` px
+    on ``device``, its weights seeded from ``seed`` and the fold. Raises ``ReleaseError``
+    before any training when the release fails its checks, ValueError for a bad setting or
+    a release outside ``ROOT/releases/`` without ``root``. Returns the summary.
+    """
+    settings = audit_settings(epochs=epochs, model=model, input_size=input_size,
+                              device=device, seed=seed, view=view, verify_shards=verify_shards)
+    root = root or default_root(release)
+    data = check_release(release, settings, s3_endpoint_url)
+    split = user_folds(data.user_ids, k=folds, seed=seed)
+    predictions = [train_fold(data, split, f, settings, s3_endpoint_url) for f in range(split.k)]
+    flags = flag(data, predictions)
+    now = dt.datetime.now(dt.UTC)
+    audit_id = new_audit_id(now)
+    selection = record(root, s3_endpoint_url, data, flags, audit_id, now)
+    issues_csv = write_report(root, s3_endpoint_url, data, selection, audit_id, now)
+    summary = _summary(data, split, predictions, flags, selection, audit_id=audit_id,
+                       root=root, issues_csv=issues_csv, settings=settings)
+    _artifact(summary)
+    return summary
+
+
+def _summary(data: ReleaseHands, split: Folds, predictions: list[FoldPrediction], flags: Flags,
+             selection: Selection, *, audit_id: str, root: str, issues_csv: str,
+             settings: TrainSettings) -> dict[str, Any]:
+    written = selection.flags
+    image_ids, box_index = data.row_image_ids(), data.box_index
+    top = [{"image_id": str(image_ids[r]), "box_index": int(box_index[r]), "head": str(h),
+            "given_label": str(g), "suggested_label": str(s), "quality": round(float(q), 4)}
+           for r, h, g, s, q in zip(written.row[:20], written.head[:20], written.given[:20],
+                                    written.suggested[:20], written.quality[:20], strict=True)]
+    return {
+        "release": data.version, "uri": data.uri, "view": data.view, "root": root,
+        "audit_id": audit_id, "splits": list(data.splits), "images": int(data.hands.n_images),
+        "boxes": len(data.hands), "users": len(set(data.user_ids.tolist())),
+        "folds": split.k, "folds_requested": split.requested, "fold_images": split.sizes(),
+        "seconds_per_fold": [round(p.seconds, 2) for p in sorted(predictions,
+                                                                 key=lambda p: p.fold)],
+        "flagged": {h: int(np.sum(flags.head == h)) for h in HEADS},
+        "flagged_per_class": flag_counts(flags),
+        "rows_written": len(written),
+        "written": {h: int(np.sum(written.head == h)) for h in HEADS},
+        "skipped_reviewed": selection.skipped_reviewed,
+        "skipped_already_flagged": selection.skipped_already_flagged,
+        "issues_csv": issues_csv, "top": top, "settings": settings.as_dict(),
+    }
+
+
+def _artifact(summary: dict[str, Any]) -> None:
+    rows = ["| head | given label | flagged |", "|---|---|---:|"]
+    rows += [f"| {head} | {markdown_text(label)} | {n} |"
+             for head, per_label in summary["flagged_per_class"].items()
+             for label, n in sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0]))]
+    create_markdown_artifact(
+        key="label-audit",
+        markdown=(f"# Label audit {summary['audit_id']} of {markdown_text(summary['release'])}"
+                  f"\n\n{summary['images']} images, {summary['boxes']} boxes, "
+                  f"{summary['folds']} folds by person. New rows: {summary['rows_written']} "
+                  f"(skipped: {summary['skipped_already_flagged']} images flagged before, "
+                  f"{summary['skipped_reviewed']} flags on reviewed images). "
+                  f"Rows: {markdown_text(summary['issues_csv'])}\n\n" + "\n".join(rows)),
+        description="Likely-wrong labels per head and given label")
