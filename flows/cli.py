@@ -193,12 +193,16 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
          input_size: Annotated[int, typer.Option(help="training input side, px")] = 64,
          device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
          train: Annotated[bool, typer.Option(help="train the baseline on the release")] = True,
+         audit: Annotated[bool, typer.Option(
+             help="then audit the release's labels (5 fold models of 10 epochs); the next "
+                  "annotate run sends the flagged images to review")] = False,
          ) -> None:
     """The main job on the embedded default, as one ``pipeline`` flow run: generate a crowd
     batch (1,300 photos and their resubmissions and broken files, about 1,500 inputs), ingest
     it, run validation, filtration and annotation with a simulated crowd that answers from
     what the generator drew (30% spammers/sloppy annotators), publish release v1 with its
-    crops view, train the small two-head baseline on it, and summarise each stage."""
+    crops view, train the small two-head baseline on it, and summarise each stage; with
+    --audit, flag the release's likely-wrong labels too (``hagrid audit``)."""
     import importlib.util
 
     from tasks.simulation.generator import generate_batch
@@ -207,10 +211,10 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     if not (batch / "submissions.csv").exists():
         console.print(f"generating a synthetic crowd batch in {batch} ...")
         generate_batch(batch, n=n, seed=seed)
-    if train and importlib.util.find_spec("torch") is None:
+    if (train or audit) and importlib.util.find_spec("torch") is None:
         console.print("[yellow]warning:[/yellow] torch is not installed (the .[train] extra): "
-                      "the baseline is not trained")
-        train = False
+                      "the baseline is not trained, the labels not audited")
+        train = audit = False
     _quiet_prefect()
     from flows.pipeline import pipeline
     from schemas.train import CPU_RECIPE
@@ -226,13 +230,15 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
                            root=root, crowd="simulated", options=opts, version="v1",
                            crops=True, train=train, epochs=epochs,
                            model="small", input_size=input_size, device=device, seed=seed,
-                           train_workers=DEMO_TRAIN_WORKERS, **recipe)
+                           train_workers=DEMO_TRAIN_WORKERS, audit=audit, **recipe)
     print_summary(summary["ingest"])
     for stage in ("validation", "filtration", "annotation"):
         print_stage_report(summary[stage], as_json=False)
     print_release(summary["publish"])
     if summary["train"] is not None:
         print_training(summary["train"])
+    if summary["audit"] is not None:
+        _print_audit(summary["audit"])
 
 
 @contextmanager
@@ -653,21 +659,32 @@ def export_layout_cmd(
     console.print(f"wrote {counts} into {out}")
 
 
+# options train and audit share
+ReleaseOpt = Annotated[str, typer.Option(help="the release: ROOT/releases/V or s3://...")]
+ModelOpt = Annotated[str, typer.Option(help="resnet18 or small (a narrow ResNet for CPUs)")]
+InputSizeOpt = Annotated[int | None, typer.Option(
+    help="input side in px (default: 224 for resnet18, 64 for small)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")]
+ViewOpt = Annotated[str, typer.Option(
+    help="auto (the hand crops view when published), full or crops")]
+VerifyShardsOpt = Annotated[bool, typer.Option(
+    "--verify-shards/--no-verify-shards",
+    help="hash the shards against SHA256SUMS (off: check presence and length only)")]
+S3Opt = Annotated[str | None, typer.Option(help="S3 endpoint")]
+
+
 @app.command("train")
 def train_cmd(
-    release: Annotated[str, typer.Option(help="the release: ROOT/releases/V or s3://...")],
+    release: ReleaseOpt,
     out: Annotated[str | None, typer.Option(
         help="run folder (default: ROOT/runs/V-<UTC time> for a release ROOT/releases/V, "
              "else ./runs/V-<UTC time>)")] = None,
     epochs: Annotated[int, typer.Option(help="epochs in all (--resume continues to it)")] = 10,
     batch_size: Annotated[int, typer.Option(help="crops per batch")] = 64,
-    model: Annotated[str, typer.Option(help="resnet18 or small (a narrow ResNet for CPUs)")
-                     ] = "small",
-    input_size: Annotated[int | None, typer.Option(
-        help="input side in px (default: 224 for resnet18, 64 for small)")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
-    view: Annotated[str, typer.Option(
-        help="auto (the hand crops view when published), full or crops")] = "auto",
+    model: ModelOpt = "small",
+    input_size: InputSizeOpt = None,
+    device: DeviceOpt = "auto",
+    view: ViewOpt = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the weights, the order and the crops")
                     ] = 0,
@@ -687,11 +704,8 @@ def train_cmd(
         help="linear warm-up iterations (at most an epoch's less one)")] = 1000,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the run in --out from its last completed epoch")] = False,
-    verify_shards: Annotated[bool, typer.Option(
-        "--verify-shards/--no-verify-shards",
-        help="hash the shards against SHA256SUMS (off: check presence and length only)")
-    ] = True,
-    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
+    verify_shards: VerifyShardsOpt = True,
+    s3_endpoint_url: S3Opt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release: train
@@ -812,25 +826,19 @@ def check(root: RootOpt = "./hagrid-root",
 
 @app.command("audit")
 def audit_cmd(
-    release: Annotated[str, typer.Option(help="the release: ROOT/releases/V or s3://...")],
+    release: ReleaseOpt,
     root: Annotated[str | None, typer.Option(
         help="dataset root whose catalog gets the flags (default: ROOT of ROOT/releases/V)")
     ] = None,
     folds: Annotated[int, typer.Option(help="folds by person (fewer when fewer people)")] = 5,
     epochs: Annotated[int, typer.Option(help="epochs of each fold's model")] = 10,
-    model: Annotated[str, typer.Option(help="resnet18 or small (a narrow ResNet for CPUs)")
-                     ] = "small",
-    input_size: Annotated[int | None, typer.Option(
-        help="input side in px (default: 224 for resnet18, 64 for small)")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
-    view: Annotated[str, typer.Option(
-        help="auto (the hand crops view when published), full or crops")] = "auto",
+    model: ModelOpt = "small",
+    input_size: InputSizeOpt = None,
+    device: DeviceOpt = "auto",
+    view: ViewOpt = "auto",
     seed: Annotated[int, typer.Option(help="seed of the folds, the weights and the crops")] = 0,
-    verify_shards: Annotated[bool, typer.Option(
-        "--verify-shards/--no-verify-shards",
-        help="hash the shards against SHA256SUMS (off: check presence and length only)")
-    ] = True,
-    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
+    verify_shards: VerifyShardsOpt = True,
+    s3_endpoint_url: S3Opt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Flag likely-wrong labels of a release (gesture and leading hand): one model per fold

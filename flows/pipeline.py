@@ -1,7 +1,9 @@
 """The ``pipeline`` flow: every stage in order, from a crowd batch to a trained baseline.
 
-ingest -> validate -> filter -> annotate -> publish -> train, each the stage's own flow run
-as a subflow, with one set of parameters. The dataset root's writer lock is held from ingest
+ingest -> validate -> filter -> annotate -> publish -> train [-> audit], each the stage's own
+flow run as a subflow, with one set of parameters. The label audit is off by default: it
+trains one model per fold of people, and its flags wait for the next annotation cycle's
+reviewers. The dataset root's writer lock is held from ingest
 to publish (the stages take it again, re-entrantly); training reads the immutable release
 and writes its own run folder, so it runs after the lock is let go. A release version that
 exists is not published again: training then uses it as it is.
@@ -25,7 +27,7 @@ from tasks.publish.writer import release_prefix
 from tasks.storage import Storage, open_storage
 
 STAGES: tuple[str, ...] = ("ingest", "validation", "filtration", "annotation", "publish",
-                           "train")
+                           "train", "audit")
 SIMULATED_CYCLES = 20  # a simulated crowd answers at once: cycle until the stage settles
 
 
@@ -55,17 +57,20 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
              train_workers: int = 2, train_lr: float = 0.005, train_lr_decay: str = "none",
              train_shift: float = 0.0, train_color_jitter: float = 0.0,
              train_flip: float = 0.0, train_warmup_iters: int = 1000, seed: int = 0,
-             train_out: str | None = None,
-             s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
+             train_out: str | None = None, audit: bool = False, audit_folds: int = 5,
+             audit_epochs: int = 10, s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
              ) -> dict[str, Any]:
     """Run every stage on ``root``: ingest the batch ``source`` (+ ``submissions``), the
     crowd stages with back end ``crowd`` (``options``: its connection settings; ``cycles``
     per stage, default ``crowd_cycles``), publish ``version`` (with the crops view unless
     ``crops`` is off), then train on it unless ``train`` is off (``train_*``: the train flow's
-    parameters of the same names).
+    parameters of the same names), then, when ``audit`` is on, flag its likely-wrong labels
+    with ``audit_folds`` fold models of ``audit_epochs`` epochs (the audit flow; the next
+    ``annotate`` run sends the flagged images to review).
 
     Returns each stage's summary under its name (``STAGES``); ``publish`` is
-    ``{"skipped": "exists", "uri": ...}`` when the version existed, ``train`` None when off.
+    ``{"skipped": "exists", "uri": ...}`` when the version existed; ``train`` and ``audit``
+    are None when off.
     """
     check_version(version)
     storage = open_storage(root, endpoint_url=s3_endpoint_url)
@@ -104,6 +109,16 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
                                       lr_decay=train_lr_decay, shift=train_shift,
                                       color_jitter=train_color_jitter, flip=train_flip,
                                       warmup_iters=train_warmup_iters,
+                                      s3_endpoint_url=s3_endpoint_url)
+    summary["audit"] = None
+    if audit:
+        _step("audit", 6)
+        from flows.audit import audit as audit_flow  # torch and cleanlab: the .[train] extra
+
+        summary["audit"] = audit_flow(release=summary["release"], root=root,
+                                      folds=audit_folds, epochs=audit_epochs,
+                                      seed=seed, input_size=input_size, model=model,
+                                      device=device, view=view,
                                       s3_endpoint_url=s3_endpoint_url)
     _step("done", len(STAGES))
     return summary

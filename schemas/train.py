@@ -20,6 +20,7 @@ a linear warm-up from ``0.001 x lr`` over up to 1,000 iterations, then constant.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 MODELS: tuple[str, ...] = ("resnet18", "small")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -33,7 +34,19 @@ DEFAULT_INPUT_SIZE: dict[str, int] = {"resnet18": 224, "small": 64}
 # What `hagrid demo` trains with (and bench/bench_train.py compares with HaGRID's recipe): a
 # short run from scratch on a CPU learns faster at a higher rate decayed to 0, and a small
 # synthetic release needs more than HaGRID's crop-scale augmentation (bench/RESULTS.md).
-CPU_RECIPE: dict[str, float | int | str] = {
+class Recipe(TypedDict):
+    """The optimisation and augmentation settings of a recipe (``TrainSettings`` fields)."""
+
+    batch_size: int
+    lr: float
+    lr_decay: str
+    warmup_iters: int
+    shift: float
+    color_jitter: float
+    flip: float
+
+
+CPU_RECIPE: Recipe = {
     "batch_size": 32, "lr": 0.05, "lr_decay": "cosine", "warmup_iters": 50,
     "shift": 0.1, "color_jitter": 0.2, "flip": 0.5,
 }

@@ -3,6 +3,7 @@ run through a real Prefect server - both on 127.0.0.1, started and stopped here.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def test_served_ingest_deployment_runs_on_a_real_prefect_server(served, crowd_ba
 
 
 @pytest.mark.slow
-def test_every_flow_is_served_and_publish_then_train_runs(served, tmp_path):
+def test_every_flow_is_served_and_publish_train_audit_run(served, tmp_path):
     deployments = _post_json(f"{served.api_url}/deployments/filter", {})
     flows = {f["id"]: f["name"] for f in _post_json(f"{served.api_url}/flows/filter", {})}
     assert sorted(f"{flows[d['flow_id']]}/{d['name']}" for d in deployments) == sorted(
@@ -150,3 +151,12 @@ def test_every_flow_is_served_and_publish_then_train_runs(served, tmp_path):
                epochs=1, batch_size=8, input_size=32, workers=0)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["view"] == "crops" and metrics["gesture"]["samples"] > 0
+    served.run("audit/local", tmp_path, release=str(release), folds=2, epochs=1,
+               input_size=32)
+    audits = list((root / "audits").iterdir())
+    assert len(audits) == 1 and audits[0].name.startswith("v1-audit-")
+    with (audits[0] / "issues.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["release"] == "v1" and r["head"] in ("gesture", "leading_hand") for r in rows)
+    written = Catalog(LocalStorage(root)).read_table("label_issues")
+    assert sorted(written["image_id"].to_pylist()) == sorted(r["image_id"] for r in rows)

@@ -60,12 +60,19 @@ def test_the_pipeline_runs_every_stage_then_trains_on_the_crops_view(pipeline_ru
     assert json.loads((pipeline_run["run"] / "metrics.json").read_text())["view"] == "crops"
 
 
-def test_the_pipeline_run_again_adds_nothing_and_publishes_nothing(pipeline_run):
-    again = pipeline(**pipeline_run["common"], train=False)
+def test_the_pipeline_run_again_adds_nothing_and_publishes_nothing_then_audits(pipeline_run):
+    again = pipeline(**pipeline_run["common"], train=False, audit=True, audit_folds=2,
+                     audit_epochs=1)
     assert again["ingest"]["accepted"] == 0 and again["ingest"]["skipped_already_seen"] > 0
     assert again["publish"] == {"skipped": "exists", "version": "v1",
                                 "uri": str(pipeline_run["release"])}
     assert again["train"] is None
+    audit = again["audit"]
+    assert audit["release"] == "v1" and audit["folds"] == 2
+    assert audit["images"] == len(pipeline_run["manifest"])
+    issues = pipeline_run["catalog"].read_table("label_issues")
+    assert issues.num_rows == audit["rows_written"]
+    assert set(issues["audit_id"].to_pylist()) <= {audit["audit_id"]}
 
 
 def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipeline_run):

@@ -28,7 +28,7 @@ def audit_settings(*, epochs: int = 10, model: str = "small", input_size: int = 
     """The audit's training settings: the CPU recipe (``CPU_RECIPE``), read in-process."""
     return TrainSettings(epochs=epochs, model=model, input_size=input_size, device=device,
                          view=view, workers=0, seed=seed, verify_shards=verify_shards,
-                         **CPU_RECIPE)  # type: ignore[arg-type]
+                         **CPU_RECIPE)
 
 
 @dataclass(frozen=True)

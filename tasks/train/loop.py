@@ -155,20 +155,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader[Any], optimizer: torch.
 def predict(model: nn.Module, loader: DataLoader[Any], *, device: torch.device,
             on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted class indices of both heads for every item, in loader order."""
-    model.eval()
-    gestures, hands = [], []
-    batches = len(loader)
-    with deterministic(device):
-        for step, (pixels, _gesture_t, _hand_t) in enumerate(loader, start=1):
-            with _autocast(device):
-                gesture, hand = model(_batch_on(device, pixels))
-            gestures.append(gesture.argmax(dim=1).cpu().numpy())
-            hands.append(hand.argmax(dim=1).cpu().numpy())
-            if on_batch is not None:
-                on_batch(step, batches)
-    empty = np.zeros(0, dtype=np.int64)
-    return (np.concatenate(gestures) if gestures else empty,
-            np.concatenate(hands) if hands else empty)
+    gesture, hand = _logits(model, loader, device=device, on_batch=on_batch)
+    return gesture.argmax(dim=1).numpy(), hand.argmax(dim=1).numpy()
 
 
 @torch.no_grad()
@@ -176,6 +164,15 @@ def predict_probabilities(model: nn.Module, loader: DataLoader[Any], *, device: 
                           on_batch: OnBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities of both heads for every item, in loader order: the gesture
     head's ``[n, classes]`` and the leading-hand head's ``[n, 2]`` (float64)."""
+    gesture, hand = _logits(model, loader, device=device, on_batch=on_batch)
+    return (F.softmax(gesture, dim=1).numpy().astype(np.float64),
+            F.softmax(hand, dim=1).numpy().astype(np.float64))
+
+
+def _logits(model: nn.Module, loader: DataLoader[Any], *, device: torch.device,
+            on_batch: OnBatch | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both heads' float32 logits on the CPU for every item, in loader order (the model in
+    eval mode, deterministic kernels)."""
     model.eval()
     gestures, hands = [], []
     batches = len(loader)
@@ -183,11 +180,11 @@ def predict_probabilities(model: nn.Module, loader: DataLoader[Any], *, device: 
         for step, (pixels, _gesture_t, _hand_t) in enumerate(loader, start=1):
             with _autocast(device):
                 gesture, hand = model(_batch_on(device, pixels))
-            gestures.append(F.softmax(gesture.float(), dim=1).cpu().numpy().astype(np.float64))
-            hands.append(F.softmax(hand.float(), dim=1).cpu().numpy().astype(np.float64))
+            gestures.append(gesture.float().cpu())
+            hands.append(hand.float().cpu())
             if on_batch is not None:
                 on_batch(step, batches)
     if not gestures:
         head = getattr(model, "gesture", None)
-        return np.zeros((0, int(getattr(head, "out_features", 0)))), np.zeros((0, 2))
-    return np.concatenate(gestures), np.concatenate(hands)
+        return torch.zeros((0, int(getattr(head, "out_features", 0)))), torch.zeros((0, 2))
+    return torch.cat(gestures), torch.cat(hands)
