@@ -9,14 +9,21 @@ from xml.sax.saxutils import escape
 
 from schemas.crowd import Stage
 
+REVIEW_NOTE = ('  <Header value="Why this image is back: $note. Correct the boxes, labels and '
+               'leading hand shown, then submit." size="5"/>')
+DISAGREED = "the annotators disagreed"  # the note of a review that no audit asked for
 
-def label_config(stage: Stage, *, taxonomy: str | None = None) -> str:
+
+def label_config(stage: Stage, *, taxonomy: str | None = None,
+                 review: bool = False) -> str:
     """The Label Studio XML config of ``stage`` (``annotation_ui/<stage>.xml``).
 
     The annotation config gets one rectangle label per box label of the taxonomy (every
-    gesture, then ``no_gesture``).
+    gesture, then ``no_gesture``); its ``review`` variant (the expert review project) also
+    shows the task's ``note``: what an audit suspects, or ``DISAGREED``.
     """
     xml = resources.files("annotation_ui").joinpath(f"{stage.value}.xml").read_text()
+    xml = xml.replace("<!-- REVIEW -->\n", f"{REVIEW_NOTE}\n" if review else "")
     if stage is Stage.ANNOTATION:
         from schemas.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from annotation_ui import ls_client
-from annotation_ui.configs import instructions, label_config, result_value
+from annotation_ui.configs import DISAGREED, instructions, label_config, result_value
 from schemas.crowd import CrowdSettings, Queue, Stage
 from tasks.annotate.boxes import parse_answer_json, to_labelstudio
 from tasks.crowd.answers import RawAnswer, raw_frame
@@ -57,8 +57,9 @@ class LabelStudioCrowd:
     def project(self, stage: Stage, queue: Queue) -> int:
         """The project of a stage's queue, created with its storage on first use."""
         if (stage, queue) not in self._projects:
+            config = label_config(stage, taxonomy=self.taxonomy, review=queue is Queue.REVIEW)
             pid = ls_client.ensure_project(self.client, title=self.project_title(stage, queue),
-                                           label_config=label_config(stage, taxonomy=self.taxonomy),
+                                           label_config=config,
                                            instructions=instructions(stage),
                                            overlap=self.overlap(queue))
             self._ensure_storage(pid)
@@ -117,8 +118,8 @@ class LabelStudioCrowd:
         task: dict[str, Any] = {"data": {
             "image": self.image_url(t.object_key), "image_id": t.image_id,
             "task_key": f"{t.image_id}:r{t.round}", "round": t.round, "gesture": t.gesture}}
-        if t.note:  # a flagged image's review: what the audit suspects (a Data Manager column)
-            task["data"]["note"] = t.note
+        if t.queue is Queue.REVIEW:  # shown by the review config: what the audit suspects
+            task["data"]["note"] = t.note or DISAGREED
         if t.preannotation:
             pre = parse_answer_json(t.preannotation)
             result = to_labelstudio(pre.boxes, pre.leading_hand, width=t.width or 1,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -24,6 +25,12 @@ from prefect.cache_policies import NO_CACHE
 from flows.root_lock import locked_root
 from schemas.release import RELEASES
 from schemas.train import HEADS, TrainSettings
+from tasks.audit.annotators import (
+    ANNOTATORS_CSV,
+    annotator_scores,
+    crowd_answers,
+    image_hand_probs,
+)
 from tasks.audit.folds import Folds, user_folds
 from tasks.audit.issues import (
     REVIEWED,
@@ -34,7 +41,7 @@ from tasks.audit.issues import (
     issue_table,
     select_flags,
 )
-from tasks.audit.oof import FoldPrediction, assemble, audit_settings, predict_fold
+from tasks.audit.oof import FoldPrediction, OutOfFold, assemble, audit_settings, predict_fold
 from tasks.audit.release import ReleaseHands, read_release_hands
 from tasks.audit.report import ISSUES_CSV, audit_folder, csv_bytes, flag_strips
 from tasks.catalog import Catalog
@@ -84,9 +91,8 @@ def train_fold(data: ReleaseHands, folds: Folds, fold: int, settings: TrainSetti
 
 
 @task(cache_policy=NO_CACHE)
-def flag(data: ReleaseHands, predictions: list[FoldPrediction]) -> Flags:
+def flag(data: ReleaseHands, oof: OutOfFold) -> Flags:
     """cleanlab's flags of both heads over the out-of-fold probabilities, worst first."""
-    oof = assemble(predictions, n_rows=len(data.hands), n_classes=len(data.classes))
     return flag_labels(data.hands, oof.gesture, oof.hand, classes=data.classes)
 
 
@@ -130,8 +136,33 @@ def write_report(root: str, endpoint_url: str | None, data: ReleaseHands,
     return f"{storage.uri.rstrip('/')}/{folder}/{ISSUES_CSV}"
 
 
+@task(cache_policy=NO_CACHE)
+def rate_annotators(root: str, endpoint_url: str | None, data: ReleaseHands, oof: OutOfFold,
+                    audit_id: str) -> dict[str, Any]:
+    """Per crowd annotator of the release's images: how many of their images the release's
+    audits flagged, and cleanlab's multi-annotator quality of their leading-hand answers;
+    written to ``ROOT/audits/<V>-<audit_id>/annotators.csv``. Returns the rows, worst
+    first, and why the cleanlab columns are empty when they are."""
+    storage = open_storage(root, endpoint_url=endpoint_url)
+    catalog = Catalog(storage)
+    image_ids, probs = image_hand_probs(data, oof.hand)
+    answers = crowd_answers(catalog, set(data.image_ids.tolist()))
+    issues = catalog.read_table(ISSUES_TABLE, columns=["image_id", "flagged_at"],
+                                filters=pc.field("release") == data.version).to_pandas()
+    table, reason = annotator_scores(answers, issues, image_ids, probs)
+    if reason:
+        get_run_logger().warning("annotator scores: %s", reason)
+    folder = audit_folder(data.version, audit_id)
+    storage.write_bytes(f"{folder}/{ANNOTATORS_CSV}", table.to_csv().encode())
+    rows = [{"worker_id": str(worker), **{k: (None if pd.isna(v) else round(float(v), 4))
+                                          for k, v in row.items()}}
+            for worker, row in table.iterrows()]
+    return {"rows": rows, "note": reason,
+            "csv": f"{storage.uri.rstrip('/')}/{folder}/{ANNOTATORS_CSV}"}
+
+
 @flow(name="audit", log_prints=True)
-def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 10,
+def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 20,
           seed: int = 0, input_size: int = 64, model: str = "small", device: str = "auto",
           view: str = "auto", verify_shards: bool = True,
           s3_endpoint_url: str | None = None) -> dict[str, Any]:
@@ -151,13 +182,16 @@ def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 1
     data = check_release(release, settings, s3_endpoint_url)
     split = user_folds(data.user_ids, k=folds, seed=seed)
     predictions = [train_fold(data, split, f, settings, s3_endpoint_url) for f in range(split.k)]
-    flags = flag(data, predictions)
+    oof = assemble(predictions, n_rows=len(data.hands), n_classes=len(data.classes))
+    flags = flag(data, oof)
     now = dt.datetime.now(dt.UTC)
     audit_id = new_audit_id(now)
     selection = record(root, s3_endpoint_url, data, flags, audit_id, now)
     issues_csv = write_report(root, s3_endpoint_url, data, selection, audit_id, now)
+    annotators = rate_annotators(root, s3_endpoint_url, data, oof, audit_id)
     summary = _summary(data, split, predictions, flags, selection, audit_id=audit_id,
                        root=root, issues_csv=issues_csv, settings=settings)
+    summary["annotators"] = annotators
     _artifact(summary)
     return summary
 
@@ -200,5 +234,25 @@ def _artifact(summary: dict[str, Any]) -> None:
                   f"{summary['folds']} folds by person. New rows: {summary['rows_written']} "
                   f"(skipped: {summary['skipped_already_flagged']} images flagged before, "
                   f"{summary['skipped_reviewed']} flags on reviewed images). "
-                  f"Rows: {markdown_text(summary['issues_csv'])}\n\n" + "\n".join(rows)),
-        description="Likely-wrong labels per head and given label")
+                  f"Rows: {markdown_text(summary['issues_csv'])}\n\n" + "\n".join(rows)
+                  + _annotator_markdown(summary.get("annotators"))),
+        description="Likely-wrong labels per head and given label; annotator scores")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _annotator_markdown(annotators: dict[str, Any] | None, *, top: int = 10) -> str:
+    """The worst ``top`` crowd annotators by flag rate, as a markdown table."""
+    if not annotators or not annotators["rows"]:
+        return ""
+    lines = ["", "", f"## Annotators (worst {top} by flag rate)", "",
+             ("| annotator | images | flagged | flag rate | leading-hand quality "
+              "(cleanlab) | agreement with consensus |"), "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {markdown_text(r['worker_id'])} | {r['images']:.0f} | {r['flagged']:.0f} | "
+              f"{_number(r['flag_rate'])} | {_number(r['annotator_quality'])} | "
+              f"{_number(r['agreement_with_consensus'])} |" for r in annotators["rows"][:top]]
+    if annotators["note"]:
+        lines += ["", markdown_text(annotators["note"])]
+    return "\n".join(lines) + f"\n\nAll annotators: {markdown_text(annotators['csv'])}"

@@ -181,8 +181,8 @@ def ingest_cmd(
 
 
 # small model, 64 px crops, read in the training process (DataLoader workers cost seconds
-# per epoch to start, more than these epochs take), a short-run learning rate: ~3 min on 2 cores
-DEMO_EPOCHS, DEMO_TRAIN_WORKERS = 40, 0
+# per epoch to start, more than these epochs take), a short-run learning rate: ~4 min on 2 cores (bench/RESULTS.md)
+DEMO_EPOCHS, DEMO_TRAIN_WORKERS = 80, 0
 
 
 @app.command()
@@ -194,7 +194,7 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
          device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
          train: Annotated[bool, typer.Option(help="train the baseline on the release")] = True,
          audit: Annotated[bool, typer.Option(
-             help="then audit the release's labels (5 fold models of 10 epochs); the next "
+             help="then audit the release's labels (5 fold models of 20 epochs); the next "
                   "annotate run sends the flagged images to review")] = False,
          ) -> None:
     """The main job on the embedded default, as one ``pipeline`` flow run: generate a crowd
@@ -831,7 +831,7 @@ def audit_cmd(
         help="dataset root whose catalog gets the flags (default: ROOT of ROOT/releases/V)")
     ] = None,
     folds: Annotated[int, typer.Option(help="folds by person (fewer when fewer people)")] = 5,
-    epochs: Annotated[int, typer.Option(help="epochs of each fold's model")] = 10,
+    epochs: Annotated[int, typer.Option(help="epochs of each fold's model")] = 20,
     model: ModelOpt = "small",
     input_size: InputSizeOpt = None,
     device: DeviceOpt = "auto",
@@ -902,6 +902,21 @@ def _print_audit(summary: dict[str, Any]) -> None:
             top.add_row(r["image_id"], str(r["box_index"]), r["head"], r["given_label"],
                         r["suggested_label"], f"{r['quality']:.3f}")
         Console().print(top)
+    annotators = summary.get("annotators")
+    if annotators and annotators["rows"]:
+        def number(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        workers = Table("annotator", "images", "flagged", "flag rate", "leading-hand quality",
+                        "agreement", title="annotators, worst flag rate first")
+        for r in annotators["rows"][:10]:
+            workers.add_row(r["worker_id"], f"{r['images']:.0f}", f"{r['flagged']:.0f}",
+                            number(r["flag_rate"]), number(r["annotator_quality"]),
+                            number(r["agreement_with_consensus"]))
+        Console().print(workers)
+        if annotators["note"]:
+            console.print(escape(annotators["note"]), soft_wrap=True)
+        console.print(f"every annotator: {escape(str(annotators['csv']))}", soft_wrap=True)
     console.print(f"{summary['rows_written']} new rows in label_issues "
                   f"({summary['skipped_already_flagged']} images flagged before, "
                   f"{summary['skipped_reviewed']} flags on reviewed images skipped); "
@@ -911,7 +926,7 @@ def _print_audit(summary: dict[str, Any]) -> None:
 @app.command()
 def serve(name: Annotated[str, typer.Option(help="deployment name")] = "local") -> None:
     """Serve every flow's deployment to the Prefect server in PREFECT_API_URL: ingest,
-    validate, filter, annotate, publish, train and pipeline (``<flow>/<name>``)."""
+    validate, filter, annotate, publish, train, audit and pipeline (``<flow>/<name>``)."""
     from flows.deployments import serve_all
 
     serve_all(name=name)

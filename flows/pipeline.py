@@ -58,7 +58,7 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
              train_shift: float = 0.0, train_color_jitter: float = 0.0,
              train_flip: float = 0.0, train_warmup_iters: int = 1000, seed: int = 0,
              train_out: str | None = None, audit: bool = False, audit_folds: int = 5,
-             audit_epochs: int = 10, s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
+             audit_epochs: int = 20, s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0
              ) -> dict[str, Any]:
     """Run every stage on ``root``: ingest the batch ``source`` (+ ``submissions``), the
     crowd stages with back end ``crowd`` (``options``: its connection settings; ``cycles``

@@ -73,6 +73,11 @@ def test_the_pipeline_run_again_adds_nothing_and_publishes_nothing_then_audits(p
     issues = pipeline_run["catalog"].read_table("label_issues")
     assert issues.num_rows == audit["rows_written"]
     assert set(issues["audit_id"].to_pylist()) <= {audit["audit_id"]}
+    annotators = audit["annotators"]  # the simulated crowd's annotators, scored
+    assert annotators["note"] is None and len(annotators["rows"]) >= 5
+    assert all(r["images"] > 0 and 0 <= r["flag_rate"] <= 1
+               and r["annotator_quality"] is not None for r in annotators["rows"])
+    assert Path(annotators["csv"]).is_file()
 
 
 def test_published_boxes_and_leading_hands_match_what_the_generator_drew(pipeline_run):

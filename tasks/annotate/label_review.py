@@ -179,32 +179,36 @@ def annotator_flag_rates(answers: pd.DataFrame, issues: pd.DataFrame) -> pd.Data
     return table.sort_values(["flag_rate", "images"], ascending=[False, False], kind="stable")
 
 
-def leading_hand_matrix(answers: pd.DataFrame, image_ids: list[str]) -> pd.DataFrame:
+def leading_hand_matrix(answers: pd.DataFrame, image_ids: list[str], *,
+                        hands: tuple[str, ...] = LEADING_HANDS) -> pd.DataFrame:
     """The leading hand each annotator chose per image, as cleanlab's
     ``labels_multiannotator``: rows ``image_ids``, a column per worker, the class index in
-    ``LEADING_HANDS`` (0 left, 1 right), NaN where the worker did not answer."""
-    hands = answers.assign(hand=[parse_answer_json(str(a)).leading_hand
-                                 for a in answers["answer"]])
-    hands = hands[hands["hand"].isin(LEADING_HANDS)]
-    hands = hands.assign(code=hands["hand"].map({h: k for k, h in enumerate(LEADING_HANDS)}))
-    wide = hands.pivot_table(index="image_id", columns="worker_id", values="code",
-                             aggfunc="first")
+    ``hands`` (by default ``schemas.annotation.LEADING_HANDS``: 0 left, 1 right), NaN where
+    the worker did not answer."""
+    answered = answers.assign(hand=[parse_answer_json(str(a)).leading_hand
+                                    for a in answers["answer"]])
+    answered = answered[answered["hand"].isin(hands)]
+    answered = answered.assign(code=answered["hand"].map({h: k for k, h in enumerate(hands)}))
+    wide = answered.pivot_table(index="image_id", columns="worker_id", values="code",
+                                aggfunc="first")
     return wide.reindex(image_ids).astype(float)
 
 
 def leading_hand_quality(answers: pd.DataFrame, pred_probs: np.ndarray,
-                         image_ids: list[str]) -> pd.DataFrame:
+                         image_ids: list[str], *,
+                         hands: tuple[str, ...] = LEADING_HANDS) -> pd.DataFrame:
     """Per annotator, cleanlab's multi-annotator quality of their leading-hand answers.
 
     ``answers``: accepted crowd answers of the annotation stage (``image_id``, ``worker_id``,
-    ``answer``); ``pred_probs``: the audit's out-of-fold P(left), P(right) per image of
-    ``image_ids`` (rows in that order). Images nobody answered are left out. Returns
+    ``answer``); ``pred_probs``: out-of-fold probabilities per image of ``image_ids`` (rows
+    in that order), columns in ``hands`` order (default left, right; the trainer's head is
+    ``schemas.train.LEADING_HANDS``: right, left). Images nobody answered are left out. Returns
     cleanlab's ``annotator_stats`` (``annotator_quality``, ``agreement_with_consensus``,
     ``worst_class``, ``num_examples_labeled``), indexed by worker_id.
     """
     from cleanlab.multiannotator import get_label_quality_multiannotator
 
-    labels = leading_hand_matrix(answers, image_ids)
+    labels = leading_hand_matrix(answers, image_ids, hands=hands)
     answered = labels.notna().any(axis=1).to_numpy()
     labels = labels[answered]
     labels = labels.loc[:, labels.notna().any(axis=0)]

@@ -290,3 +290,34 @@ def test_annotation_in_label_studio_with_preannotations(label_studio):
     assert rows.iloc[0][["x", "y", "w", "h"]].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.3])
     assert (rows["leading_hand"] == "right").all() and (rows["leading_conf"] == 1.0).all()
     assert report["queue"]["requeued"] == 1
+
+    # an audit flags the decided image: it goes to the review project, which shows the note
+    # and the current boxes; the expert's correction replaces them
+    from schemas.tables import LABEL_ISSUES
+
+    flagged_at = dt.datetime.now(dt.UTC)
+    issue = {"release": "v1", "image_id": ids[0], "box_index": 0, "head": "gesture",
+             "given_label": "like", "suggested_label": "peace", "quality": 0.01,
+             "audit_id": "audit-ls", "flagged_at": flagged_at}
+    cat.write_batch(f"{flagged_at:%Y%m%dT%H%M%S%f}-audit-ls", {"label_issues": pa.Table.from_pylist(
+        [issue], schema=LABEL_ISSUES)}, info={"kind": "audit"})
+    report = annotate(root=str(root), crowd="labelstudio", options=options)
+    assert report["label_reviews_sent"] == 1
+    review_pid = ls_client.project_id_by_title(admin, "ann-test annotation review")
+    assert "Why this image is back: $note" in admin.projects.get(review_pid).label_config
+    assert "$note" not in config  # the crowd project's config does not show it
+    [(key, review_id)] = task_ids(admin, "ann-test annotation review").items()
+    assert key.startswith(f"{ids[0]}:")
+    review = admin.tasks.get(review_id)
+    assert "gesture like -> peace" in review.data["note"]
+    [shown] = review.predictions
+    assert sorted(r["value"]["rectanglelabels"][0] for r in shown.result
+                  if r["type"] == "rectanglelabels") == ["like", "no_gesture"]
+    ls_client.submit_annotation(people["expert"], task_id=review_id, result=rect_result(
+        [(0.1, 0.1, 0.2, 0.3, "peace"), (0.6, 0.5, 0.1, 0.2, "no_gesture")], "right"))
+    report = annotate(root=str(root), crowd="labelstudio", options=options)
+    assert report["label_reviews_decided"] == 1
+    boxes = cat.read_table("boxes").to_pandas()
+    latest = boxes[boxes["method"] == "review"].sort_values("box_index")
+    assert latest["image_id"].unique().tolist() == [ids[0]]
+    assert latest["label"].tolist() == ["peace", "no_gesture"]

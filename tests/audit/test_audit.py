@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from schemas.release import MANIFEST
 from schemas.tables import LABEL_ISSUES
+from tasks.audit.annotators import annotator_scores
 from tasks.audit.folds import user_folds
 from tasks.audit.issues import Flags, issue_table, judge_labels, select_flags
 from tasks.audit.release import read_release_hands, subset_hands
@@ -189,3 +191,29 @@ def test_a_bad_release_or_no_root_exits_2(planted, tmp_path):
     assert result.exit_code == 2 and "--root" in result.output
     result = CliRunner().invoke(app, ["audit", "--release", str(planted[1]), "--folds", "1"])
     assert result.exit_code == 2 and "at least 2" in result.output
+
+
+def test_annotator_scores_read_the_trainers_hand_order_and_rank_the_sloppy_worker_last():
+    images = [f"i{k}" for k in range(8)]
+    truth = ["left", "right"] * 4
+    rows = []
+    for k, (image, hand) in enumerate(zip(images, truth, strict=True)):
+        for worker, answer in (("good", hand), ("also_good", hand),
+                               ("sloppy", "right" if k % 2 == 0 else hand)):
+            rows.append((image, worker, json.dumps(
+                {"bboxes": [[0.1, 0.1, 0.2, 0.2]], "labels": ["like"], "leading_hand": answer})))
+    rows.append(("i8", "sloppy", rows[-1][2]))  # an image only the sloppy worker answered
+    images, truth = [*images, "i8"], [*truth, "right"]
+    answers = pd.DataFrame(rows, columns=["image_id", "worker_id", "answer"])
+    # the trainer's head: schemas.train.LEADING_HANDS = (right, left)
+    probs = np.array([[0.1, 0.9] if h == "left" else [0.9, 0.1] for h in truth])
+    issues = pd.DataFrame({"image_id": ["i0", "i2", "i8"]})
+    table, note = annotator_scores(answers, issues, images, probs)
+    assert note is None
+    assert table.index[0] == "sloppy" and table.loc["sloppy", "flag_rate"] == 3 / 9
+    assert table.loc["good", "flag_rate"] == table.loc["also_good", "flag_rate"] == 2 / 8
+    assert (table.loc["sloppy", "annotator_quality"]
+            < min(table.loc["good", "annotator_quality"],
+                  table.loc["also_good", "annotator_quality"]))
+    empty, why = annotator_scores(answers.iloc[:0], issues, images, probs)
+    assert empty.empty and "no accepted crowd answers" in str(why)
