@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.annotation import FREE_HAND_LABEL
 from schemas.crowd import Stage, Verdict
 from schemas.reasons import Outcome
 from schemas.release import (
@@ -52,6 +53,7 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 IMAGE_COLUMNS = ["image_id", "sha256", "object_key", "format", "width", "height", "orientation",
                  "bytes", "user_id", "gesture"]
 EXTRAS_COLUMNS = ["source_split", "extras_json"]  # of image_extras, carried into manifests
+REVIEW_METHOD = "review"  # the boxes method of an expert review answer (tasks.crowd.queue)
 MAX_LISTED = 100  # users listed by name in release.json, per kind of split conflict
 
 
@@ -88,6 +90,21 @@ def _nullable(values: pd.Series) -> list[object]:
     return [None if pd.isna(v) else v for v in values]
 
 
+def reviewed_gestures(images: pd.DataFrame, boxes: pd.DataFrame) -> pd.Series:
+    """The published gesture of each image (indexed like ``images``): its assigned
+    ``gesture``, except where an expert review (boxes with method ``review``, as after a label
+    audit) labelled its hands with exactly one gesture and not the assigned one: then the
+    reviewer's gesture, as a reviewer's decision on a label is final."""
+    reviewed = boxes[(boxes["method"] == REVIEW_METHOD) & (boxes["label"] != FREE_HAND_LABEL)]
+    shown = reviewed.groupby("image_id")["label"].agg(lambda labels: sorted(set(labels)))
+    gesture = images["gesture"].copy()
+    assigned = images.set_index("image_id")["gesture"]
+    for image_id, labels in shown.items():
+        if len(labels) == 1 and labels[0] != assigned.get(image_id):
+            gesture[images["image_id"] == image_id] = labels[0]
+    return gesture
+
+
 def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series,
                  published: pd.DataFrame) -> pa.Table:
     """The manifest columns known before sharding (``SAMPLE_COLUMNS``), one row per image.
@@ -107,7 +124,8 @@ def sample_table(images: pd.DataFrame, boxes: pd.DataFrame, split: pd.Series,
         "image_id": images["image_id"], "split": split.reindex(images["image_id"]).to_numpy(),
         "sha256": published["sha256"].reindex(images["image_id"]).to_numpy(),
         "source_sha256": images["sha256"], "width": images["width"], "height": images["height"],
-        "format": images["format"].map(published_format), "gesture": images["gesture"],
+        "format": images["format"].map(published_format),
+        "gesture": reviewed_gestures(images, boxes),
         "user_id": images["user_id"],
         "boxes": listed(pa.FixedSizeListArray.from_arrays(pa.array(coords), 4)),
         "labels": listed(pa.array(boxes["label"].to_numpy(dtype=object), pa.string())),

@@ -181,6 +181,7 @@ def test_a_review_answer_replaces_the_labels_and_the_next_release_carries_them(
     manifest = pa.concat_tables([pq.read_table(p) for p in sorted(
         (release / "manifests").glob("*.parquet"))]).to_pandas().set_index("image_id")
     assert list(manifest.loc[a, "labels"]) == [other]
+    assert manifest.loc[a, "gesture"] == other  # the reviewer's gesture is published
     assert manifest.loc[a, "annotation_method"] == "review"
     assert manifest.loc[a, "leading_hand"] == "right"
     untouched = [i for i in ids if i not in (a, b)]
@@ -251,3 +252,17 @@ def test_flag_rates_and_leading_hand_quality_per_annotator():
     probs = np.array([[0.9, 0.1] if h == "left" else [0.1, 0.9] for h in truth])
     stats = leading_hand_quality(answers, probs, images)
     assert stats.loc["sloppy", "annotator_quality"] < stats.loc["good", "annotator_quality"]
+
+
+def test_a_reviewed_label_becomes_the_published_gesture_only_when_unambiguous():
+    from tasks.publish.selection import reviewed_gestures
+
+    images = pd.DataFrame({"image_id": ["a", "b", "c", "d"],
+                           "gesture": ["like", "like", "like", "like"]})
+    boxes = pd.DataFrame(
+        [("a", "peace", "review"), ("a", "no_gesture", "review"),  # corrected: peace
+         ("b", "peace", "review"), ("b", "fist", "review"),  # two gestures: ambiguous
+         ("c", "peace", "median_edges"),  # the crowd's label: the assignment stays
+         ("d", "like", "review")],  # confirmed
+        columns=["image_id", "label", "method"])
+    assert reviewed_gestures(images, boxes).tolist() == ["peace", "like", "like", "like"]
