@@ -10,13 +10,16 @@ For each error rate (default 2%, 5% and 10%), on a copy of a demo root that hold
    person, the CPU recipe): precision and recall of its flags against the planted errors
    (per head, by image), and against every label the generator's truth says is wrong
    (planted, or the simulated crowd's own slips);
+   With ``--analyse``: the same precision and recall had the audit kept only flags below
+   a quality threshold (``--max-quality``), from the recorded rows;
 3. run the ``annotate`` flow once with the simulated crowd (flagged images go to review, the
    simulated expert answers from the truth) and publish ``v3`` (corrected): the errors left;
 4. train one model on v2 and one on v3 (CPU recipe, same seed) and score both on v1's
    evaluation split (the labels before planting; the split is the same by user).
 
     .venv/bin/python bench/bench_audit.py ROOT [--rates 0.02,0.05,0.10] [--folds 5]
-        [--audit-epochs 10] [--epochs 40] [--threads 2] [--work /tmp/bench-audit]
+        [--audit-epochs 20] [--epochs 40] [--threads 2] [--work /tmp/bench-audit]
+    .venv/bin/python bench/bench_audit.py ROOT --analyse --work /tmp/bench-audit
 
 ROOT: a demo root with its release v1 and the crops view, for example
 ``hagrid demo --root /tmp/bt2500/root --n 2500 --no-train``. Prints markdown tables for
@@ -45,20 +48,20 @@ import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from flows.annotate import annotate  # noqa: E402
-from flows.audit import audit  # noqa: E402
-from flows.publish import publish  # noqa: E402
-from schemas.annotation import BOXES  # noqa: E402
-from schemas.train import CPU_RECIPE, LEADING_HANDS, NO_GESTURE, TrainSettings  # noqa: E402
-from tasks.annotate.boxes import Box, iou  # noqa: E402
-from tasks.catalog import Catalog  # noqa: E402
-from tasks.simulation.crowd import GeneratorTruth  # noqa: E402
-from tasks.storage import LocalStorage  # noqa: E402
-from tasks.train.dataset import HandCrops, ShardReader, hand_loader  # noqa: E402
-from tasks.train.loop import predict  # noqa: E402
-from tasks.train.metrics import score_heads  # noqa: E402
-from tasks.train.release import TrainingRelease, open_release  # noqa: E402
-from tasks.train.run import finish_run, run_epoch, start_run  # noqa: E402
+from flows.annotate import annotate
+from flows.audit import audit
+from flows.publish import publish
+from schemas.annotation import BOXES
+from schemas.train import CPU_RECIPE, LEADING_HANDS, NO_GESTURE, TrainSettings
+from tasks.annotate.boxes import Box, iou
+from tasks.catalog import Catalog
+from tasks.simulation.crowd import GeneratorTruth
+from tasks.storage import LocalStorage
+from tasks.train.dataset import HandCrops, ShardReader, hand_loader
+from tasks.train.loop import predict
+from tasks.train.metrics import score_heads
+from tasks.train.release import TrainingRelease, open_release
+from tasks.train.run import finish_run, run_epoch, start_run
 
 FLIP = {"left": "right", "right": "left"}
 
@@ -216,18 +219,56 @@ def one_rate(base: Path, work: Path, rate: float, args: argparse.Namespace) -> d
     }
 
 
+def planted_from_catalog(catalog: Catalog) -> dict[str, set[str]]:
+    """The images ``plant`` changed, per head, read back from the catalog's planted batch."""
+    boxes = catalog.read_table("boxes").to_pandas()
+    mine = boxes["batch_id"].str.endswith("-planted")
+    earlier = ~mine & (boxes["decided_at"] < boxes.loc[mine, "decided_at"].min())
+    before = (boxes[earlier]
+              .sort_values(["decided_at", "batch_id"])
+              .groupby(["image_id", "box_index"]).last().reset_index())
+    both = boxes[mine].merge(before, on=["image_id", "box_index"], suffixes=("", "_before"))
+    return {"gesture": set(both.loc[both["label"] != both["label_before"], "image_id"]),
+            "leading_hand": set(both.loc[both["leading_hand"] != both["leading_hand_before"],
+                                         "image_id"])}
+
+
+def analyse(work: Path, thresholds: tuple[float, ...] = (0.005, 0.02, 0.05, 0.1)) -> None:
+    """Precision and recall of the recorded flags of every rate in ``work`` had the audit
+    kept only flags below each quality threshold (``hagrid audit --max-quality``)."""
+    print("| rate | head | planted | max quality | flags | precision | recall |")
+    print("|---|---|---|---|---|---|---|")
+    for folder in sorted(work.glob("rate-*")):
+        catalog = Catalog(LocalStorage(folder))
+        planted = planted_from_catalog(catalog)
+        issues = catalog.read_table("label_issues").to_pandas()
+        planted["either (by image)"] = planted["gesture"] | planted["leading_hand"]
+        for head, wrong in planted.items():
+            mine = issues if head.startswith("either") else issues[issues["head"] == head]
+            for t in (*thresholds, None):
+                kept = mine if t is None else mine[mine["quality"] < t]
+                p, r = precision_recall(set(kept["image_id"]), wrong)
+                print(f"| {folder.name.removeprefix('rate-')} | {head} | {len(wrong)} | "
+                      f"{'any' if t is None else t} | {len(kept)} | {p:.2f} | {r:.2f} |")
+
+
 def main() -> None:
     """Run every rate and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--rates", default="0.02,0.05,0.10")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--audit-epochs", type=int, default=10)
+    parser.add_argument("--audit-epochs", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--analyse", action="store_true",
+                        help="only print the quality-threshold table of an earlier --work")
     args = parser.parse_args()
+    if args.analyse:
+        analyse(args.work)
+        return
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-audit-"))
     results = []
@@ -245,7 +286,9 @@ def main() -> None:
           "wrong after one review |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        for h in heads:
+        for key in ("flagged", "planted", "noisy_wrong", "fixed_wrong"):
+            r[key]["either (by image)"] = r[key]["gesture"] | r[key]["leading_hand"]
+        for h in (*heads, "either (by image)"):
             p1, r1 = precision_recall(r["flagged"][h], r["planted"][h])
             p2, r2 = precision_recall(r["flagged"][h], r["noisy_wrong"][h])
             print(f"| {r['rate']:.0%} | {h} | {len(r['planted'][h])} | {len(r['flagged'][h])} "

@@ -98,7 +98,7 @@ def flag(data: ReleaseHands, oof: OutOfFold) -> Flags:
 
 @task(cache_policy=NO_CACHE)
 def record(root: str, endpoint_url: str | None, data: ReleaseHands, flags: Flags,
-           audit_id: str, now: dt.datetime) -> Selection:
+           audit_id: str, now: dt.datetime, max_quality: float | None = None) -> Selection:
     """Under the root's writer lock: the release's rules applied against the catalog, the
     new rows written as one batch (none when nothing is new)."""
     storage = open_storage(root, endpoint_url=endpoint_url)
@@ -109,7 +109,7 @@ def record(root: str, endpoint_url: str | None, data: ReleaseHands, flags: Flags
         selection = select_flags(
             flags, row_image_ids=data.row_image_ids(),
             reviewed=set(data.image_ids[data.methods == REVIEWED].tolist()),
-            already_flagged=set(earlier["image_id"].to_pylist()))
+            already_flagged=set(earlier["image_id"].to_pylist()), max_quality=max_quality)
         if len(selection.flags):
             table = issue_table(selection.flags, release=data.version,
                                 row_image_ids=data.row_image_ids(), box_index=data.box_index,
@@ -164,7 +164,7 @@ def rate_annotators(root: str, endpoint_url: str | None, data: ReleaseHands, oof
 @flow(name="audit", log_prints=True)
 def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 20,
           seed: int = 0, input_size: int = 64, model: str = "small", device: str = "auto",
-          view: str = "auto", verify_shards: bool = True,
+          view: str = "auto", verify_shards: bool = True, max_quality: float | None = None,
           s3_endpoint_url: str | None = None) -> dict[str, Any]:
     """Flag a release's likely-wrong labels (gesture and leading hand) in ``label_issues``.
 
@@ -172,12 +172,16 @@ def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 2
     catalog gets the rows (default: the release's ``ROOT``). ``folds``: folds by person
     (lowered to the number of people when fewer); per fold a ``model`` (``small`` or
     ``resnet18``) is trained for ``epochs`` epochs with the CPU recipe at ``input_size`` px
-    on ``device``, its weights seeded from ``seed`` and the fold. Raises ``ReleaseError``
+    on ``device``, its weights seeded from ``seed`` and the fold. ``max_quality``: record
+    only flags whose cleanlab label quality is below it (default: every flag cleanlab
+    finds; bench/RESULTS.md shows the precision and recall of both). Raises ``ReleaseError``
     before any training when the release fails its checks, ValueError for a bad setting or
     a release outside ``ROOT/releases/`` without ``root``. Returns the summary.
     """
     settings = audit_settings(epochs=epochs, model=model, input_size=input_size,
                               device=device, seed=seed, view=view, verify_shards=verify_shards)
+    if max_quality is not None and not 0 < max_quality <= 1:
+        raise ValueError(f"max_quality must be in (0, 1], got {max_quality}")
     root = root or default_root(release)
     data = check_release(release, settings, s3_endpoint_url)
     split = user_folds(data.user_ids, k=folds, seed=seed)
@@ -186,7 +190,7 @@ def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 2
     flags = flag(data, oof)
     now = dt.datetime.now(dt.UTC)
     audit_id = new_audit_id(now)
-    selection = record(root, s3_endpoint_url, data, flags, audit_id, now)
+    selection = record(root, s3_endpoint_url, data, flags, audit_id, now, max_quality)
     issues_csv = write_report(root, s3_endpoint_url, data, selection, audit_id, now)
     annotators = rate_annotators(root, s3_endpoint_url, data, oof, audit_id)
     summary = _summary(data, split, predictions, flags, selection, audit_id=audit_id,
@@ -218,6 +222,7 @@ def _summary(data: ReleaseHands, split: Folds, predictions: list[FoldPrediction]
         "written": {h: int(np.sum(written.head == h)) for h in HEADS},
         "skipped_reviewed": selection.skipped_reviewed,
         "skipped_already_flagged": selection.skipped_already_flagged,
+        "skipped_quality": selection.skipped_quality,
         "issues_csv": issues_csv, "top": top, "settings": settings.as_dict(),
     }
 
@@ -233,6 +238,7 @@ def _artifact(summary: dict[str, Any]) -> None:
                   f"\n\n{summary['images']} images, {summary['boxes']} boxes, "
                   f"{summary['folds']} folds by person. New rows: {summary['rows_written']} "
                   f"(skipped: {summary['skipped_already_flagged']} images flagged before, "
+                  f"{summary['skipped_quality']} flags at or above max_quality, "
                   f"{summary['skipped_reviewed']} flags on reviewed images). "
                   f"Rows: {markdown_text(summary['issues_csv'])}\n\n" + "\n".join(rows)
                   + _annotator_markdown(summary.get("annotators"))),

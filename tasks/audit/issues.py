@@ -114,14 +114,20 @@ class Selection:
     flags: Flags  # at most one per image, ranked
     skipped_reviewed: int  # flags on images a reviewer decided
     skipped_already_flagged: int  # images flagged by an earlier audit of the release
+    skipped_quality: int = 0  # flags at or above the audit's max_quality
 
 
 def select_flags(flags: Flags, *, row_image_ids: np.ndarray, reviewed: Collection[str],
-                 already_flagged: Collection[str]) -> Selection:
-    """Apply the rules: no flag on an image in ``reviewed`` (a reviewer's decision is
-    final); one flag per image, the lowest quality one; none on an image in
-    ``already_flagged`` (flagged at most once per release)."""
+                 already_flagged: Collection[str], max_quality: float | None = None
+                 ) -> Selection:
+    """Apply the rules: with ``max_quality``, only flags whose label quality score is below
+    it (fewer, surer flags for the reviewers); no flag on an image in ``reviewed`` (a
+    reviewer's decision is final); one flag per image, the lowest quality one; none on an
+    image in ``already_flagged`` (flagged at most once per release)."""
     ranked = flags.ranked()
+    sure = (np.ones(len(ranked), dtype=bool) if max_quality is None
+            else ranked.quality < max_quality)
+    ranked = ranked.take(sure)
     image = row_image_ids[ranked.row]
     by_reviewer = np.isin(image, np.asarray(list(reviewed), dtype=object))
     ranked, image = ranked.take(~by_reviewer), image[~by_reviewer]
@@ -129,7 +135,8 @@ def select_flags(flags: Flags, *, row_image_ids: np.ndarray, reviewed: Collectio
     ranked, image = ranked.take(first), image[first]
     before = np.isin(image, np.asarray(list(already_flagged), dtype=object))
     return Selection(flags=ranked.take(~before), skipped_reviewed=int(by_reviewer.sum()),
-                     skipped_already_flagged=int(before.sum()))
+                     skipped_already_flagged=int(before.sum()),
+                     skipped_quality=int((~sure).sum()))
 
 
 def issue_table(flags: Flags, *, release: str, row_image_ids: np.ndarray,

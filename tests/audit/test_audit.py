@@ -123,6 +123,10 @@ def test_rules_reviewed_once_per_image_lowest_quality():
                         box_index=np.array([0, 1, 0, 0, 1]), audit_id="audit-x",
                         flagged_at=dt.datetime.now(dt.UTC))
     assert table.schema.equals(LABEL_ISSUES) and table["box_index"].to_pylist() == [1, 0]
+    sure = select_flags(flags, row_image_ids=row_image_ids, reviewed={"b"},
+                        already_flagged={"d"}, max_quality=0.25)
+    assert row_image_ids[sure.flags.row].tolist() == ["a"]  # c's only flag is 0.4
+    assert sure.flags.quality.tolist() == [0.1] and sure.skipped_quality == 2
 
 
 def _plant_swaps(release: Path) -> tuple[dict[str, str], str]:
