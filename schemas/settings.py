@@ -26,11 +26,24 @@ class DedupSettings:
     fit, no 4x4 block may disagree by more than ``max_local_residual`` (in standard
     deviations): this tells apart two photos of the same room with different people.
     Thresholds are measured on planted sets: bench/RESULTS.md.
+
+    ``crop_path``: a copy cropped by up to ~8% per side and zoomed back can move the full hash
+    past the radius. With it, a pair is also a candidate when one image's full hash lies
+    within the radius of the other's centre hash (``centre_phash_bits``), and the confirming
+    check (the same thresholds, for every candidate) searches crops of up to ~7.5% per side
+    instead of ~5%, for the candidates the ~5% search did not confirm. That wider search lets
+    photos of the same room align better too (closest measured: r 0.955, residual 0.630), so
+    it must clear stricter thresholds, ``crop_min_similarity`` and
+    ``crop_max_local_residual``. Off: the decision as it was before
+    (bench/bench_dedup_crops.py).
     """
 
     radius: int = 12
     min_similarity: float = 0.95
     max_local_residual: float = 0.63
+    crop_path: bool = True
+    crop_min_similarity: float = 0.96
+    crop_max_local_residual: float = 0.60
 
 
 @dataclass(frozen=True)

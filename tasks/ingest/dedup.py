@@ -2,8 +2,10 @@
 
 A near-duplicate decision needs two independent agreements: the 64-bit DCT hashes lie within
 a Hamming radius (found with a multi-index, never all-pairs), and the shift-tolerant
-correlation of the 16x16 grey thumbnails confirms it. A loose radius alone would flag
-distinct photos of similar rooms, at a rate that grows with N squared.
+correlation of the 32x32 grey thumbnails confirms it. With ``crop_path``, a second hash of the
+image's centre (derived from the thumbnail) proposes cropped-and-zoomed copies too; they go
+through the same confirming check. A loose radius alone would flag distinct photos of similar
+rooms, at a rate that grows with N squared.
 
 First arrival in table order wins: an input is compared with accepted images only (the
 catalog, and earlier accepted rows of this run).
@@ -19,7 +21,13 @@ import numpy as np
 from schemas.reasons import Reason
 from schemas.settings import DedupSettings
 from tasks.ingest.hash_index import HammingIndex
-from tasks.ingest.inspection import coarse_similarities, thumb_similarities, thumbs_array
+from tasks.ingest.inspection import (
+    ThumbMatch,
+    centre_phash_bits,
+    coarse_similarities,
+    thumb_similarities,
+    thumbs_array,
+)
 
 # The coarse 8x8 correlation every confirmed pair clears with a wide margin: it only saves the
 # costly crop-tolerant check from candidates that are plainly different photos.
@@ -59,8 +67,10 @@ class KnownImages:
     thumbs: list[bytes] = field(default_factory=list)
     by_sha: dict[str, str] = field(default_factory=dict)
     phash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    centre: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     n_base: int = 0
     base_index: HammingIndex | None = None
+    base_centre_index: HammingIndex | None = None
 
     @classmethod
     def from_catalog(cls, *, ids: Sequence[str], shas: Sequence[str], phash: np.ndarray,
@@ -70,6 +80,9 @@ class KnownImages:
                     by_sha=dict(zip(shas, ids)), phash=np.asarray(phash, np.uint64))
         known.n_base = len(known.ids)
         known.base_index = HammingIndex(known.phash, radius=settings.radius)
+        if settings.crop_path:  # derived from the thumbnails: old catalogs have all it needs
+            known.centre = _centre_codes(known.thumbs)
+            known.base_centre_index = HammingIndex(known.centre, radius=settings.radius)
         return known
 
     def add(self, image_id: str, item: DedupItem) -> None:
@@ -78,6 +91,14 @@ class KnownImages:
         self.thumbs.append(item.thumb)
         self.by_sha[item.sha256] = image_id
         self.phash = np.append(self.phash, np.uint64(item.phash))
+        if self.settings.crop_path:
+            self.centre = np.append(self.centre, _centre_codes([item.thumb]))
+
+
+def _centre_codes(thumbs: Sequence[bytes]) -> np.ndarray:
+    if not thumbs:
+        return np.empty(0, np.uint64)
+    return centre_phash_bits(thumbs_array(list(thumbs)))
 
 
 @dataclass(frozen=True)
@@ -89,24 +110,61 @@ class _Candidate:
 
 
 def _candidates(items: Sequence[DedupItem], known: KnownImages) -> list[_Candidate]:
-    """Every (window item, earlier image) pair within the hash radius, normal or mirrored."""
-    radius = known.settings.radius
+    """Every (window item, earlier image) pair within the hash radius, normal or mirrored.
+
+    With the crop path, also the pairs whose full hash and centre hash (either way round)
+    lie within the radius. A pair found twice keeps its smallest distance.
+    """
     normal = np.array([i.phash for i in items], dtype=np.uint64)
     mirror = np.array([i.phash_mirror for i in items], dtype=np.uint64)
-    recent = known.phash[known.n_base:]
-    local = HammingIndex(np.concatenate([recent, normal]), radius=radius)
+    radius = known.settings.radius
+    full = _Codes.of(known.base_index, known.phash[known.n_base:], normal, radius=radius)
+    probes = [(full, normal, False), (full, mirror, True)]
+    if known.settings.crop_path:
+        centre = _centre_codes([i.thumb for i in items])
+        centres = _Codes.of(known.base_centre_index, known.centre[known.n_base:], centre,
+                            radius=radius)
+        probes += [(centres, normal, False), (full, centre, False)]
+    best: dict[tuple[int, int, bool], _Candidate] = {}
+    for indexed, codes, mirrored in probes:
+        for cand in _search(indexed, codes, known, mirrored=mirrored):
+            key = (cand.query, cand.target, cand.mirrored)
+            if key not in best or cand.distance < best[key].distance:
+                best[key] = cand
+    return [best[k] for k in sorted(best)]
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """One kind of hash (full or centre) of the known images and of the window's items."""
+
+    base_index: HammingIndex | None
+    n_recent: int
+    local: HammingIndex  # the images accepted during this run, then the window's items
+
+    @classmethod
+    def of(cls, base_index: HammingIndex | None, recent: np.ndarray, window: np.ndarray,
+           *, radius: int) -> _Codes:
+        """Index the run's recent images and the window together (both are small)."""
+        return cls(base_index, len(recent), HammingIndex(np.concatenate([recent, window]),
+                                                         radius=radius))
+
+
+def _search(indexed: _Codes, codes: np.ndarray, known: KnownImages,
+            *, mirrored: bool) -> list[_Candidate]:
+    """Pairs (window item, earlier image) whose ``codes`` lie within the radius of ``indexed``."""
+    radius, n_recent = known.settings.radius, indexed.n_recent
     out: list[_Candidate] = []
-    for codes, mirrored in ((normal, False), (mirror, True)):
-        if known.base_index is not None and known.n_base:
-            res = known.base_index.query(codes, radius=radius)
-            out += [_Candidate(int(q), int(t), int(d), mirrored)
-                    for q, t, d in zip(res.left, res.right, res.distance)]
-        res = local.query(codes, radius=radius)
-        for q, t, d in zip(res.left.tolist(), res.right.tolist(), res.distance.tolist()):
-            if t < len(recent):
-                out.append(_Candidate(q, known.n_base + t, d, mirrored))
-            elif t - len(recent) < q:  # an earlier row of this window
-                out.append(_Candidate(q, -(t - len(recent)) - 1, d, mirrored))
+    if indexed.base_index is not None and known.n_base:
+        res = indexed.base_index.query(codes, radius=radius)
+        out += [_Candidate(int(q), int(t), int(d), mirrored)
+                for q, t, d in zip(res.left, res.right, res.distance)]
+    res = indexed.local.query(codes, radius=radius)
+    for q, t, d in zip(res.left.tolist(), res.right.tolist(), res.distance.tolist()):
+        if t < n_recent:
+            out.append(_Candidate(q, known.n_base + t, d, mirrored))
+        elif t - n_recent < q:  # an earlier row of this window
+            out.append(_Candidate(q, -(t - n_recent) - 1, d, mirrored))
     return out
 
 
@@ -150,13 +208,36 @@ def _decide_one(item: DedupItem, cands: list[_Candidate], known: KnownImages,
         if not keep.any():
             continue
         chosen = [x for x, k in zip(chosen, keep) if k]
-        match = thumb_similarities(item.thumb, targets[keep], mirror_query=mirrored)
-        scores = zip(chosen, match.similarity.tolist(), match.local_residual.tolist())
-        for (c, at), sim, local in scores:
-            if sim < known.settings.min_similarity or local > known.settings.max_local_residual:
+        passed, similarity = _confirmed(item.thumb, targets[keep], mirrored=mirrored,
+                                        settings=known.settings)
+        for (c, at), ok, sim in zip(chosen, passed.tolist(), similarity.tolist()):
+            if not ok:
                 continue
             reason = Reason.MIRRORED_DUPLICATE if mirrored else Reason.NEAR_DUPLICATE
             rank = (not mirrored, sim, -c.distance)
             if best is None or rank > best[0]:
                 best = (rank, DuplicateDecision(reason, known.ids[at], c.distance, round(sim, 4)))
     return None if best is None else best[1]
+
+
+def _confirmed(query: bytes, targets: np.ndarray, *, mirrored: bool,
+               settings: DedupSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The confirming check of each target: (passed, similarity).
+
+    The crop search of up to ~5% per side first; with the crop path, the targets it did not
+    confirm get the wide search (up to ~7.5% per side, refined), held to stricter thresholds.
+    """
+    match = thumb_similarities(query, targets, mirror_query=mirrored)
+    passed = _passes(match, settings.min_similarity, settings.max_local_residual)
+    similarity = match.similarity.copy()
+    if settings.crop_path and not passed.all():
+        redo = np.flatnonzero(~passed)
+        wide = thumb_similarities(query, targets[redo], mirror_query=mirrored, wide_crops=True)
+        wide_ok = _passes(wide, settings.crop_min_similarity, settings.crop_max_local_residual)
+        passed[redo] = wide_ok
+        similarity[redo] = np.where(wide_ok, wide.similarity, similarity[redo])
+    return passed, similarity
+
+
+def _passes(match: ThumbMatch, min_similarity: float, max_local_residual: float) -> np.ndarray:
+    return (match.similarity >= min_similarity) & (match.local_residual <= max_local_residual)

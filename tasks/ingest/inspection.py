@@ -102,6 +102,22 @@ def mirrored_phash_bits(grey32: np.ndarray) -> int:
     return phash_bits(grey32[:, ::-1])
 
 
+def centre_phash_bits(thumbs: np.ndarray) -> np.ndarray:
+    """The perceptual hash of each thumbnail's centre, cut by ``CENTRE_CUT`` per side and
+    stretched back to the full frame: (k, n, n) uint8 -> (k,) uint64.
+
+    The crop path's hash. A resubmission cropped by 2-8% per side and zoomed back lies closer
+    to its original's centre hash than to its full hash (and the other way round when the
+    cropped copy came first). Derived from the stored thumbnail (the full hash's input), so a
+    catalog needs no column for it. In float64, batched: the cut-and-stretch and the DCT are
+    one 8 x n matrix on each side.
+    """
+    t = np.asarray(thumbs, np.float64).reshape(-1, THUMB_SIZE, THUMB_SIZE)
+    coeffs = (_CENTRE_DCT @ t @ _CENTRE_DCT.T).reshape(len(t), HASH_SIZE * HASH_SIZE)
+    bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
+    return (bits.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
+
+
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
@@ -209,25 +225,42 @@ def inspect_image(data: bytes, *, formats: tuple[str, ...] = ("JPEG", "PNG", "WE
     return ImageFeatures(digest, size, str(opened.format), w, h, orientation, phash, mirror, thumb)
 
 
+def _crop_resampler(size: int, lo: float, hi: float) -> np.ndarray:
+    """Linear-interpolation matrix that crops ``lo``/``hi`` pixels off an axis and resamples."""
+    pos = lo + (np.arange(size) + 0.5) * (size - lo - hi) / size - 0.5
+    pos = np.clip(pos, 0, size - 1)
+    left = np.floor(pos).astype(int)
+    right = np.minimum(left + 1, size - 1)
+    frac = (pos - left).astype(np.float32)
+    m = np.zeros((size, size), np.float32)
+    m[np.arange(size), left] += 1 - frac
+    m[np.arange(size), right] += frac
+    return m
+
+
 def _crop_resamplers(size: int, margins: tuple[float, ...]) -> np.ndarray:
-    """Linear-interpolation matrices that crop ``lo``/``hi`` pixels off an axis and resample."""
-    mats = []
-    for lo in margins:
-        for hi in margins:
-            pos = lo + (np.arange(size) + 0.5) * (size - lo - hi) / size - 0.5
-            pos = np.clip(pos, 0, size - 1)
-            left = np.floor(pos).astype(int)
-            right = np.minimum(left + 1, size - 1)
-            frac = (pos - left).astype(np.float32)
-            m = np.zeros((size, size), np.float32)
-            m[np.arange(size), left] += 1 - frac
-            m[np.arange(size), right] += frac
-            mats.append(m)
-    return np.stack(mats)
+    """``_crop_resampler`` for every (``lo``, ``hi``) pair of ``margins``."""
+    return np.stack([_crop_resampler(size, lo, hi) for lo in margins for hi in margins])
+
+
+def _nearby_resamplers(size: int, margins: tuple[float, ...], step: float) -> np.ndarray:
+    """For each (lo, hi) pair of ``margins``: the 9 crops with lo and hi moved by 0 or +-step."""
+    moves = (-step, 0.0, step)
+    return np.stack([np.stack([_crop_resampler(size, max(0.0, lo + a), max(0.0, hi + b))
+                               for a in moves for b in moves])
+                     for lo in margins for hi in margins])
 
 
 # Crops of up to ~5% per side in steps of ~2.5%: every (top, bottom) x (left, right) pair.
 _RESAMPLERS = _crop_resamplers(THUMB_SIZE, (0.0, 0.8, 1.6))
+# The crop path's search: up to ~7.5% per side, same steps (16 x 16 views instead of 9 x 9),
+# then the best view refined by half a step per margin (9 x 9 views around it).
+_WIDE_MARGINS = (0.0, 0.8, 1.6, 2.4)
+_WIDE_RESAMPLERS = _crop_resamplers(THUMB_SIZE, _WIDE_MARGINS)
+_REFINERS = _nearby_resamplers(THUMB_SIZE, _WIDE_MARGINS, 0.4)
+CENTRE_CUT = 0.05  # of each side: the middle of the 2-8% crops the crop path is built for
+_CENTRE_DCT = _dct_matrix(DCT_SIZE).astype(np.float64)[:HASH_SIZE] @ _crop_resamplers(
+    THUMB_SIZE, (CENTRE_CUT * THUMB_SIZE,))[0].astype(np.float64)
 
 
 def _standardise(flat: np.ndarray) -> np.ndarray:
@@ -236,10 +269,10 @@ def _standardise(flat: np.ndarray) -> np.ndarray:
     return flat / np.maximum(np.linalg.norm(flat, axis=-1, keepdims=True), 1e-6)
 
 
-def _aligned_views(x: np.ndarray) -> np.ndarray:
+def _aligned_views(x: np.ndarray, resamplers: np.ndarray) -> np.ndarray:
     """Every crop-and-resample of each image in ``x`` (k, n, n): (k, views, n*n), standardised."""
-    n, r = THUMB_SIZE, len(_RESAMPLERS)
-    stacked = _RESAMPLERS.reshape(r * n, n)
+    n, r = THUMB_SIZE, len(resamplers)
+    stacked = resamplers.reshape(r * n, n)
     views = (stacked @ x) @ stacked.T  # (k, r*y, c*x): two large matmuls, not k*r*r small ones
     views = views.reshape(-1, r, n, r, n).transpose(0, 1, 3, 2, 4)
     return _standardise(views.reshape(x.shape[0], r * r, n * n))
@@ -259,15 +292,17 @@ class ThumbMatch:
     local_residual: np.ndarray  # worst 4x4-block mean |residual| after that fit, in std units
 
 
-def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False
-                       ) -> ThumbMatch:
+def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool = False,
+                       wide_crops: bool = False) -> ThumbMatch:
     """Crop-tolerant comparison of one thumbnail with each of ``targets`` (k, n, n).
 
     The confirming check for near duplicates, independent of the DCT hash: it compares pixels
     in space, searching crops of up to ~5% per side of either image (a resubmission may be
     the cropped one or the original), invariant to brightness and contrast. Besides the
     global correlation it reports the worst local disagreement, so two photos of the same
-    room that differ in one region (another person) are told apart.
+    room that differ in one region (another person) are told apart. ``wide_crops`` searches
+    crops of up to ~7.5% per side (the crop path), refined around the best one by half a
+    step, at about three times the cost.
     """
     q = np.frombuffer(query, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
     if mirror_query:
@@ -278,8 +313,9 @@ def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool 
         return ThumbMatch(np.empty(0, np.float32), np.empty(0, np.float32))
     q_flat = _standardise(q.reshape(-1))
     t_flat = _standardise(t.reshape(k, -1))
-    q_views = _aligned_views(q[None])[0]  # (v, n*n)
-    t_views = _aligned_views(t)  # (k, v, n*n)
+    resamplers = _WIDE_RESAMPLERS if wide_crops else _RESAMPLERS
+    q_views = _aligned_views(q[None], resamplers)[0]  # (v, n*n)
+    t_views = _aligned_views(t, resamplers)  # (k, v, n*n)
     s1 = q_views @ t_flat.T  # (v, k): the query cropped
     s2 = t_views @ q_flat  # (k, v): the target cropped
     i1, i2 = s1.argmax(axis=0), s2.argmax(axis=1)
@@ -288,6 +324,9 @@ def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool 
     a = np.where(use1[:, None], q_views[i1], t_views[np.arange(k), i2])
     b = np.where(use1[:, None], t_flat, q_flat[None])
     sims = np.maximum(r1, r2)
+    if wide_crops:
+        a, sims = _refined(q, t, use1=use1, views=np.where(use1, i1, i2), targets_flat=t_flat,
+                           query_flat=q_flat)
     local = _worst_block_residual(a, b, sims)
     flat = (t.reshape(k, -1).std(axis=1) < 1.0) | (q.std() < 1.0)
     if flat.any():  # a flat image: equal only if both are flat and alike
@@ -295,6 +334,27 @@ def thumb_similarities(query: bytes, targets: np.ndarray, *, mirror_query: bool 
         sims = np.where(flat, alike.astype(np.float32), sims)
         local = np.where(flat, np.where(alike, 0.0, 9.0), local).astype(np.float32)
     return ThumbMatch(sims.astype(np.float32), local.astype(np.float32))
+
+
+def _refined(q: np.ndarray, t: np.ndarray, *, use1: np.ndarray, views: np.ndarray,
+             targets_flat: np.ndarray, query_flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's best wide-grid crop refined by half a grid step per margin: (views, r).
+
+    The cropped side is the query where ``use1``, else the target; ``views`` index the wide
+    grid. The grid view is among the refined ones, so r never drops.
+    """
+    r = len(_WIDE_RESAMPLERS)
+    best_views, sims = [], []
+    for j in range(len(t)):
+        x, other = (q, targets_flat[j]) if use1[j] else (t[j], query_flat)
+        row, col = divmod(int(views[j]), r)
+        near = (_REFINERS[row] @ x)[:, None] @ _REFINERS[col].transpose(0, 2, 1)[None]
+        cand = _standardise(near.reshape(-1, THUMB_SIZE * THUMB_SIZE))
+        s = cand @ other
+        best = int(s.argmax())
+        best_views.append(cand[best])
+        sims.append(s[best])
+    return np.stack(best_views), np.asarray(sims, np.float32)
 
 
 def _worst_block_residual(a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:

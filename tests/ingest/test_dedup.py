@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image, ImageDraw
 
 from schemas.reasons import Reason
 from schemas.settings import DedupSettings
 from tasks.ingest.dedup import DedupItem, KnownImages, decide_duplicates
+from tasks.ingest.inspection import ImageFeatures, centre_phash_bits, inspect_image, thumbs_array
+from tests.photos import encode, textured_photo
 
 RNG = np.random.default_rng(7)
 THUMBS = [RNG.integers(0, 256, 1024, dtype=np.uint8) for _ in range(6)]
@@ -96,3 +102,68 @@ def test_the_set_of_kept_images_is_one_per_cluster_whatever_the_order(order):
     first_of_cluster = [next(pool[i][0] for i in order if pool[i][1] in (b, b ^ 1, b ^ 2, b ^ 8))
                         for b in base]
     assert sorted(kept) == sorted(first_of_cluster)
+
+
+# --------------------------------------------------------------------------- the crop path
+
+
+def _photo_item(sha: str, im: Image.Image) -> DedupItem:
+    feats = inspect_image(encode(im, quality=90))
+    assert isinstance(feats, ImageFeatures)
+    return DedupItem(sha, feats.phash, feats.phash_mirror, feats.thumb)
+
+
+def _cropped_and_zoomed(im: Image.Image, fraction: float) -> Image.Image:
+    w, h = im.size
+    box = (round(w * fraction), round(h * fraction), w - round(w * fraction),
+           h - round(h * fraction))
+    return im.crop(box).resize((w, h), Image.Resampling.BICUBIC)
+
+
+def _with_person(im: Image.Image, x: float) -> Image.Image:
+    """The same room with someone small (far off) standing at ``x`` (a fraction of the width)."""
+    out = im.copy()
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    draw.ellipse((w * (x - 0.012), h * 0.44, w * (x + 0.012), h * 0.5), fill=(210, 160, 130))
+    draw.rectangle((w * (x - 0.021), h * 0.5, w * (x + 0.021), h * 0.68), fill=(40, 60, 150))
+    return out
+
+
+def _catalog_of(item: DedupItem, *, crop_path: bool = True) -> KnownImages:
+    """A catalog holding ``item``: as an old catalog stores it, with no centre hash."""
+    return KnownImages.from_catalog(ids=["K"], shas=[item.sha256],
+                                    phash=np.array([item.phash], np.uint64), thumbs=[item.thumb],
+                                    settings=replace(DedupSettings(), crop_path=crop_path))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_copy_cropped_by_8_percent_per_side_and_zoomed_back_is_a_near_duplicate(seed):
+    im = textured_photo(seed)
+    original = _photo_item("o", im)
+    crop = _photo_item("c", _cropped_and_zoomed(im, 0.08))
+    [before] = decide_duplicates([crop], _catalog_of(original, crop_path=False), new_ids=["C"])
+    assert before is None  # what the decision without the crop path misses
+    [decision] = decide_duplicates([crop], _catalog_of(original), new_ids=["C"])
+    assert decision is not None
+    assert (decision.reason, decision.duplicate_of) == (Reason.NEAR_DUPLICATE, "K")
+
+
+def test_the_crop_path_finds_the_original_after_its_cropped_copy_too():
+    im = textured_photo(4)
+    crop, original = _photo_item("c", _cropped_and_zoomed(im, 0.08)), _photo_item("o", im)
+    out = decide_duplicates([crop, original], _empty(), new_ids=["C", "O"])
+    assert out[0] is None and out[1] is not None and out[1].duplicate_of == "C"
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_the_same_room_with_another_person_is_not_a_duplicate_on_the_crop_path(seed):
+    room = textured_photo(seed)
+    first = _photo_item("a", _with_person(room, 0.3))
+    other = _photo_item("b", _with_person(room, 0.7))
+    centre = centre_phash_bits(thumbs_array([first.thumb, other.thumb]))
+    distances = [(first.phash ^ other.phash).bit_count(),  # full hashes, then crop path
+                 (first.phash ^ int(centre[1])).bit_count(),
+                 (other.phash ^ int(centre[0])).bit_count()]
+    assert max(distances) <= DedupSettings().radius  # candidates both ways: the check decides
+    assert decide_duplicates([first, other], _empty(), new_ids=["A", "B"]) == [None, None]
