@@ -136,7 +136,8 @@ def wrong_labels(release: Path, truth: GeneratorTruth) -> tuple[set[str], set[st
             continue
         boxes, hand = truth.boxes(row.image_id)
         target = boxes[0]
-        published = [Box(*b, label) for b, label in zip(row.boxes, row.labels, strict=True)]
+        published = [Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), str(label))
+                     for b, label in zip(row.boxes, row.labels, strict=True)]
         best = max(published, key=lambda b: iou(target, b), default=None)
         if best is None or best.label != target.label:
             gesture_wrong.add(row.image_id)
