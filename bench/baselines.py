@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -112,6 +114,18 @@ def time_decode_floor(files: list[Path], *, workers: int = 2) -> float:
         start = time.perf_counter()
         pool.map(decode_draft_gray, files, chunksize=chunksize)
         return time.perf_counter() - start
+
+
+def cached_batch(name: str, n: int, seed: int, **options: Any) -> Path:
+    """A generated crowd batch ``bench/_data/<name>-<n>-<seed>`` (``generate_batch`` with
+    ``options``), generated once and reused while its ``truth.jsonl`` is there."""
+    from tasks.simulation.generator import generate_batch
+
+    out = Path(__file__).parent / "_data" / f"{name}-{n}-{seed}"
+    if not (out / "truth.jsonl").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        generate_batch(out, n=n, seed=seed, workers=2, **options)
+    return out
 
 
 def jpeg_files(folder: Path) -> list[Path]:

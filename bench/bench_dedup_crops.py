@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -38,6 +37,8 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 import numpy as np
 from PIL import Image, ImageOps
 
+from bench.baselines import cached_batch
+
 CROP_RANGE = (0.02, 0.08)
 
 
@@ -49,16 +50,6 @@ class PlantedSet:
     families: list[int]
     crops: list[bytes]
     crop_fractions: list[tuple[float, float, float, float]]
-
-
-def _originals(n: int, seed: int) -> Path:
-    from tasks.simulation.generator import generate_batch
-
-    out = Path(__file__).parent / "_data" / f"crops-{n}-{seed}"
-    if not (out / "truth.jsonl").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        generate_batch(out, n=n, seed=seed, dup_rate=0.0, problems=False, workers=2)
-    return out
 
 
 def crop_and_zoom(data: bytes, fractions: tuple[float, float, float, float], *,
@@ -77,7 +68,7 @@ def crop_and_zoom(data: bytes, fractions: tuple[float, float, float, float], *,
 
 def planted_set(n: int, seed: int) -> PlantedSet:
     """The originals of one generated batch and a 2-8%-per-side crop of each."""
-    batch = _originals(n, seed)
+    batch = cached_batch("crops", n, seed, dup_rate=0.0, problems=False)
     truth = [json.loads(x) for x in (batch / "truth.jsonl").read_text().splitlines()]
     rows = [t for t in truth if t["kind"] == "original"]
     rng = np.random.default_rng(seed)

@@ -25,17 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from bench.baselines import cached_batch
+
 DUP = {"exact_duplicate", "near_duplicate", "mirrored_duplicate"}
-
-
-def _batch(n: int, seed: int) -> Path:
-    from tasks.simulation.generator import generate_batch
-
-    out = Path(__file__).parent / "_data" / f"quality-{n}-{seed}"
-    if not (out / "truth.jsonl").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        generate_batch(out, n=n, seed=seed, dup_rate=0.3, workers=2)
-    return out
 
 
 def score(batch: Path) -> dict:
@@ -89,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 202])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results_dedup.md")
     args = ap.parse_args(argv)
-    results = {s: score(_batch(args.n, s)) for s in args.seeds}
+    results = {s: score(cached_batch("quality", args.n, s, dup_rate=0.3)) for s in args.seeds}
     text = _report(results, args)
     print(text)
     args.out.write_text(text)

@@ -24,17 +24,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.baselines import BENCH_PYTHON, jpeg_files, time_decode_floor, time_imagededup
-
-
-def _dataset(n: int, seed: int) -> Path:
-    from tasks.simulation.generator import generate_batch
-
-    out = Path(__file__).parent / "_data" / f"ingest-{n}-{seed}"
-    if not (out / "submissions.csv").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        generate_batch(out, n=n, seed=seed, dup_rate=0.0, problems=False, workers=2)
-    return out
+from bench.baselines import (
+    BENCH_PYTHON,
+    cached_batch,
+    jpeg_files,
+    time_decode_floor,
+    time_imagededup,
+)
 
 
 def _time_ingest(batch: Path, work: Path) -> tuple[float, dict]:
@@ -62,12 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results_ingest.md")
     args = ap.parse_args(argv)
-    batch = _dataset(args.n, args.seed)
+    batch = cached_batch("ingest", args.n, args.seed, dup_rate=0.0, problems=False)
     files = jpeg_files(batch / "photos")
     work = Path(__file__).parent / "_work"
     work.mkdir(exist_ok=True)
     _warm(files)
-    small = _dataset(40, 99)
+    small = cached_batch("ingest", 40, 99, dup_rate=0.0, problems=False)
     _time_ingest(small, work)  # starts Prefect's ephemeral server; not timed
     floor, dedup, ours = [], [], []
     for _ in range(args.repeat):
@@ -84,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
 def _report(n: int, floor: list[float], dedup: list[float], ours: list[float],
             args: argparse.Namespace) -> str:
     f, d, o = (statistics.median(x) for x in (floor, dedup, ours))
-    mb = sum(p.stat().st_size for p in jpeg_files(_dataset(args.n, args.seed) / "photos")) / n / 1e6
+    photos = cached_batch("ingest", args.n, args.seed, dup_rate=0.0, problems=False) / "photos"
+    mb = sum(p.stat().st_size for p in jpeg_files(photos)) / n / 1e6
     rows = [
         ("decode floor (draft 1/8 grey, 2 processes)", f, floor),
         ("imagededup PHash().encode_images (2 processes)", d, dedup),
