@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_labelstudio.sh
+bash scripts/setup_browser.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 # Lint and type-check every package first (configuration in pyproject.toml).
 .venv/bin/ruff check .

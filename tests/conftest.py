@@ -59,3 +59,24 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     document_root = tmp_path_factory.mktemp("label-studio-files")
     with label_studio_server(home, document_root=document_root) as endpoint:
         yield endpoint
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/setup_browser.sh); never downloaded
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A headless Chromium (playwright ``Browser``) for screenshot tests of what people see.
+
+    Pages open at 1600x1000 (``browser.new_page(viewport=...)`` to change it).
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
