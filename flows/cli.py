@@ -86,17 +86,17 @@ def print_summary(summary: dict[str, Any]) -> None:
 def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
                workers: int | None = None, commit_every: int = 2048,
                s3_endpoint_url: str | None = None, show_progress: bool = True,
-               max_bytes: int = 100_000_000, wait_for_lock: float = 0.0) -> dict[str, Any]:
-    """Run the ingest flow in-process with a progress bar; returns its summary."""
-    _quiet_prefect()
-    from prefect.task_runners import ThreadPoolTaskRunner
+               max_bytes: int = 100_000_000, wait_for_lock: float = 0.0,
+               cluster: str | None = None) -> dict[str, Any]:
+    """Run the ingest flow in-process with a progress bar; returns its summary.
 
+    ``workers``: inspection processes (default: the usable cores); ``cluster``: a Dask
+    scheduler address or ``local`` instead (``flows.cluster``)."""
+    _quiet_prefect()
     from flows.ingest import ingest
     from tasks import progress
 
     preflight(source, submissions, s3_endpoint_url=s3_endpoint_url)
-    flow = ingest if workers is None else ingest.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=workers))  # type: ignore[arg-type]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not show_progress)
     with holding_root(root, command="ingest", wait_s=wait_for_lock,
@@ -104,9 +104,10 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
         tid = bar.add_task("ingest", total=None)
         progress.set_listener(lambda _s, done, total: bar.update(tid, completed=done, total=total))
         try:
-            return flow(source=source, submissions=submissions, root=root, min_side=min_side,
-                        commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
-                        max_bytes=max_bytes, wait_for_lock=wait_for_lock)
+            return ingest(source=source, submissions=submissions, root=root, min_side=min_side,
+                          commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
+                          max_bytes=max_bytes, wait_for_lock=wait_for_lock, workers=workers,
+                          cluster=cluster)
         finally:
             progress.set_listener(None)
 
@@ -149,13 +150,19 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to write the batch in
     console.print(f"wrote {out}/submissions.csv and {out}/truth.jsonl: {summary}")
 
 
+ClusterOpt = Annotated[str | None, typer.Option(
+    help="run the chunk work on a Dask cluster: a scheduler address (tcp://host:8786; its "
+         "workers need PREFECT_API_URL of a Prefect server) or 'local' (a LocalCluster)")]
+
+
 @app.command("ingest")
 def ingest_cmd(
     source: Annotated[str, typer.Argument(help="local folder or s3://bucket/prefix")],
     submissions: Annotated[str, typer.Option(help="submissions table: CSV, JSONL or Parquet")],
     root: Annotated[str, typer.Option(help="dataset root")] = "./hagrid-root",
     min_side: Annotated[int, typer.Option(help="minimum short side in pixels")] = 720,
-    workers: Annotated[int | None, typer.Option(help="parallel decoders")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="inspection processes (default: the usable cores)")] = None,
     commit_every: Annotated[int, typer.Option(help="rows per committed batch")] = 2048,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -163,6 +170,7 @@ def ingest_cmd(
         help="size cap per input file; larger ones are rejected as too_large unread")
     ] = 100_000_000,
     wait: WaitOpt = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Ingest a batch of submissions: checks, exact and near dedup, catalog append."""
     from tasks.storage import SourceError
@@ -170,7 +178,8 @@ def ingest_cmd(
     try:
         summary = run_ingest(source, submissions, root, min_side=min_side, workers=workers,
                              commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
-                             max_bytes=max_bytes, wait_for_lock=_wait_s(wait))
+                             max_bytes=max_bytes, wait_for_lock=_wait_s(wait),
+                             cluster=cluster)
     except SourceError as exc:
         print_error(exc)
         raise typer.Exit(2) from None

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+from collections import deque
 from pathlib import PurePosixPath
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cluster import ChunkFuture, ChunkRunner, InProcess, chunk_runner
 from flows.root_lock import locked_root
 from schemas.settings import DedupSettings, IngestSettings, default_workers
 from schemas.taxonomy import load_taxonomy
@@ -64,11 +65,9 @@ def list_source(source: Storage, root: Storage) -> list[str]:
     return without_folder(source.list(), nested_root_folder(source.uri, root.uri))
 
 
-@task(cache_policy=NO_CACHE)
-def inspect_chunk_task(source: Storage, root: Storage, items: list[PlannedInput],
-                       settings: IngestSettings) -> list[InspectedInput]:
-    """Read, check, hash and store one chunk of inputs."""
-    return inspect_chunk(source, root, items, settings=settings)
+# Read, check, hash and store one chunk of inputs: phase 1, anywhere (flows.cluster). Its
+# function is ``tasks.ingest.steps.inspect_chunk`` itself, so a process pool can pickle it.
+inspect_chunk_task = task(name="inspect-chunk", cache_policy=NO_CACHE)(inspect_chunk)
 
 
 @task(cache_policy=NO_CACHE)
@@ -85,14 +84,13 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
     return subs
 
 
-@flow(name="ingest",
-      task_runner=ThreadPoolTaskRunner(max_workers=default_workers()),  # type: ignore[arg-type]
-      log_prints=True)
+@flow(name="ingest", log_prints=True)
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
            radius: int = 12, min_similarity: float = 0.95, max_local_residual: float = 0.63,
            s3_endpoint_url: str | None = None, wait_for_lock: float = 0.0,
-           max_bytes: int = 100_000_000, keep_user_ids: bool = False) -> dict[str, Any]:
+           max_bytes: int = 100_000_000, keep_user_ids: bool = False,
+           cluster: str | None = None, workers: int | None = None) -> dict[str, Any]:
     """Ingest a crowd batch from ``source`` (folder or ``s3://bucket/prefix``) into ``root``.
 
     Every input ends in ``catalog/submissions`` exactly once, accepted or rejected with a
@@ -102,6 +100,12 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
     (``RootLocked``) unless it ends within ``wait_for_lock`` seconds. Worker ids are stored
     as a salted hash (``user_key``); ``keep_user_ids`` keeps ids that are already hex hashes
     as they are (``import-hagrid --keep-user-ids``: a published dataset's subject ids).
+
+    Inspection (read, sha256, decode, hashes, thumbnail, object write) runs in chunks of
+    ``chunk_size`` on ``workers`` local processes (default: the usable cores), or with
+    ``cluster`` on a Dask cluster (``tcp://host:8786``, or ``local``; ``flows.cluster``);
+    duplicate decisions and commits run here, window by window in input order, while the
+    next window is inspected.
     """
     settings = IngestSettings(min_side=min_side, taxonomy=taxonomy, commit_every=commit_every,
                               chunk_size=chunk_size, max_bytes=max_bytes,
@@ -113,7 +117,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
         catalog.remove_uncommitted()  # under the lock: only a dead run's files
         summary = _ingest_locked(src, catalog, submissions, settings=settings,
                                  s3_endpoint_url=s3_endpoint_url,
-                                 keep_user_ids=keep_user_ids)
+                                 keep_user_ids=keep_user_ids, cluster=cluster,
+                                 workers=workers or default_workers())
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
                              description=f"ingest of {source}")
     get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
@@ -123,7 +128,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
 
 def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
                    settings: IngestSettings, s3_endpoint_url: str | None,
-                   keep_user_ids: bool = False) -> dict[str, Any]:
+                   keep_user_ids: bool = False, cluster: str | None = None,
+                   workers: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     table = read_submissions_table(submissions, endpoint_url=s3_endpoint_url)
     planned = plan_inputs(table, source=src.uri, source_keys=list_source(src, catalog.root),
@@ -131,8 +137,13 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
     seen = seen_submission_ids(catalog)
     todo = [p for p in planned if p.submission_id not in seen]
     known = load_known_images(catalog, settings=settings)
-    results = run_windows(src, catalog, todo, known, settings=settings,
-                          keep_user_ids=keep_user_ids)
+    n_chunks = -(-len(todo) // settings.chunk_size)
+    with chunk_runner(cluster, workers=workers, chunks=n_chunks,
+                      preload=("tasks.ingest.steps",)) as runner:
+        get_run_logger().info("ingest: %d new inputs of %d, inspected on a %s", len(todo),
+                              len(planned), runner.where)
+        results = run_windows(src, catalog, todo, known, settings=settings, runner=runner,
+                              keep_user_ids=keep_user_ids)
     kept = {r["image_id"]: r["file"] for t in results for r in
             t.select(["image_id", "file"]).to_pylist() if r["image_id"]}
     summary = summarize_run(results, kept_files=kept, skipped=len(planned) - len(todo),
@@ -142,24 +153,50 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
 
 
 def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known: KnownImages,
-                *, settings: IngestSettings, keep_user_ids: bool = False) -> list[Any]:
-    """Inspect each window of inputs in parallel chunks, then decide and commit it in order."""
+                *, settings: IngestSettings, runner: ChunkRunner | None = None,
+                keep_user_ids: bool = False) -> list[Any]:
+    """Inspect the windows of inputs in chunks on ``runner``; decide and commit each window
+    in input order in this process, while the next window's chunks are being inspected."""
+    runner = runner or InProcess()
     salt = catalog.salt()
     run_stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     run_tag = f"{run_stamp}-{secrets.token_hex(3)}"
-    results, done = [], 0
+    windows = [todo[i:i + settings.commit_every] for i in range(0, len(todo), settings.commit_every)]
+    results: list[Any] = []
+    done = 0
     progress.report("ingest", 0, len(todo))
-    for w, start in enumerate(range(0, len(todo), settings.commit_every)):
-        window = todo[start:start + settings.commit_every]
+    in_flight: deque[tuple[int, list[tuple[list[PlannedInput], ChunkFuture]]]] = deque()
+    for w, window in enumerate(windows):
         chunks = [window[i:i + settings.chunk_size]
                   for i in range(0, len(window), settings.chunk_size)]
-        futures = [inspect_chunk_task.submit(src, catalog.root, c, settings) for c in chunks]
-        inspected: list[InspectedInput] = []
-        for fut, chunk in zip(futures, chunks):
-            inspected += fut.result()
-            done += len(chunk)
-            progress.report("ingest", done, len(todo))
-        results.append(decide_and_commit(catalog, inspected, known, source_uri=src.uri,
-                                         batch_id=f"{run_tag}-{w:05d}", salt=salt,
-                                         keep_user_ids=keep_user_ids))
+        in_flight.append((w, [(c, runner.submit(inspect_chunk_task, source=src, root=catalog.root,
+                                                items=c, settings=settings)) for c in chunks]))
+        if len(in_flight) > WINDOWS_AHEAD:
+            done = _commit_next(in_flight, catalog, known, results, done=done, total=len(todo),
+                                source_uri=src.uri, run_tag=run_tag, salt=salt,
+                                keep_user_ids=keep_user_ids)
+    while in_flight:
+        done = _commit_next(in_flight, catalog, known, results, done=done, total=len(todo),
+                            source_uri=src.uri, run_tag=run_tag, salt=salt,
+                            keep_user_ids=keep_user_ids)
     return results
+
+
+WINDOWS_AHEAD = 1  # windows being inspected while one is decided and committed
+
+
+def _commit_next(in_flight: deque[tuple[int, list[tuple[list[PlannedInput], ChunkFuture]]]],
+                 catalog: Catalog, known: KnownImages, results: list[Any], *, done: int,
+                 total: int,
+                 source_uri: str, run_tag: str, salt: str, keep_user_ids: bool) -> int:
+    """Wait for the oldest window's chunks, then decide and commit it; the inputs done."""
+    w, chunks = in_flight.popleft()
+    inspected: list[InspectedInput] = []
+    for items, fut in chunks:
+        inspected += fut.result()
+        done += len(items)
+        progress.report("ingest", done, total)
+    results.append(decide_and_commit(catalog, inspected, known, source_uri=source_uri,
+                                     batch_id=f"{run_tag}-{w:05d}", salt=salt,
+                                     keep_user_ids=keep_user_ids))
+    return done

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 PR_SET_PDEATHSIG = 1
@@ -41,3 +43,33 @@ def dying_with_parent(args: Sequence[str]) -> list[str]:
     if not sys.platform.startswith("linux"):
         return list(args)
     return [sys.executable, "-c", WRAPPER, str(os.getpid()), *args]
+
+
+def end_with_process(publisher: int) -> None:
+    """Pool initializer: kill this worker as soon as process ``publisher`` ends (Linux).
+
+    ``publisher``: the pid of the process that owns the pool (a publish or an ingest).
+
+    A forkserver worker's parent is the fork server, not the publisher, and the fork server
+    lives on while any worker holds its "alive" pipe (every worker does): the parent-death
+    signal alone (``die_with_parent``) would never fire after a ``kill -9`` of the
+    publisher. So a daemon thread also waits on a pidfd of the publisher (Linux 5.3+) and
+    SIGKILLs this worker when it ends. Elsewhere nothing is done.
+    """
+    die_with_parent()
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(publisher)
+    except ProcessLookupError:  # already gone
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    except OSError:  # no pidfd support (old kernel, seccomp): the death signal only
+        return
+    threading.Thread(target=_kill_self_when_readable, args=(pidfd,), daemon=True,
+                     name="end-with-owner").start()
+
+
+def _kill_self_when_readable(pidfd: int) -> None:
+    select.select([pidfd], [], [])  # a pidfd turns readable when its process ends
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -261,7 +261,19 @@ class S3Storage:
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
         self.client: Any = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its boto3 client (which does not pickle): a process or Dask worker
+        that receives it builds its own, with credentials from its own environment."""
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import boto3
+
+        self.__dict__.update(state)
+        self.client = boto3.client("s3", endpoint_url=self.endpoint_url)
 
     def _k(self, key: str) -> str:
         key = safe_key(key)

@@ -20,12 +20,8 @@ import multiprocessing
 import os
 import re
 import secrets
-import select
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -38,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.release import CHECKSUMS, DATA_DOCS, RELEASES, check_version
-from tasks.processes import die_with_parent
+from tasks.processes import end_with_process
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
 from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
@@ -233,43 +229,15 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     Processes, not threads: for small images the per-sample Python work (open, hash,
     headers) holds the GIL. The pool starts with ``forkserver``, since forking a process
     that runs Prefect's threads is not safe. Every worker ends with this process
-    (``end_with_publisher``), so a ``kill -9`` of a publish leaves no worker writing on.
+    (``tasks.processes.end_with_process``), so a ``kill -9`` of a publish leaves no worker writing on.
     """
     if workers <= 1:
         yield None
         return
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=end_with_publisher, initargs=(os.getpid(),)) as pool:
+                             initializer=end_with_process, initargs=(os.getpid(),)) as pool:
         yield pool
-
-
-def end_with_publisher(publisher: int) -> None:
-    """Pool initializer: kill this worker as soon as process ``publisher`` ends (Linux).
-
-    A forkserver worker's parent is the fork server, not the publisher, and the fork server
-    lives on while any worker holds its "alive" pipe (every worker does): the parent-death
-    signal alone (``die_with_parent``) would never fire after a ``kill -9`` of the
-    publisher. So a daemon thread also waits on a pidfd of the publisher (Linux 5.3+) and
-    SIGKILLs this worker when it ends. Elsewhere nothing is done.
-    """
-    die_with_parent()
-    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        pidfd = os.pidfd_open(publisher)
-    except ProcessLookupError:  # already gone
-        os.kill(os.getpid(), signal.SIGKILL)
-        return
-    except OSError:  # no pidfd support (old kernel, seccomp): the death signal only
-        return
-    threading.Thread(target=_kill_self_when_readable, args=(pidfd,), daemon=True,
-                     name="end-with-publisher").start()
-
-
-def _kill_self_when_readable(pidfd: int) -> None:
-    select.select([pidfd], [], [])  # a pidfd turns readable when its process ends
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_jobs(pool: Executor | None, function: Callable[[_Job], _Result],

@@ -1,0 +1,156 @@
+"""Where a flow's heavy chunk tasks run: in this process, a local process pool, or Dask.
+
+``chunk_runner`` is the one switch. The flows submit the same Prefect task either way:
+
+- ``cluster=None`` (the default): a pool of local processes (``forkserver``; threads lose to
+  the GIL on decoding and hashing) runs the task's function, or this process when there is
+  only one worker or one chunk. No Prefect task run per chunk: they would cost a round trip
+  to the API each and show nothing the flow's own logs do not.
+- ``cluster="tcp://host:8786"``: an existing ``dask scheduler`` and its workers, through
+  prefect-dask's ``DaskTaskRunner``. Each chunk is a Prefect task run on a worker, reported to
+  the flow's Prefect server: every worker needs ``PREFECT_API_URL`` (a real server; an
+  ephemeral one lives in the flow's process only), the code and the credentials of the
+  storage in its own environment. A chunk whose worker dies is run again by Dask on another
+  worker; chunk work is idempotent (content-addressed writes), so nothing is doubled.
+- ``cluster="local"``: a ``distributed.LocalCluster`` of worker processes, one thread each,
+  started for the run (seconds), reporting to the flow's Prefect API.
+
+Arguments travel pickled: never pass the hash index or a table, only chunk descriptions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from tasks.processes import end_with_process
+
+LOCAL_CLUSTER = "local"
+
+
+class ChunkFuture(Protocol):
+    """What a submitted chunk gives back."""
+
+    def result(self) -> Any:
+        """Block until the chunk is done; its return value (or its exception raised)."""
+        ...
+
+
+class ChunkRunner(Protocol):
+    """Runs chunk tasks somewhere; ``submit`` returns at once."""
+
+    where: str  # in words, for logs and summaries
+
+    def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
+        """Start ``task`` (a Prefect task) on ``parameters``."""
+        ...
+
+
+class InProcess:
+    """Runs each chunk at once, in this process (one worker, or a single chunk)."""
+
+    where = "in-process"
+
+    def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
+        """Run the task's function now; the future is already done."""
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(task.fn(**parameters))
+        except Exception as exc:  # noqa: BLE001 - raised again by result(), as a pool would
+            fut.set_exception(exc)
+        return fut
+
+
+class ProcessPool:
+    """The task's function in a pool of local processes."""
+
+    def __init__(self, pool: ProcessPoolExecutor, workers: int) -> None:
+        self.pool = pool
+        self.where = f"process pool of {workers}"
+
+    def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
+        """Queue the task's function (it must be importable: a module-level function)."""
+        return self.pool.submit(task.fn, **parameters)
+
+
+class DaskCluster:
+    """Prefect task runs on a Dask cluster (prefect-dask)."""
+
+    def __init__(self, runner: Any, where: str) -> None:
+        self.runner = runner
+        self.where = where
+
+    def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
+        """A Prefect task run on some worker of the cluster."""
+        return self.runner.submit(task, parameters=parameters)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def chunk_runner(cluster: str | None, *, workers: int, chunks: int,
+                 preload: tuple[str, ...] = ()) -> Iterator[ChunkRunner]:
+    """The runner for a flow's chunk tasks (see the module docstring); closed on exit.
+
+    ``workers``: processes of the local pool or of a ``local`` cluster; ``chunks``: how many
+    chunks the run will submit (one chunk, or one worker, runs in this process). ``preload``:
+    modules the pool's fork server imports once, so that each worker starts warm.
+    """
+    if cluster:
+        with dask_runner(cluster, workers=workers) as runner:
+            yield runner
+        return
+    if workers <= 1 or chunks <= 1:
+        yield InProcess()
+        return
+    context = multiprocessing.get_context("forkserver")
+    if preload:
+        context.set_forkserver_preload(list(preload))
+    with ProcessPoolExecutor(max_workers=min(workers, chunks), mp_context=context,
+                             initializer=end_with_process, initargs=(os.getpid(),)) as pool:
+        yield ProcessPool(pool, min(workers, chunks))
+
+
+@contextmanager
+def dask_runner(cluster: str, *, workers: int) -> Iterator[DaskCluster]:
+    """prefect-dask's ``DaskTaskRunner`` for a scheduler address or a ``local`` cluster."""
+    from prefect_dask import DaskTaskRunner
+
+    if cluster == LOCAL_CLUSTER:
+        env = _prefect_env()
+        runner = DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+            "n_workers": workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "env": env})
+        where = f"local Dask cluster of {workers}"
+    else:
+        runner = DaskTaskRunner(address=cluster)
+        where = f"Dask cluster at {cluster}"
+    with runner:
+        yield DaskCluster(runner, where)
+
+
+def _prefect_env() -> dict[str, str]:
+    """The environment a local cluster's workers need to report to this flow's Prefect API
+    (an ephemeral server included: without it each worker would start its own)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    env = {"PREFECT_API_URL": api_url.rstrip("/")}
+    for name in ("PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def gather(futures: list[ChunkFuture], on_done: Callable[[int], None] | None = None
+           ) -> list[Any]:
+    """Every future's result, in submission order (``on_done(i)`` after each)."""
+    out = []
+    for i, fut in enumerate(futures):
+        out.append(fut.result())
+        if on_done is not None:
+            on_done(i)
+    return out
