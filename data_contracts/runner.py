@@ -3,24 +3,32 @@
 Each table is validated in a throwaway file data context (a temporary folder): one pandas
 dataframe asset, suite and validation definition per table, all under a fixed run id, so
 the same frames give the same results and, through the views below, byte-identical Data
-Docs. Nothing is kept but the report and, when asked, the Data Docs folder.
+Docs. Nothing is kept but the report (every expectation's outcome, for ``page`` and
+``contracts.json``) and, when asked, the Data Docs folder.
+
+The fixed run time (``RUN_TIME``, 2000-01-01) is why the Data Docs show every run on that
+date: GE writes the run time into the pages and their paths, so a real clock would make two
+builds of the same release differ.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 os.environ["GX_ANALYTICS_ENABLED"] = "false"  # no network: set before GX is imported
 
 import great_expectations as gx
+import numpy as np
 import pandas as pd
 from great_expectations.core.expectation_validation_result import (
     ExpectationSuiteValidationResult,
@@ -43,6 +51,11 @@ SITE = "local_site"
 SITE_FOLDER = Path("uncommitted", "data_docs", SITE)  # under the context's root directory
 MAX_SAMPLES = 5  # sample values quoted in a failure's detail
 MAX_SUMMARY_LINES = 20
+# The parts of GE's result an outcome keeps (GE's other keys restate these as percentages).
+OBSERVED_KEYS: tuple[str, ...] = (
+    "observed_value", "element_count", "missing_count", "unexpected_count",
+    "unexpected_percent", "partial_unexpected_list", "partial_unexpected_index_list",
+    "unexpected_index_column_names")
 
 
 @dataclass(frozen=True)
@@ -56,12 +69,38 @@ class ContractFailure:
 
 
 @dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation as evaluated, in plain JSON values (``contracts.json``, the page)."""
+
+    table: str
+    expectation: str  # GE expectation type
+    kwargs: dict[str, Any]  # as configured (GE's batch_id left out)
+    success: bool
+    observed: dict[str, Any]  # the ``OBSERVED_KEYS`` GE reported
+    error: str | None  # first line of the exception when the check could not run
+
+
+@dataclass(frozen=True)
 class ContractReport:
     """The outcome of a contracts run."""
 
     success: bool
     failures: list[ContractFailure]
     checked: dict[str, int]  # table -> number of expectations evaluated
+    results: list[ExpectationOutcome] = field(default_factory=list)  # suite order per table
+
+    def tally(self) -> dict[str, dict[str, int]]:
+        """Per table (in ``checked`` order): expectations ``passed`` and ``failed``."""
+        counts = {t: {"passed": 0, "failed": 0} for t in self.checked}
+        for r in self.results:
+            counts.setdefault(r.table, {"passed": 0, "failed": 0})[
+                "passed" if r.success else "failed"] += 1
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        """``contracts.json``: success, the tally per table and every outcome."""
+        return {"success": self.success, "tables": self.tally(),
+                "results": [dataclasses.asdict(r) for r in self.results]}
 
     def summary(self) -> str:
         """A few lines listing the failures, for an exception message or a log."""
@@ -201,7 +240,8 @@ def run_contracts(frames: Mapping[str, pd.DataFrame], *, taxonomy: Taxonomy,
             _build_docs(context, Path(docs_dir))
     failures = [f for table, result in results.items() for f in _failures(table, result)]
     return ContractReport(success=not failures, failures=failures,
-                          checked={t: len(r.results) for t, r in results.items()})
+                          checked={t: len(r.results) for t, r in results.items()},
+                          results=[o for t, r in results.items() for o in _outcomes(t, r)])
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -211,6 +251,38 @@ def _failures(table: str, result: ExpectationSuiteValidationResult) -> list[Cont
                             column=_columns(r.expectation_config.kwargs),
                             detail=_detail(r, id_column=ID_COLUMNS.get(table)))
             for r in result.results if not r.success and r.expectation_config is not None]
+
+
+def _outcomes(table: str, result: ExpectationSuiteValidationResult
+              ) -> list[ExpectationOutcome]:
+    outcomes = []
+    for r in result.results:
+        config = r.expectation_config
+        if config is None:
+            continue
+        found = r.result or {}
+        outcomes.append(ExpectationOutcome(
+            table=table, expectation=config.type,
+            kwargs=_json_plain({k: v for k, v in config.kwargs.items() if k != "batch_id"}),
+            success=bool(r.success),
+            observed=_json_plain({k: found[k] for k in OBSERVED_KEYS if k in found}),
+            error=_error(r)))
+    return outcomes
+
+
+def _json_plain(value: Any) -> Any:
+    """``value`` as JSON values: numpy scalars unwrapped, NaN and infinities as text,
+    anything else unknown as its ``str``."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_plain(v) for v in value]
+    value = _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None if value is pd.NA or value is pd.NaT else str(value)
 
 
 def _columns(kwargs: Mapping[str, Any]) -> str | None:

@@ -4,6 +4,10 @@ Reads the images that passed validation and filtration and have final boxes, ass
 user-disjoint sticky splits, writes shards, manifests and exports into a staging folder,
 runs the data contracts (a failure stops the release), writes the report, the data card and
 the checksums, then commits the folder as ``ROOT/releases/<version>/`` in one step.
+
+The run's Prefect artifacts (``release-summary``, or ``release-refused``) are Markdown with
+the tables and the contract results; the release's files are named by path in code spans,
+not linked: a ``file://`` or ``s3://`` link does nothing from the Prefect UI's http page.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from data_contracts.page import render_page
 from data_contracts.runner import ContractReport, run_contracts
 from flows.ingest import DEFAULT_ROOT
 from flows.root_lock import locked_root
 from schemas.release import (
     CHECKSUMS,
+    CONTRACTS_PAGE,
+    CONTRACTS_RESULTS,
     CROPS,
     DATA_CARD,
     DATA_DOCS,
@@ -60,6 +67,7 @@ from tasks.publish.selection import (
     split_counts,
     split_release,
 )
+from tasks.publish.summary import refused_markdown, release_markdown
 from tasks.publish.writer import (
     check_new_release,
     checksums,
@@ -79,6 +87,10 @@ UNKNOWN_HAND = "unknown"  # how the report shows a leading hand the manifest lea
 
 class ContractsFailed(RuntimeError):
     """The data contracts failed: the release was not written."""
+
+    def __init__(self, message: str, report: ContractReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report  # None after a round trip through pickle
 
 
 @task(cache_policy=NO_CACHE)
@@ -141,10 +153,26 @@ def write_shards_and_manifests(
 def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
                     links: list[tuple[str, str]], settings: PublishSettings,
                     version: str) -> ContractReport:
-    """Run the data contracts over the catalog and the staged release; keep the Data Docs."""
+    """Run the data contracts over the catalog and the staged release; keep the Data Docs,
+    the contracts page and its results (``report/contracts.html``, ``contracts.json``)."""
     frames = contract_frames(Catalog(root), manifest, shard_members(staging), links)
-    return run_contracts(frames, taxonomy=load_taxonomy(settings.taxonomy),
-                         docs_dir=staging / DATA_DOCS, run_name=version)
+    report = run_contracts(frames, taxonomy=load_taxonomy(settings.taxonomy),
+                           docs_dir=staging / DATA_DOCS, run_name=version)
+    page = render_page(report.results, title=f"{settings.title}: data contracts of release "
+                       f"{version}", links=_contracts_links(success=report.success),
+                       docs_href=f"../{DATA_DOCS}/index.html")
+    write_file(staging, f"{REPORT}/{CONTRACTS_PAGE}", page.encode())
+    write_file(staging, f"{REPORT}/{CONTRACTS_RESULTS}", json_bytes(report.as_dict()))
+    return report
+
+
+def _contracts_links(*, success: bool) -> list[tuple[str, str]]:
+    """The contracts page's links, relative to ``report/``: a refused release keeps only the
+    page, its JSON and the Data Docs (``keep_refused_docs``)."""
+    release = [("index.html", "Quality report"), (f"../{DATA_CARD}", "Data card")]
+    return [*(release if success else []),
+            (f"../{DATA_DOCS}/index.html", "Great Expectations Data Docs"),
+            (CONTRACTS_RESULTS, "Results as JSON")]
 
 
 @task(cache_policy=NO_CACHE)
@@ -164,7 +192,8 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
                                                            UNKNOWN_HAND)  # plotted by name
     write_report(manifest.assign(leading_hand=hands), rejections=rejections,
                  out_dir=staging / REPORT, title=f"{settings.title}: release {version}",
-                 gestures=taxonomy.gestures, notes=notes, read_image=shard_reader(staging))
+                 gestures=taxonomy.gestures, notes=notes, read_image=shard_reader(staging),
+                 contracts=contracts.tally())
     counts = split_counts(manifest, taxonomy.gestures,
                           [s for s in SPLITS if s in set(manifest["split"])])
     info = release_info(version=version, settings=settings, counts=counts, split=split.info,
@@ -228,9 +257,15 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
         summary = _build(storage, staging, images, boxes, split, settings=settings,
                          version=version, workers=workers, endpoint_url=endpoint_url)
         summary["uri"] = commit_release(storage, staging, version)
-    except ContractsFailed:
-        keep_refused_docs(storage, staging, version)
+    except ContractsFailed as failed:
+        kept = keep_refused_docs(storage, staging, version)
         discard(staging)
+        failed.add_note(f"contracts page: {kept}/{REPORT}/{CONTRACTS_PAGE}")
+        if failed.report is not None:
+            create_markdown_artifact(
+                key="release-refused", markdown=refused_markdown(version, failed.report,
+                                                                 kept=kept),
+                description=f"Release {version} refused: failed contracts")
         raise
     except BaseException:
         discard(staging)
@@ -248,7 +283,7 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:
-        raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}")
+        raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}", contracts)
     for key, data in export_files(manifests, settings=settings).items():
         write_file(staging, key, data)
     crop_counts = {k: t.num_rows for k, t in crops.items()}
@@ -261,19 +296,13 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
                           shards, sum(crop_counts.values()))
     return {"version": version, "images": len(manifest), "shards": shards,
             "split_images": {k: t.num_rows for k, t in manifests.items()},
+            "split_subjects": {k: int(n) for k, n in
+                               manifest.groupby("split")["user_id"].nunique().items()},
             "crops": crop_counts, "crop_shards": len(digests) - shards,
-            "splits": info["splits"], "counts": info["counts"], "timings": timings}
+            "splits": info["splits"], "counts": info["counts"],
+            "contracts": contracts.tally(), "timings": timings}
 
 
 def _artifacts(summary: dict[str, Any]) -> None:
-    uri = summary["uri"]
-    report = f"{uri}/{REPORT}/index.html"
-    link = report if uri.startswith("s3://") else Path(report).as_uri()
-    create_link_artifact(key="release-report", link=link, link_text=f"{summary['version']} "
-                         "quality report", description="Quality report with plots")
-    create_markdown_artifact(
-        key="release-summary",
-        markdown=(f"# Release {summary['version']}\n\n{summary['images']} images in "
-                  f"{summary['shards']} shards at `{uri}`.\n\n[Quality report]({link}) · "
-                  f"Data Docs: `{uri}/{DATA_DOCS}/index.html`\n"),
-        description="Release summary")
+    create_markdown_artifact(key="release-summary", markdown=release_markdown(summary),
+                             description=f"Release {summary['version']}: counts, contracts")

@@ -12,8 +12,12 @@ A release is an immutable folder ``ROOT/releases/<version>/``::
                                     per hand box (CROPS_MANIFEST), sorted by image_id, box_index
     crops/shards/<split>-<n:06d>.tar  its shards: <crop_id>.jpg (the square hand crop) +
                                     <crop_id>.json (the row's fields)
-    data_docs/                      Great Expectations Data Docs of the contracts run
+    data_docs/                      Great Expectations Data Docs of the contracts run (their
+                                    scripts and styles come from CDNs: online only)
     report/index.html               the quality report with plots
+    report/contracts.html           every expectation of the contracts run, pass or fail, with
+                                    the observed values: one self-contained page (offline)
+    report/contracts.json           the same results, machine-readable
     release.json                    settings, counts and provenance of the release
     README.md                       the data card
     SHA256SUMS                      sha256 of every other file, ``sha256sum -c`` format
@@ -53,6 +57,8 @@ COCO = "coco"
 YOLO = "yolo"
 DATA_DOCS = "data_docs"
 REPORT = "report"
+CONTRACTS_PAGE = "contracts.html"  # under REPORT
+CONTRACTS_RESULTS = "contracts.json"  # under REPORT
 CROPS = "crops"  # the crops view: CROPS/manifests/, CROPS/shards/
 RELEASE_INFO = "release.json"
 DATA_CARD = "README.md"

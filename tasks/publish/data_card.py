@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_contracts.page import DATA_DOCS_NOTE
 from schemas.annotation import FREE_HAND_LABEL
+from schemas.release import CONTRACTS_PAGE, CONTRACTS_RESULTS, DATA_DOCS, REPORT
 
 
 def markdown_table(frame: pd.DataFrame, *, index_name: str) -> str:
@@ -84,6 +86,8 @@ def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
         _split_notes(info),
         "### Images per class and split",
         markdown_table(shown, index_name="gesture"),
+        "## Quality report and data contracts",
+        _documents(info),
         "## What each stage rejected",
         _rejections(rejections),
         "## How the data was made",
@@ -92,6 +96,23 @@ def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
         READING + "\n\n" + "\n".join(f"- `{f}`" for f in files),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _documents(info: Mapping[str, Any]) -> str:
+    """Links (relative to the release folder) to the report, the contracts page, the Data
+    Docs, and the contracts' count from release.json."""
+    checked = info.get("contracts_checked") or {}
+    report = (f"- [Quality report]({REPORT}/index.html): tables and plots of this release "
+              "(classes, box sizes and positions, leading hands, annotator agreement, "
+              "subjects, samples).")
+    contracts = (f"- [Data contracts]({REPORT}/{CONTRACTS_PAGE}): {sum(checked.values())} "
+                 f"expectations on {len(checked)} tables, checked before the release was "
+                 "written, each with its outcome and the values observed; one self-contained "
+                 "page that reads offline (the same results as JSON: "
+                 f"[{CONTRACTS_RESULTS}]({REPORT}/{CONTRACTS_RESULTS})).")
+    docs = (f"- [Great Expectations Data Docs]({DATA_DOCS}/index.html): the same run as GE "
+            f"renders it. {DATA_DOCS_NOTE}")
+    return f"{report}\n{contracts}\n{docs}"
 
 
 def _opt(value: float | None) -> str:
@@ -141,11 +162,13 @@ HOW_MADE = """\
    were excluded when the aggregated probability of a flag passed the policy's threshold.
 4. **Annotation.** Several annotators drew a box around every hand (the gesture hand
    labelled with its gesture, a free hand `no_gesture`) and marked the leading hand; boxes
-   were matched across annotators and merged (median edges), `leading_conf` is the weighted
-   share agreeing with the leading hand.
+   were matched across annotators and merged (median edges); a box's agreement is the mean
+   IoU of the annotators' boxes of that hand with the merged box. The leading hand won a
+   vote weighted by annotator skill; `leading_conf` is the share of the annotators who chose
+   it (a head count, not a weight).
 5. **Publication.** Subjects were split so that no user_id and no near-duplicate cluster
    straddles two splits, class-stratified, and sticky across releases. Data contracts
-   (`data_docs/`) passed before the release was written."""
+   (`report/contracts.html`, `data_docs/`) passed before the release was written."""
 
 READING = """\
 Boxes are `[x, y, w, h]` (top-left corner, width, height) relative to the width and height

@@ -12,7 +12,7 @@ and every order is either given (classes, splits, stages) or sorted.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from data_contracts.page import DATA_DOCS_NOTE
 from schemas.annotation import FREE_HAND_LABEL
-from schemas.release import SPLITS
+from schemas.release import CONTRACTS_PAGE, DATA_CARD, DATA_DOCS, SPLITS
 from tasks.publish.samples import ReadImage, write_sample_strips
 
 STAGES: tuple[str, ...] = ("ingest", "validation", "filtration", "annotation")
@@ -37,6 +38,8 @@ INDEX = "index.html"
 DPI = 100
 WIDTH_IN = 8.0  # every figure is 800 px wide
 BINS = 50
+SIZE_MARGIN = 0.01  # least margin around the box sizes on their axis
+SUBJECT_BARS = 30  # at most this many bars of images per subject
 MAX_LABEL = 60  # characters of a data string shown on a plot axis (the tables show it all)
 
 
@@ -197,22 +200,32 @@ def plot_boxes_per_image(data: ReportData) -> Figure:
     return fig
 
 
+def size_range(size: np.ndarray) -> tuple[float, float]:
+    """The box-size axis: the data's range, widened by a tenth on each side (at least 0.01),
+    kept within [0, 1]."""
+    low, high = float(size.min()), float(size.max())
+    margin = max(0.1 * (high - low), SIZE_MARGIN)
+    return max(low - margin, 0.0), min(high + margin, 1.0)
+
+
 def plot_box_size(data: ReportData) -> Figure:
-    """Box size sqrt(w * h) (relative to the image), gesture boxes and no_gesture boxes."""
+    """Box size sqrt(w * h) (relative to the image), gesture boxes and no_gesture boxes, on
+    an axis spanning the sizes found (``size_range``)."""
     fig, (ax,) = _figure()
     title = "box size: sqrt(w * h), relative to the image"
     if len(data.xywh) == 0:
         _no_data(ax, title)
         return fig
     size = np.sqrt(np.clip(data.xywh[:, 2] * data.xywh[:, 3], 0.0, 1.0))
-    edges = np.linspace(0.0, 1.0, BINS + 1)
+    low, high = size_range(size)
+    edges = np.linspace(low, high, BINS + 1)
     for kind, mask, colour in (("gesture", ~data.free, "tab:blue"),
                                (FREE_HAND_LABEL, data.free, "tab:orange")):
         counts, _ = np.histogram(size[mask], bins=edges)
         ax.stairs(counts, edges, color=colour, linewidth=1.5,
                   label=f"{kind} boxes ({int(mask.sum())})")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("sqrt(relative area)")
+    ax.set_xlim(low, high)
+    ax.set_xlabel(f"sqrt(relative area); the boxes span {size.min():.3f} to {size.max():.3f}")
     ax.set_ylabel("boxes")
     ax.legend()
     ax.set_title(title)
@@ -312,27 +325,61 @@ def plot_rejections(data: ReportData) -> Figure:
     return fig
 
 
+def subject_bins(most: int) -> np.ndarray:
+    """Bin edges for images per subject: one bar per count up to ``SUBJECT_BARS`` bars, else
+    ``SUBJECT_BARS`` bars of equal whole-number width; edges at half-integers."""
+    width = max(1, -(-most // SUBJECT_BARS))  # ceil
+    return np.arange(0.5, most + width, width, dtype=float)
+
+
 def plot_images_per_subject(data: ReportData) -> Figure:
-    """Histogram of how many images each subject (user_id) contributed, log-scale counts."""
+    """Histogram of how many images each subject (user_id) contributed: linear counts, each
+    non-empty bar labelled with its count, so that a bar of one subject still shows."""
     fig, (ax,) = _figure()
     title = "images per subject"
     per_subject = data.images["user_id"].value_counts().to_numpy()
     if len(per_subject) == 0:
         _no_data(ax, title)
         return fig
-    most = int(per_subject.max())
-    edges = (np.arange(0.5, most + 1.0) if most <= 2 * BINS
-             else np.linspace(0.5, most + 0.5, BINS + 1))
+    edges = subject_bins(int(per_subject.max()))
     counts, _ = np.histogram(per_subject, bins=edges)
-    ax.bar((edges[:-1] + edges[1:]) / 2, counts, width=np.diff(edges) * 0.9,
-           color="tab:blue")
-    ax.set_yscale("log")
+    bars = ax.bar((edges[:-1] + edges[1:]) / 2, counts, width=np.diff(edges) * 0.9,
+                  color="tab:blue")
+    ax.bar_label(bars, labels=[str(n) if n else "" for n in counts], fontsize=7, padding=1)
+    ax.set_ylim(0, counts.max() * 1.12)  # room for the labels
     ax.set_xlabel("images of the subject")
     ax.set_ylabel("subjects")
     ax.set_title(f"{title} ({len(per_subject)} subjects, median "
                  f"{float(np.median(per_subject)):g})")
     return fig
 
+
+BOX_AGREEMENT_NOTE = (
+    "Box agreement (one value per box): several annotators drew the boxes of an image; the "
+    "boxes of one hand were matched across annotators (IoU of at least 0.5 by default), the "
+    "published box takes the median of their edges, and its agreement is the mean IoU "
+    "(intersection over union) of the annotators' boxes of that hand with the published "
+    "box. 1.0: every annotator drew the same box; an imported (HaGRID) box counts 1.0. The "
+    "annotation stage asks more annotators when an image's mean box agreement is below 0.7 "
+    "(the default min_agreement).")
+LEADING_CONF_NOTE = (
+    "leading_conf (one value per image): the share of the image's annotators who chose the "
+    "published leading hand. The hand is the winner of a vote weighted by the annotators' "
+    "skill where skills are known (ties: more annotators, then the name), but leading_conf "
+    "counts annotators, not weights: with three annotators it is 1.0 or 0.67. The stage asks "
+    "again below 0.75 (the default min_leading_conf). An imported image keeps HaGRID's "
+    "value; an image whose leading hand is unknown has none and is not plotted.")
+BOX_SIZE_NOTE = (
+    "Box size is sqrt(w * h): the side of a square with the box's area, relative to the "
+    "image (0.1: a tenth of the image side). The axis spans the sizes found, not 0 to 1.")
+SUBJECTS_NOTE = (
+    "A subject is a user_id; all images of a subject are in one split. Counts are linear; "
+    "each bar is labelled with its number of subjects.")
+EXPLANATIONS: dict[str, tuple[str, ...]] = {  # shown under the plot of that file
+    "box_size.png": (BOX_SIZE_NOTE,),
+    "agreement.png": (BOX_AGREEMENT_NOTE, LEADING_CONF_NOTE),
+    "images_per_subject.png": (SUBJECTS_NOTE,),
+}
 
 PLOTS: tuple[tuple[str, str, Callable[[ReportData], Figure]], ...] = (
     ("class_split.png", "Class balance per split", plot_class_split),
@@ -397,16 +444,50 @@ def _class_rows(data: ReportData) -> list[list[object]]:
     return rows + [["total", *totals, sum(totals)]]
 
 
+def release_documents(contracts: Mapping[str, Mapping[str, int]]) -> str:
+    """Links to the release's other documents (relative to ``report/``), with the verdict of
+    the contracts (``contracts``: ``ContractReport.tally``)."""
+    passed = sum(c["passed"] for c in contracts.values())
+    failed = sum(c["failed"] for c in contracts.values())
+    verdict = (f"all {passed} expectations passed on {len(contracts)} tables" if not failed
+               else f"{failed} of {passed + failed} expectations failed")
+    contracts_about = (f"{verdict}: every expectation, pass or fail, with the values "
+                       "observed. One self-contained page: it reads offline.")
+    card_about = ("what the release holds, how it was made and how to read it (Markdown: "
+                  "plain text in a browser).")
+    items = (
+        (CONTRACTS_PAGE, "Data contracts", contracts_about),
+        (f"../{DATA_CARD}", f"Data card ({DATA_CARD})", card_about),
+        (f"../{DATA_DOCS}/index.html", "Great Expectations Data Docs",
+         f"the same contracts run as GE renders it. {DATA_DOCS_NOTE}"),
+    )
+    links = "".join(f"<li><a href=\"{html.escape(href)}\">{html.escape(text)}</a>: "
+                    f"{html.escape(about)}</li>\n" for href, text, about in items)
+    return f"<h2>Documents of this release</h2>\n<ul>\n{links}</ul>\n"
+
+
+def contracts_table(contracts: Mapping[str, Mapping[str, int]]) -> str:
+    """The contracts' tally per table, linking to the contracts page."""
+    rows = [(t, c["passed"], c["failed"]) for t, c in contracts.items()]
+    return (f"<h2>Data contracts</h2>\n<p>Expectations per checked table (each one on the "
+            f"<a href=\"{CONTRACTS_PAGE}\">contracts page</a>).</p>\n"
+            + _table(("table", "passed", "failed"), rows))
+
+
 def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]],
-                notes: Sequence[str] = (), samples: Sequence[tuple[str, str]] = ()) -> str:
-    """The report page: title, notes (e.g. that the data was simulated), tables, each plot
-    (``(file name, caption)``) in order, then the sample strips (same form)."""
+                notes: Sequence[str] = (), samples: Sequence[tuple[str, str]] = (),
+                contracts: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """The report page: title, notes (e.g. that the data was simulated), with ``contracts``
+    (the report of a release) the links to its other documents and the contracts' tally,
+    tables, each plot (``(file name, caption)``) in order with its explanation, then the
+    sample strips (same form)."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n",
         f"<h1>{esc(title)}</h1>\n",
         *(f"<p class=\"note\"><strong>{esc(n)}</strong></p>\n" for n in notes),
+        release_documents(contracts) if contracts is not None else "",
         "<h2>Totals</h2>\n",
         _table(("", "count"), report_totals(data)),
         "<h2>Per split</h2>\n",
@@ -417,10 +498,13 @@ def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]
         "<h2>Rejections</h2>\n",
         _table(("stage", "reason", "count"), data.rejections.itertuples(index=False))
         if len(data.rejections) else "<p>none recorded</p>\n",
+        contracts_table(contracts) if contracts is not None else "",
     ]
     for name, caption in plots:
         parts.append(f"<h2>{esc(caption)}</h2>\n<img src=\"{esc(name)}\" "
                      f"alt=\"{esc(caption)}\">\n")
+        parts.extend(f"<p class=\"explain\">{esc(text)}</p>\n"
+                     for text in EXPLANATIONS.get(name, ()))
     if samples:
         parts.append("<h2>Samples per class</h2>\n<p>Published pictures decoded as HaGRID's "
                      "loaders do (no EXIF transpose), with the published boxes: the gesture "
@@ -435,19 +519,23 @@ def render_html(data: ReportData, *, title: str, plots: Sequence[tuple[str, str]
 _CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
         "td{text-align:right}td:first-child{text-align:left}img{max-width:100%}"
-        ".note{background:#fff3cd;border:1px solid #e0c36a;padding:.5em}")
+        ".note{background:#fff3cd;border:1px solid #e0c36a;padding:.5em}"
+        ".explain{color:#333;font-size:95%}")
 
 
 def write_report(manifest: pd.DataFrame, *, rejections: pd.DataFrame, out_dir: Path,
                  title: str, gestures: Sequence[str], notes: Sequence[str] = (),
-                 read_image: ReadImage | None = None) -> Path:
+                 read_image: ReadImage | None = None,
+                 contracts: Mapping[str, Mapping[str, int]] | None = None) -> Path:
     """Write ``out_dir/index.html`` and its PNG plots; return the index path.
 
     ``manifest`` is every split's manifest concatenated (columns of ``MANIFEST``),
     ``rejections`` has ``stage``, ``reason``, ``count``; ``gestures`` orders the class axis
     (classes without images are shown too). ``notes`` are shown first (e.g. that photos were
     simulated). With ``read_image`` (published bytes of a manifest row), a strip of sample
-    pictures per class with their boxes drawn. Same inputs, same bytes.
+    pictures per class with their boxes drawn. ``contracts``: the report of a release, with
+    its contracts' tally (``ContractReport.tally``): links to ``contracts.html`` beside it,
+    the data card and the Data Docs. Same inputs, same bytes.
     """
     data = prepare_report(manifest, rejections=rejections, gestures=gestures)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -459,6 +547,6 @@ def write_report(manifest: pd.DataFrame, *, rejections: pd.DataFrame, out_dir: P
         manifest, read_image, out_dir, gestures=data.classes)
     index = out_dir / INDEX
     page = render_html(data, title=title, plots=[(name, caption) for name, caption, _ in PLOTS],
-                       notes=notes, samples=samples)
+                       notes=notes, samples=samples, contracts=contracts)
     index.write_text(page, encoding="utf-8", newline="\n")
     return index

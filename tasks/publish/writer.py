@@ -33,7 +33,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.release import CHECKSUMS, DATA_DOCS, RELEASES, check_version
+from schemas.release import (
+    CHECKSUMS,
+    CONTRACTS_PAGE,
+    CONTRACTS_RESULTS,
+    DATA_DOCS,
+    RELEASES,
+    REPORT,
+    check_version,
+)
 from tasks.processes import end_with_process
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
@@ -325,13 +333,16 @@ def commit_release(root: Storage, staging: Path, version: str) -> str:
 
 
 def keep_refused_docs(root: Storage, staging: Path, version: str) -> str:
-    """Copy the Data Docs of a refused release to ``releases/.refused-<version>/``."""
+    """Copy the Data Docs and the contracts page (and results) of a refused release to
+    ``releases/.refused-<version>/``, in the release's layout (the page's links hold)."""
     prefix = f"{RELEASES}/.refused-{check_version(version)}"
     for key in root.list(prefix):
         root.delete(key)
     docs = staging / DATA_DOCS
-    for path in sorted(p for p in docs.rglob("*") if p.is_file()):
-        root.write_bytes(f"{prefix}/{DATA_DOCS}/{path.relative_to(docs).as_posix()}",
+    kept = [*sorted(p for p in docs.rglob("*") if p.is_file()),
+            *(staging / REPORT / name for name in (CONTRACTS_PAGE, CONTRACTS_RESULTS))]
+    for path in (p for p in kept if p.is_file()):
+        root.write_bytes(f"{prefix}/{path.relative_to(staging).as_posix()}",
                          path.read_bytes(), durable=False)
     root.sync()
     return f"{root.uri}/{prefix}"

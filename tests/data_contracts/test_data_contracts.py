@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +13,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from data_contracts.page import render_page
 from data_contracts.runner import ContractReport, run_contracts
+from data_contracts.suites import build_suites
 from schemas.release import MANIFEST
 from schemas.taxonomy import Taxonomy, load_taxonomy
+from tasks.publish.exports import json_bytes
 
 TAXONOMY = load_taxonomy("hagrid_v1")
 Frames = dict[str, pd.DataFrame]
@@ -331,3 +336,71 @@ def test_data_docs_are_written_and_byte_identical(tmp_path: Path) -> None:
     assert any(p.parts[0] == "validations" for p in files)
     different = [p for p in files if (first / p).read_bytes() != (second / p).read_bytes()]
     assert different == []
+
+
+# ---- outcomes and the contracts page -------------------------------------------------------
+
+def test_results_list_every_expectation_of_the_suites_in_order() -> None:
+    report = run_contracts(valid_frames(), taxonomy=TAXONOMY)
+    suites = build_suites(TAXONOMY)
+    for table, expectations in suites.items():
+        mine = [r for r in report.results if r.table == table]
+        assert [r.expectation for r in mine] == [e.expectation_type for e in expectations]
+        assert all(r.success and r.error is None and "batch_id" not in r.kwargs for r in mine)
+    assert report.tally() == {t: {"passed": len(e), "failed": 0} for t, e in suites.items()}
+    assert json.loads(json_bytes(report.as_dict()))["tables"] == report.tally()
+
+
+def test_a_failed_outcome_keeps_its_observed_values() -> None:
+    frames = valid_frames()
+    zero_width_box(frames)
+    report = run_contracts(frames, taxonomy=TAXONOMY)
+    (bad,) = [r for r in report.results if not r.success]
+    assert (bad.table, bad.expectation, bad.kwargs) == (
+        "manifest_boxes", "expect_column_values_to_be_between",
+        {"column": "w", "min_value": 0.0, "strict_min": True})
+    assert bad.observed["unexpected_count"] == 1 and bad.observed["partial_unexpected_list"] == [0.0]
+    assert bad.observed["partial_unexpected_index_list"] == [
+        {"image_id": frames["manifest"].loc[2, "image_id"], "w": 0.0}]
+    assert report.tally()["manifest_boxes"] == {"passed": 11, "failed": 1}
+
+
+def _rows(page: str) -> list[tuple[str, str, str]]:
+    """(row id, status text, whole row) of every expectation row of the page."""
+    return [(m[0], m[2], m[3]) for m in re.findall(
+        r'<tr id="(t-[^"]+)" class="(pass|fail)">.*?<td class="status \2">([^<]*)</td>(.*?)</tr>',
+        page)]
+
+
+def test_the_page_shows_every_expectation_pass_or_fail_with_the_values() -> None:
+    frames = valid_frames()
+    zero_width_box(frames)
+    label_outside_taxonomy(frames)
+    _set_cell(frames["manifest"], 7, "labels", ["<b>bold</b>", *frames["manifest"].loc[7, "labels"][1:]])
+    report = run_contracts(frames, taxonomy=TAXONOMY)
+    page = render_page(report.results, title="t <v1>", links=[("index.html", "report")],
+                       docs_href="../data_docs/index.html")
+    rows = _rows(page)
+    assert len(rows) == len(report.results) == sum(report.checked.values())
+    assert {status for _, status, _ in rows} == {"pass", "FAIL"}
+    failed = {row_id: row for row_id, status, row in rows if status == "FAIL"}
+    assert set(failed) == {"t-manifest_boxes-5", "t-manifest_boxes-11"}  # w > 0; label set
+    assert "1 of 101 unexpected" in failed["t-manifest_boxes-5"]
+    assert f"image_id=&quot;{frames['manifest'].loc[2, 'image_id']}&quot; w=0.0" in page
+    assert "2 of 101 unexpected" in failed["t-manifest_boxes-11"]
+    assert "&quot;thumbs_sideways&quot;" in failed["t-manifest_boxes-11"]
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page
+    assert "FAILED: 2 of" in page and "<h1>t &lt;v1&gt;</h1>" in page
+    assert 'href="../data_docs/index.html"' in page and "2000-01-01" in page
+
+
+def test_the_page_is_self_contained_and_reproducible() -> None:
+    frames = valid_frames()
+    zero_width_box(frames)
+    first = run_contracts(frames, taxonomy=TAXONOMY)
+    second = run_contracts(frames, taxonomy=TAXONOMY)
+    page = render_page(first.results, title="t")
+    assert page == render_page(second.results, title="t")
+    assert json_bytes(first.as_dict()) == json_bytes(second.as_dict())
+    lowered = page.lower()
+    assert all(s not in lowered for s in ("<script", "http:", "https:", "src=", "url(", "@import"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,59 @@ def test_release_holds_exactly_the_images_that_passed_every_stage(released):
         "SHA256SUMS", "release.json"}
     assert (release / "data_docs" / "index.html").is_file()
     assert (release / "report" / "index.html").is_file()
+    assert (release / "report" / "contracts.html").is_file()
+    assert (release / "report" / "contracts.json").is_file()
+
+
+def _links(path: Path) -> list[str]:
+    """The relative links of an HTML page or a Markdown file."""
+    text = path.read_text(encoding="utf-8")
+    pattern = r'href="([^"#]+)' if path.suffix == ".html" else r"\]\(([^)#]+)\)"
+    return re.findall(pattern, text)
+
+
+def test_report_contracts_page_and_data_card_link_each_other(released):
+    _, _, _, release = released
+    report, contracts = release / "report" / "index.html", release / "report" / "contracts.html"
+    card = release / "README.md"
+    expected = {report: {"contracts.html", "../README.md", "../data_docs/index.html"},
+                contracts: {"index.html", "../README.md", "../data_docs/index.html",
+                            "contracts.json"},
+                card: {"report/index.html", "report/contracts.html", "data_docs/index.html",
+                       "report/contracts.json"}}
+    for page, links in expected.items():
+        found = _links(page)
+        assert links <= set(found), page.name
+        assert all((page.parent / link).resolve().is_file() for link in found), page.name
+
+
+def test_contracts_page_lists_every_expectation_as_passed(released):
+    _, _, _, release = released
+    checked = json.loads((release / "release.json").read_text())["contracts_checked"]
+    results = json.loads((release / "report" / "contracts.json").read_text())
+    assert results["success"] and len(results["results"]) == sum(checked.values())
+    assert {t: c["passed"] for t, c in results["tables"].items()} == checked
+    page = (release / "report" / "contracts.html").read_text(encoding="utf-8")
+    status = re.findall(r'<td class="status (?:pass|fail)">([^<]*)</td>', page)
+    assert len(status) == sum(checked.values()) + len(checked)  # rows, then the table summary
+    assert set(status) == {"pass"}
+    assert "PASSED: all" in page and "<script" not in page
+
+
+def test_the_summary_artifact_holds_the_tables_and_contracts(released):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, _, summary, release = released
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["release-summary"])))
+    texts = [a.data for a in found if isinstance(a.data, str) and summary["uri"] in a.data]
+    assert texts, "no release-summary artifact for this release"
+    text = texts[0]
+    assert f"| train | {summary['split_images']['train']} |" in text
+    assert "## Images per class and split" in text and "expectations passed" in text
+    assert f"`{release}/report/contracts.html`" in text and "file://" not in text
 
 
 def test_splits_are_user_disjoint_and_keep_links_whole(released):
@@ -243,7 +297,17 @@ def test_a_failing_contract_stops_the_release_and_keeps_its_data_docs(tmp_path):
     assert "label" in str(err.value) and "manifest" in str(err.value)
     releases = root / "releases"
     assert not (releases / "v1").exists()
-    assert (releases / ".refused-v1" / "data_docs" / "index.html").is_file()
+    refused = releases / ".refused-v1"
+    assert (refused / "data_docs" / "index.html").is_file()
+    page = (refused / "report" / "contracts.html").read_text(encoding="utf-8")
+    assert f"{refused}/report/contracts.html" in "\n".join(err.value.__notes__)
+    assert "FAILED: " in page and '<td class="status fail">FAIL</td>' in page
+    assert "&quot;thumbs_sideways&quot;" in page  # the observed value that broke it
+    assert all((refused / "report" / link).resolve().is_file() for link in _links(
+        refused / "report" / "contracts.html"))
+    results = json.loads((refused / "report" / "contracts.json").read_text())
+    assert not results["success"] and any(
+        not r["success"] and r["kwargs"].get("column") == "w" for r in results["results"])
     assert not [p for p in releases.iterdir() if p.name.startswith(".staging")]
 
 

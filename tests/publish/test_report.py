@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -9,10 +10,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from schemas.release import MANIFEST
-from tasks.publish.report import PLOTS, prepare_report, rejection_table, write_report
+from tasks.publish.report import (
+    BOX_AGREEMENT_NOTE,
+    LEADING_CONF_NOTE,
+    PLOTS,
+    SUBJECT_BARS,
+    plot_box_size,
+    plot_images_per_subject,
+    prepare_report,
+    rejection_table,
+    size_range,
+    subject_bins,
+    write_report,
+)
 
 GESTURES = ("call", "fist", "like", "peace")  # peace gets no images: still on the class axis
 HOSTILE = "<script>alert('x')</script> & $\\frac{1}{0}$"
@@ -156,3 +170,54 @@ def test_rejection_table_sums_and_orders() -> None:
         ["ingest", "exact_duplicate", 10], ["ingest", "unreadable", 2],
         ["validation", "wrong_gesture", 5], ["filtration", HOSTILE, 1],
         ["annotation", "no_consensus", 4]]
+
+
+def test_box_size_axis_spans_the_data_with_a_margin() -> None:
+    data = prepare_report(synthetic_manifest(), rejections=rejections(), gestures=GESTURES)
+    size = np.sqrt(data.xywh[:, 2] * data.xywh[:, 3])
+    low, high = plot_box_size(data).axes[0].get_xlim()
+    assert (low, high) == size_range(size)
+    margin = 0.1 * (size.max() - size.min())
+    assert low == pytest.approx(size.min() - margin) and high == pytest.approx(size.max() + margin)
+    assert size_range(np.array([0.1, 0.1])) == pytest.approx((0.09, 0.11))  # one size: 0.01
+    assert size_range(np.array([0.0, 1.0])) == (0.0, 1.0)  # never past [0, 1]
+
+
+def test_images_per_subject_shows_every_bar_on_a_linear_axis() -> None:
+    """One subject with 5 images among subjects with 24: the small bar is drawn from zero
+    and labelled (a log axis with its baseline at 2 made it look empty)."""
+    manifest = synthetic_manifest(77)
+    manifest["user_id"] = ["small" if i < 5 else f"big{i % 3}" for i in range(len(manifest))]
+    data = prepare_report(manifest, rejections=rejections(), gestures=GESTURES)
+    ax = plot_images_per_subject(data).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    bars = {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches
+            if isinstance(p, Rectangle) and p.get_height() > 0}
+    assert bars == {5: 1, 24: 3}
+    assert sorted(t.get_text() for t in ax.texts if t.get_text()) == ["1", "3"]
+    assert list(subject_bins(8)) == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5]
+    wide = subject_bins(100)  # past SUBJECT_BARS: whole-number widths, every count covered
+    assert len(wide) - 1 <= SUBJECT_BARS and wide[0] == 0.5 and wide[-1] >= 100
+
+
+def test_agreement_and_leading_conf_are_explained_under_their_plot(report: Path) -> None:
+    page = report.read_text(encoding="utf-8")
+    after = page.split('<img src="agreement.png"', 1)[1].split("<h2>", 1)[0]
+    assert html.escape(BOX_AGREEMENT_NOTE) in after and html.escape(LEADING_CONF_NOTE) in after
+    assert "mean IoU" in BOX_AGREEMENT_NOTE and "counts annotators, not weights" in LEADING_CONF_NOTE
+    assert "not 0 to 1" in page.split('<img src="box_size.png"', 1)[1].split("<h2>", 1)[0]
+
+
+def test_a_release_report_links_its_documents(tmp_path: Path) -> None:
+    """Standalone, the report links nothing outside its folder; in a release it links the
+    contracts page, the data card and the Data Docs and shows the contracts' tally."""
+    plain = write_report(synthetic_manifest(20), rejections=rejections(), out_dir=tmp_path / "a",
+                         title="t", gestures=GESTURES).read_text(encoding="utf-8")
+    assert "<a href" not in plain
+    tally = {"manifest": {"passed": 19, "failed": 0}, "links": {"passed": 1, "failed": 0}}
+    page = write_report(synthetic_manifest(20), rejections=rejections(), out_dir=tmp_path / "b",
+                        title="t", gestures=GESTURES, contracts=tally).read_text(encoding="utf-8")
+    hrefs = re.findall(r'<a href="([^"]+)"', page)
+    assert set(hrefs) == {"contracts.html", "../README.md", "../data_docs/index.html"}
+    assert "all 20 expectations passed on 2 tables" in page and "2000-01-01" in page
+    assert "<tr><td>manifest</td><td>19</td><td>0</td></tr>" in page
