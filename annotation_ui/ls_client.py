@@ -19,6 +19,7 @@ how the simulated crowd and the tests answer.
 
 from __future__ import annotations
 
+import base64
 import posixpath
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,22 +46,25 @@ def connect(url: str, token: str, *, timeout: float = 60.0) -> LabelStudio:
 
 
 def ensure_project(
-    client: LabelStudio, *, title: str, label_config: str, instructions: str, overlap: int
+    client: LabelStudio, *, title: str, label_config: str, instructions: str | None,
+    overlap: int
 ) -> int:
     """The id of the project called ``title``, created or brought up to date.
 
     ``overlap`` answers are wanted for every task (``maximum_annotations``, with the overlap
-    applied to all tasks); ``instructions`` (HTML) are shown before labeling starts. An existing
-    project with that exact title is reused and its settings updated where they differ; when
-    several share the title, the oldest wins. Label Studio titles are 3 to 50 characters.
+    applied to all tasks); ``instructions`` (HTML) are shown before labeling starts (None:
+    left as they are, for :func:`ensure_instructions`). An existing project with that exact
+    title is reused and its settings updated where they differ; when several share the title,
+    the oldest wins. Label Studio titles are 3 to 50 characters.
     """
     wanted: dict[str, Any] = {
         "label_config": label_config,
-        "expert_instruction": instructions,
         "show_instruction": True,
         "maximum_annotations": overlap,
         "overlap_cohort_percentage": 100,
     }
+    if instructions is not None:
+        wanted["expert_instruction"] = instructions
     project_id = project_id_by_title(client, title)
     if project_id is None:
         created: Any = client.projects.create(title=title, **wanted)
@@ -70,6 +74,16 @@ def ensure_project(
     if changed:
         client.projects.update(project_id, **changed)
     return project_id
+
+
+def ensure_instructions(client: LabelStudio, *, project_id: int, instructions: str) -> None:
+    """Set the project's instructions (HTML) unless they are already exactly these.
+
+    Label Studio cleans the HTML it stores (bleach): write it as stored (``<img ...>``, not
+    ``<img .../>``; no ``data:`` URLs, no ``style`` attributes) or it is updated every time.
+    """
+    if client.projects.get(project_id).expert_instruction != instructions:
+        client.projects.update(project_id, expert_instruction=instructions)
 
 
 def project_id_by_title(client: LabelStudio, title: str) -> int | None:
@@ -92,6 +106,14 @@ def local_file_url(document_root: Path, path: Path) -> str:
     """
     relative = Path(path).relative_to(document_root).as_posix()
     return LOCAL_FILES_URL + quote(relative, safe="/")
+
+
+def project_file_url(project_id: int, uri: str) -> str:
+    """A URL (relative to the server) that serves a storage file such as ``s3://bucket/key``
+    to the project's users, from anywhere in a page (instructions too): the server redirects
+    it to a fresh presigned URL. The project needs a storage for the bucket."""
+    encoded = base64.urlsafe_b64encode(uri.encode()).decode()
+    return f"/projects/{project_id}/resolve/?fileuri={encoded}"
 
 
 def ensure_local_storage(client: LabelStudio, *, project_id: int, path: Path) -> int:

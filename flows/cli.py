@@ -142,12 +142,16 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to write the batch in
           dup_rate: Annotated[float, typer.Option(help="resubmissions per original")] = 0.15,
           problems: Annotated[bool, typer.Option(help="plant corrupt/bad inputs")] = True,
           workers: Annotated[int, typer.Option(help="processes")] = 2) -> None:
-    """Generate a synthetic crowd batch: photos, OUT/submissions.csv and OUT/truth.jsonl."""
+    """Generate a synthetic crowd batch: photos, OUT/submissions.csv and OUT/truth.jsonl, and
+    a reference picture per gesture in OUT/references."""
     from tasks.simulation.generator import generate_batch
+    from tasks.simulation.references import write_references
 
     summary = generate_batch(out, n=n, seed=seed, dup_rate=dup_rate, problems=problems,
                              workers=workers)
-    console.print(f"wrote {out}/submissions.csv and {out}/truth.jsonl: {summary}")
+    write_references(out / "references")
+    console.print(f"wrote {out}/submissions.csv and {out}/truth.jsonl: {summary}; reference "
+                  f"pictures (--ls-references) in {out}/references")
 
 
 ClusterOpt = Annotated[str | None, typer.Option(
@@ -215,11 +219,14 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     import importlib.util
 
     from tasks.simulation.generator import generate_batch
+    from tasks.simulation.references import write_references
 
     batch = Path(root).parent / f"batch-seed{seed}-n{n}"
     if not (batch / "submissions.csv").exists():
         console.print(f"generating a synthetic crowd batch in {batch} ...")
         generate_batch(batch, n=n, seed=seed)
+    if not (batch / "references").is_dir():  # for Label Studio runs on the demo's root
+        write_references(batch / "references")
     if (train or audit) and importlib.util.find_spec("torch") is None:
         console.print("[yellow]warning:[/yellow] torch is not installed (the .[train] extra): "
                       "the baseline is not trained, the labels not audited")
@@ -335,6 +342,9 @@ LsTokenOpt = Annotated[str | None, typer.Option(
 LsPrefixOpt = Annotated[str, typer.Option(help="Label Studio project title prefix")]
 LsDocRootOpt = Annotated[str | None, typer.Option(
     help="the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (local dataset roots)")]
+LsReferencesOpt = Annotated[str | None, typer.Option(
+    help="folder (or s3://) of <gesture>.png/.jpg reference pictures, one per gesture class, "
+         "shown to Label Studio annotators (hagrid synth draws one: BATCH/references)")]
 SimSeedOpt = Annotated[int, typer.Option(help="simulated crowd: seed")]
 SimSpamOpt = Annotated[float, typer.Option(help="simulated crowd: share of spammers")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
@@ -342,14 +352,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON"
 
 def _crowd_options(crowd: str, answers: list[Path] | None, ls_url: str | None,
                    ls_token: str | None, ls_project_prefix: str, ls_document_root: str | None,
-                   sim_seed: int, sim_spammers: float) -> Any:
+                   sim_seed: int, sim_spammers: float, *,
+                   ls_references: str | None = None) -> Any:
     from schemas.crowd import CrowdBackendOptions
 
     return CrowdBackendOptions(kind=crowd, answers=tuple(str(p) for p in answers or ()),
                                ls_url=ls_url, ls_token=ls_token,
                                ls_project_prefix=ls_project_prefix,
-                               ls_document_root=ls_document_root, sim_seed=sim_seed,
-                               sim_spammer_share=sim_spammers)
+                               ls_document_root=ls_document_root, ls_references=ls_references,
+                               sim_seed=sim_seed, sim_spammer_share=sim_spammers)
 
 
 def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
@@ -416,11 +427,12 @@ def validate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
                  answers: AnswersOpt = None, overlap: OverlapOpt = 3, method: MethodOpt = "ds",
                  cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                  ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
+                 ls_references: LsReferencesOpt = None,
                  sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
                  as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 2, validation: push pending images to the crowd, pull answers, aggregate."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
-                          ls_document_root, sim_seed, sim_spammers)
+                          ls_document_root, sim_seed, sim_spammers, ls_references=ls_references)
     report = _run_stage("validation", root=root, options=opts, cycles=cycles,
                         overlap=overlap, method=method, wait_for_lock=_wait_s(wait))
     print_stage_report(report, as_json=as_json)
@@ -454,13 +466,14 @@ def annotate_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio
                      help="mean IoU below which an image is asked again")] = 0.7,
                  cycles: CyclesOpt = None, ls_url: LsUrlOpt = None, ls_token: LsTokenOpt = None,
                  ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
+                 ls_references: LsReferencesOpt = None,
                  sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
                  taxonomy: Annotated[str, typer.Option(
                      help="box labels answers may use: hagrid_v1 or hagrid_v2")] = "hagrid_v1",
                  as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
     """Stage 4, annotation: hand boxes and leading hand for validated, unflagged images."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
-                          ls_document_root, sim_seed, sim_spammers)
+                          ls_document_root, sim_seed, sim_spammers, ls_references=ls_references)
     report = _run_stage("annotation", root=root, options=opts, cycles=cycles,
                         overlap=overlap, min_agreement=min_agreement, taxonomy=taxonomy,
                         wait_for_lock=_wait_s(wait))

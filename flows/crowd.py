@@ -88,10 +88,14 @@ def make_backend(options: CrowdBackendOptions, catalog: Catalog, *, settings: Cr
                              "(or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
         doc_root = options.ls_document_root or os.environ.get(
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
-        return LabelStudioCrowd(url=url, token=token, root=catalog.root,
-                                prefix=options.ls_project_prefix, settings=settings,
-                                document_root=Path(doc_root) if doc_root else None,
-                                s3_endpoint_url=s3_endpoint_url, taxonomy=taxonomy)
+        backend = LabelStudioCrowd(url=url, token=token, root=catalog.root,
+                                   prefix=options.ls_project_prefix, settings=settings,
+                                   document_root=Path(doc_root) if doc_root else None,
+                                   s3_endpoint_url=s3_endpoint_url, taxonomy=taxonomy,
+                                   references=options.ls_references)
+        if options.ls_references:  # a class without a picture stops the run here, at once
+            backend.reference_keys()
+        return backend
     raise ValueError(f"unknown crowd back end {options.kind!r}: labelstudio, file or simulated")
 
 

@@ -136,6 +136,9 @@ class CrowdBackendOptions:
     ls_token: str | None = None  # default: $LABEL_STUDIO_API_KEY
     ls_project_prefix: str = "hagrid"
     ls_document_root: str | None = None  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server
+    # the campaign's reference pictures: a folder (local or s3://) of <gesture>.png/.jpg, one
+    # per gesture class, shown beside each photo and in the instructions (None: not shown)
+    ls_references: str | None = None
     sim_seed: int = 0
     sim_workers: int = 20
     sim_spammer_share: float = 0.3

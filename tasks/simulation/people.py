@@ -456,7 +456,7 @@ def paint_figure(canvas: np.ndarray, figure: Figure, skin: RGB, hair: RGB, scale
     paint(canvas, capsule((hx, hy + 0.3 * hh), (hx, hy + 0.8 * hh), 0.16 * hh), skin, relief=0.4)
     torso = rounded_box((hx, shoulder_y + 1.45 * hh), (0.8 * hh, 1.55 * hh), 0.35 * hh)
     paint(canvas, torso, _clothes_color(figure, hh), relief=0.35, crease=0.8)
-    _paint_head(canvas, (hx, hy), hh, skin, hair)
+    paint_head(canvas, (hx, hy), hh, skin, hair)
     for hand in figure.hands:
         path = [
             (x * scale, y * scale)
@@ -495,9 +495,10 @@ def _clothes_color(figure: Figure, hh: float) -> RGB | ColorFn:
     return color
 
 
-def _paint_head(
+def paint_head(
     canvas: np.ndarray, c: tuple[float, float], hh: float, skin: RGB, hair: RGB
 ) -> None:
+    """Paint a head of height `hh` centred at `c` (face, ears, hair, eyes, mouth)."""
     hx, hy = c
     paint(canvas, ellipse((hx, hy - 0.08 * hh), 0.42 * hh, 0.5 * hh), hair, relief=0.3)
     for side in (-1, 1):

@@ -88,9 +88,10 @@ def test_an_unknown_taxonomy_exits_2(tmp_path):
 
 
 def test_the_crowd_back_ends_get_the_taxonomy_s_box_labels(tmp_path):
-    from annotation_ui.configs import label_config
+    from annotation_ui.labelstudio_crowd import LabelStudioCrowd
     from flows.crowd import make_backend
-    from schemas.crowd import CrowdBackendOptions, CrowdSettings
+    from schemas.crowd import CrowdBackendOptions, CrowdSettings, Queue
+    from tasks.crowd.backends import CrowdTask
     from tasks.simulation.crowd import SimulatedCrowd
 
     catalog = Catalog(LocalStorage(tmp_path / "root"))
@@ -99,6 +100,13 @@ def test_the_crowd_back_ends_get_the_taxonomy_s_box_labels(tmp_path):
     v1 = make_backend(CrowdBackendOptions(kind="simulated"), catalog, settings=CrowdSettings())
     assert isinstance(v2, SimulatedCrowd) and isinstance(v1, SimulatedCrowd)
     assert "hand_heart" in v2.labels and "hand_heart" not in v1.labels
-    # the Label Studio back end builds its annotation project from this config
-    assert 'value="hand_heart"' in label_config(Stage.ANNOTATION, taxonomy="hagrid_v2")
-    assert 'value="hand_heart"' not in label_config(Stage.ANNOTATION)
+    # the Label Studio back end's annotation tasks carry the taxonomy's box labels
+    task = CrowdTask("i", Queue.CROWD, 1, 3, 0, False, "objects/a.jpg", "like")
+    for taxonomy, has_heart in (("hagrid_v2", True), (None, False)):
+        ls = make_backend(CrowdBackendOptions(kind="labelstudio", ls_url="http://127.0.0.1:9",
+                                              ls_token="t", ls_document_root=str(tmp_path)),
+                          catalog, settings=CrowdSettings(), taxonomy=taxonomy)
+        assert isinstance(ls, LabelStudioCrowd)
+        payload = ls.task_payload(Stage.ANNOTATION, task)
+        labels = [option["value"] for option in payload["data"]["labels"]]
+        assert ("hand_heart" in labels) is has_heart and "no_gesture" in labels

@@ -192,7 +192,8 @@ def test_the_full_validation_and_filtration_path(campaign, label_studio):
 
 
 def test_an_s3_dataset_root_is_served_through_an_s3_storage(label_studio, s3_server,
-                                                            monkeypatch):
+                                                            monkeypatch, tmp_path):
+    from tasks.simulation.references import write_references
     from tasks.storage import S3Storage
 
     for key, value in s3_server.env().items():
@@ -200,22 +201,33 @@ def test_an_s3_dataset_root_is_served_through_an_s3_storage(label_studio, s3_ser
     s3_server.client().create_bucket(Bucket="crowd-s3")
     root = "s3://crowd-s3/campaign"
     make_catalog(S3Storage(root, endpoint_url=s3_server.endpoint_url), n=1, seed=9)
+    pictures = write_references(tmp_path / "references", size=32)
     options = CrowdBackendOptions(kind="labelstudio", ls_url=label_studio.url,
-                                  ls_token=label_studio.token, ls_project_prefix="s3-stage")
+                                  ls_token=label_studio.token, ls_project_prefix="s3-stage",
+                                  ls_references=str(tmp_path / "references"))
     report = validate(root=root, crowd="labelstudio", options=options,
                       s3_endpoint_url=s3_server.endpoint_url)
     assert report["pushed"] == 1
     admin = ls_client.connect(label_studio.url, label_studio.token)
-    [task] = ls_client.list_tasks(admin, project_id=ls_client.project_id_by_title(
-        admin, "s3-stage validation"))
+    pid = ls_client.project_id_by_title(admin, "s3-stage validation")
+    [task] = ls_client.list_tasks(admin, project_id=pid)
     assert task["data"]["image"].startswith("s3://crowd-s3/campaign/objects/")
+    gesture = task["data"]["gesture"]
+    assert task["data"]["reference"] == f"s3://crowd-s3/campaign/references/{gesture}.png"
     auth = {"Authorization": f"Token {label_studio.token}"}
     shown = httpx.get(f"{label_studio.url}/api/tasks/{task['id']}/", headers=auth).json()
-    redirect = httpx.get(label_studio.url + shown["data"]["image"], headers=auth)
-    assert redirect.status_code in (302, 303)
-    key = task["data"]["image"].removeprefix("s3://crowd-s3/")
-    body = s3_server.client().get_object(Bucket="crowd-s3", Key=key)["Body"].read()
-    assert httpx.get(redirect.headers["location"]).content == body
+    for field in ("image", "reference"):  # each served through a fresh presigned URL
+        redirect = httpx.get(label_studio.url + shown["data"][field], headers=auth)
+        assert redirect.status_code in (302, 303)
+        key = task["data"][field].removeprefix("s3://crowd-s3/")
+        body = s3_server.client().get_object(Bucket="crowd-s3", Key=key)["Body"].read()
+        assert httpx.get(redirect.headers["location"]).content == body
+    # the instructions link every picture through the project, which presigns on each view
+    html = admin.projects.get(pid).expert_instruction
+    [link] = [url for url in html.split('"') if url.startswith(f"/projects/{pid}/resolve/")
+              and ls_client.project_file_url(pid, task["data"]["reference"]) == url]
+    redirect = httpx.get(label_studio.url + link, headers=auth)
+    assert httpx.get(redirect.headers["location"]).content == pictures[gesture].read_bytes()
 
 
 def rect_result(boxes: list[tuple[float, float, float, float, str]], hand: str) -> list[dict]:
@@ -263,10 +275,13 @@ def test_annotation_in_label_studio_with_preannotations(label_studio):
     admin = ls_client.connect(label_studio.url, label_studio.token)
     pid = ls_client.project_id_by_title(admin, "ann-test annotation")
     config = admin.projects.get(pid).label_config
-    assert 'name="hands"' in config and '<Label value="no_gesture"/>' in config
-    assert '<Label value="two_up_inverted"/>' in config
+    assert 'name="hands"' in config and 'value="$labels"' in config  # labels: per task
     tasks = task_ids(admin, "ann-test annotation")
     task = admin.tasks.get(tasks[f"{ids[0]}:r1"])
+    labels = [option["value"] for option in task.data["labels"]]
+    assert "no_gesture" in labels and "two_up_inverted" in labels
+    gesture = cat.read_table("images").to_pandas().set_index("image_id").at[ids[0], "gesture"]
+    assert [o["value"] for o in task.data["labels"] if o.get("selected")] == [gesture]
     [prediction] = task.predictions
     [box] = [r for r in prediction.result if r["type"] == "rectanglelabels"]
     assert box["value"]["rectanglelabels"] == ["like"]

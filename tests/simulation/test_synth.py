@@ -364,3 +364,27 @@ def test_refuses_to_mix_with_an_old_batch(tmp_path: Path) -> None:
     (tmp_path / "photos" / "old.jpg").write_bytes(b"x")
     with pytest.raises(FileExistsError):
         generate_batch(tmp_path, n=2, seed=1)
+
+
+# -- reference pictures --------------------------------------------------------------------------
+
+
+def test_reference_pictures_one_per_class_the_same_bytes_every_time(tmp_path: Path) -> None:
+    from annotation_ui.references import reference_files
+    from schemas.taxonomy import load_taxonomy
+    from tasks.simulation.references import draw_reference, write_references
+
+    written = write_references(tmp_path / "a", size=64)
+    write_references(tmp_path / "b", size=64)
+    assert list(written) == list(HAGRID_V1_GESTURES)
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    pictures = {g: _displayed(p) for g, p in written.items()}
+    assert {(p.size, p.mode) for p in pictures.values()} == {((64, 64), "RGB")}
+    assert len({p.tobytes() for p in pictures.values()}) == len(pictures)  # all different
+    # a mirrored or turned gesture is not its plain twin
+    assert pictures["peace"].tobytes() != pictures["peace_inverted"].tobytes()
+    # it is a campaign folder the Label Studio back end accepts
+    names = [p.name for p in (tmp_path / "a").iterdir()]
+    assert set(reference_files(names, gestures=load_taxonomy().gestures)) == set(written)
+    with pytest.raises(ValueError, match="hand_heart"):
+        draw_reference("hand_heart")
