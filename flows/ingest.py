@@ -144,11 +144,13 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
                               len(planned), runner.where)
         results = run_windows(src, catalog, todo, known, settings=settings, runner=runner,
                               keep_user_ids=keep_user_ids)
+        where = runner.where
     kept = {r["image_id"]: r["file"] for t in results for r in
             t.select(["image_id", "file"]).to_pylist() if r["image_id"]}
     summary = summarize_run(results, kept_files=kept, skipped=len(planned) - len(todo),
                             elapsed_s=time.perf_counter() - started)
     summary["root"] = catalog.root.uri
+    summary["inspected_on"] = where
     return summary
 
 

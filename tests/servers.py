@@ -333,3 +333,57 @@ def _wait_label_studio(url: str, *, server: subprocess.Popen[bytes], log: Path) 
         except TimeoutError:
             if poll == LABEL_STUDIO_STARTUP_POLLS - 1:
                 raise
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """A ``dask scheduler`` and its ``dask worker`` processes on 127.0.0.1."""
+
+    address: str
+    workers: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL worker ``i`` (its whole process group): a machine lost mid-run."""
+        _signal_group(self.workers[i].pid, signal.SIGKILL)
+        self.workers[i].wait()
+
+
+def dask_cli() -> str:
+    """The ``dask`` executable of the interpreter running the tests."""
+    return str(Path(sys.executable).with_name("dask"))
+
+
+@contextmanager
+def dask_cluster(home: Path, *, env: Mapping[str, str], n_workers: int = 2) -> Iterator[DaskCluster]:
+    """Start a scheduler and ``n_workers`` single-threaded workers (no nanny: a killed worker
+    stays dead) with ``env``; wait until every worker has joined; stop them all on exit."""
+    from contextlib import ExitStack
+
+    from distributed import Client
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    address = f"tcp://{LOOPBACK}:{port}"
+    logs = [home / "scheduler.log", *(home / f"worker-{i}.log" for i in range(n_workers))]
+    with ExitStack() as stack:
+        stack.enter_context(_process_group(
+            [dask_cli(), "scheduler", "--host", LOOPBACK, "--port", str(port), "--no-dashboard"],
+            env=env, log=logs[0], cwd=home))
+        workers = [stack.enter_context(_process_group(
+            [dask_cli(), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+             "--host", LOOPBACK, "--name", f"worker-{i}", "--local-directory",
+             str(home / f"worker-{i}")], env=env, log=logs[1 + i], cwd=home))
+            for i in range(n_workers)]
+        deadline = time.monotonic() + PREFECT_STARTUP_TIMEOUT_S
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(n_workers, timeout=PREFECT_STARTUP_TIMEOUT_S)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("dask scheduler did not answer:\n"
+                                       + "\n".join(log_tail(p, lines=15) for p in logs)) from None
+                time.sleep(0.5)
+        yield DaskCluster(address, workers, logs)

@@ -225,13 +225,14 @@ def _confirmed(query: bytes, targets: np.ndarray, *, mirrored: bool,
     """The confirming check of each target: (passed, similarity).
 
     The crop search of up to ~5% per side first; with the crop path, the targets it did not
-    confirm get the wide search (up to ~7.5% per side, refined), held to stricter thresholds.
+    confirm but found close enough (``crop_gate_similarity``) get the wide search (up to
+    ~7.5% per side, refined), held to stricter thresholds.
     """
     match = thumb_similarities(query, targets, mirror_query=mirrored)
     passed = _passes(match, settings.min_similarity, settings.max_local_residual)
     similarity = match.similarity.copy()
-    if settings.crop_path and not passed.all():
-        redo = np.flatnonzero(~passed)
+    if settings.crop_path:
+        redo = np.flatnonzero(~passed & (match.similarity >= settings.crop_gate_similarity))
         wide = thumb_similarities(query, targets[redo], mirror_query=mirrored, wide_crops=True)
         wide_ok = _passes(wide, settings.crop_min_similarity, settings.crop_max_local_residual)
         passed[redo] = wide_ok

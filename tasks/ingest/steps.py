@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from schemas.reasons import DUPLICATE_REASONS, Outcome, Reason
 from schemas.settings import IngestSettings
@@ -89,6 +90,17 @@ def inspect_chunk(source: Storage, root: Storage, items: Sequence[PlannedInput],
 def decide_window(inspected: Sequence[InspectedInput],
                   known: KnownImages) -> list[DuplicateDecision | None]:
     """Duplicate decisions for the in-spec inputs of a window (None for the others too)."""
+    with threadpool_limits(limits=1, user_api="blas"):  # see DECIDE_THREADS_NOTE
+        return _decide_window(inspected, known)
+
+
+# DECIDE_THREADS_NOTE: the confirming check multiplies many small matrices. With BLAS's own
+# threads, while the inspection processes keep every core busy, those threads spin against
+# them: 1,000 decisions took 8 s instead of 0.5 s on 2 cores (bench/RESULTS.md, issue 15).
+
+
+def _decide_window(inspected: Sequence[InspectedInput],
+                   known: KnownImages) -> list[DuplicateDecision | None]:
     positions = [i for i, x in enumerate(inspected) if isinstance(x.result, ImageFeatures)]
     feats = [cast(ImageFeatures, inspected[i].result) for i in positions]
     items = [DedupItem(f.sha256, f.phash, f.phash_mirror, f.thumb) for f in feats]
