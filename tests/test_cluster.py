@@ -166,3 +166,37 @@ def test_a_worker_killed_mid_run_is_survived(cluster, monkeypatch):
     assert got == reference  # every input once, nothing doubled, nothing lost
     ids = [r["submission_id"] for r in got["submissions"]]  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_local_cluster_and_process_pool_give_the_same_catalog(crowd_batch, tmp_path):
+    """``cluster="local"`` (a LocalCluster reporting to this flow's ephemeral Prefect API) and
+    the default process pool: the same rows as a run in this process."""
+    from flows.ingest import ingest
+
+    catalogs, where = [], []
+    for name, options in (("inline", {"workers": 1}), ("pool", {"workers": 2}),
+                          ("local", {"cluster": "local", "workers": 2})):
+        root = tmp_path / name
+        (root / SALT_KEY).parent.mkdir(parents=True)
+        (root / SALT_KEY).write_text("f" * 64)
+        summary = ingest(source=str(crowd_batch), submissions=str(crowd_batch / "submissions.csv"),
+                         root=str(root), chunk_size=8, **options)
+        where.append(summary["inspected_on"])
+        catalog = Catalog(open_storage(root))
+        catalogs.append({t: sorted(catalog.read_table(t).drop_columns(list(RUN_COLUMNS))
+                                   .to_pylist(), key=lambda r: r["submission_id"]
+                                   if "submission_id" in r else r["image_id"])
+                         for t in ("submissions", "images")})
+    assert where == ["in-process", "process pool of 2", "local Dask cluster of 2"]
+    # the LocalCluster's chunks reported to this flow's API (not each to a server of its own)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="inspect-chunk")))
+    assert len(runs) >= -(-len(catalogs[0]["submissions"]) // 8)
+    assert catalogs[0]["submissions"]
+    assert catalogs[1] == catalogs[0]
+    assert catalogs[2] == catalogs[0]
