@@ -27,12 +27,11 @@ from tasks.ingest.intake import (
     plan_inputs,
     without_folder,
 )
+from tasks.ingest.reading import InspectedInput, inspect_chunk
 from tasks.ingest.steps import (
-    InspectedInput,
     build_records,
     commit_window,
     decide_window,
-    inspect_chunk,
     load_known_images,
     seen_submission_ids,
 )
@@ -66,7 +65,7 @@ def list_source(source: Storage, root: Storage) -> list[str]:
 
 
 # Read, check, hash and store one chunk of inputs: phase 1, anywhere (flows.cluster). Its
-# function is ``tasks.ingest.steps.inspect_chunk`` itself, so a process pool can pickle it.
+# function is ``tasks.ingest.reading.inspect_chunk`` itself, so a process pool can pickle it.
 inspect_chunk_task = task(name="inspect-chunk", cache_policy=NO_CACHE)(inspect_chunk)
 
 
@@ -134,12 +133,12 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
     table = read_submissions_table(submissions, endpoint_url=s3_endpoint_url)
     planned = plan_inputs(table, source=src.uri, source_keys=list_source(src, catalog.root),
                           taxonomy=load_taxonomy(settings.taxonomy))
-    seen = seen_submission_ids(catalog)
-    todo = [p for p in planned if p.submission_id not in seen]
-    known = load_known_images(catalog, settings=settings)
-    n_chunks = -(-len(todo) // settings.chunk_size)
-    with chunk_runner(cluster, workers=workers, chunks=n_chunks,
-                      preload=("tasks.ingest.steps",)) as runner:
+    # the workers start while the catalog is read (at most one chunk: this process reads it)
+    with chunk_runner(cluster, workers=workers, chunks=-(-len(planned) // settings.chunk_size),
+                      preload=(inspect_chunk.__module__,)) as runner:
+        seen = seen_submission_ids(catalog)
+        todo = [p for p in planned if p.submission_id not in seen]
+        known = load_known_images(catalog, settings=settings)
         get_run_logger().info("ingest: %d new inputs of %d, inspected on a %s", len(todo),
                               len(planned), runner.where)
         results = run_windows(src, catalog, todo, known, settings=settings, runner=runner,

@@ -29,7 +29,7 @@ from tasks.ingest.inspection import (
     thumb_similarity,
 )
 from tasks.ingest.intake import PlannedInput, nested_root_folder, parse_submissions
-from tasks.ingest.steps import inspect_chunk
+from tasks.ingest.reading import inspect_chunk
 from tasks.storage import (
     LocalStorage,
     NotRegularFileError,
