@@ -6,7 +6,8 @@ Generates (once) n FullHD JPEGs (quality ~90) with ``hagrid synth`` into bench/_
 repeat and interleaved: the decode floor (1/8-scale grey draft decode over 2 processes),
 imagededup's ``PHash().encode_images`` (in .venv-bench, see bench/setup_bench_env.sh), and the
 ``ingest`` flow end to end into a fresh root (ephemeral Prefect, started by a warm-up run that
-is not timed). Prints a Markdown section with medians and ratios.
+is not timed; its process pool of 2 included), and with ``--local-cluster`` the same flow on
+``--cluster local``. Prints a Markdown section with medians and ratios.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from bench.baselines import (
 )
 
 
-def _time_ingest(batch: Path, work: Path) -> tuple[float, dict]:
+def _time_ingest(batch: Path, work: Path, *, workers: int = 2,
+                 cluster: str | None = None) -> tuple[float, dict]:
     from flows.ingest import ingest
 
     root = Path(tempfile.mkdtemp(dir=work))
     start = time.perf_counter()
     summary = ingest(source=str(batch), submissions=str(batch / "submissions.csv"),
-                     root=str(root))
+                     root=str(root), workers=workers, cluster=cluster)
     seconds = time.perf_counter() - start
     shutil.rmtree(root)
     return seconds, summary
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results_ingest.md")
+    ap.add_argument("--local-cluster", action="store_true",
+                    help="also time the flow with --cluster local (a LocalCluster of 2)")
     args = ap.parse_args(argv)
     batch = cached_batch("ingest", args.n, args.seed, dup_rate=0.0, problems=False)
     files = jpeg_files(batch / "photos")
@@ -65,31 +69,42 @@ def main(argv: list[str] | None = None) -> None:
     _warm(files)
     small = cached_batch("ingest", 40, 99, dup_rate=0.0, problems=False)
     _time_ingest(small, work)  # starts Prefect's ephemeral server; not timed
-    floor, dedup, ours = [], [], []
+    floor: list[float] = []
+    dedup: list[float] = []
+    ours: list[float] = []
+    dask: list[float] = []
     for _ in range(args.repeat):
         floor.append(time_decode_floor(files, workers=2))
         dedup.append(time_imagededup(batch / "photos", python=str(BENCH_PYTHON)))
-        seconds, summary = _time_ingest(batch, work)
+        seconds, summary = _time_ingest(batch, work, workers=2)
         assert summary["inputs"] == len(files), summary
         ours.append(seconds)
-    text = _report(len(files), floor, dedup, ours, args)
+        if args.local_cluster:
+            seconds, summary = _time_ingest(batch, work, workers=2, cluster="local")
+            assert summary["inspected_on"] == "local Dask cluster of 2", summary
+            dask.append(seconds)
+    text = _report(len(files), floor, dedup, ours, args, dask=dask)
     print(text)
     args.out.write_text(text)
 
 
 def _report(n: int, floor: list[float], dedup: list[float], ours: list[float],
-            args: argparse.Namespace) -> str:
+            args: argparse.Namespace, *, dask: list[float]) -> str:
     f, d, o = (statistics.median(x) for x in (floor, dedup, ours))
     photos = cached_batch("ingest", args.n, args.seed, dup_rate=0.0, problems=False) / "photos"
     mb = sum(p.stat().st_size for p in jpeg_files(photos)) / n / 1e6
     rows = [
         ("decode floor (draft 1/8 grey, 2 processes)", f, floor),
         ("imagededup PHash().encode_images (2 processes)", d, dedup),
-        ("hagrid ingest flow, end to end (2 threads)", o, ours),
+        ("hagrid ingest flow, end to end (process pool of 2)", o, ours),
     ]
+    if dask:
+        rows.append(("hagrid ingest flow, end to end, --cluster local (LocalCluster of 2)",
+                     statistics.median(dask), dask))
     lines = [
         "## Ingest throughput", "",
-        (f"`.venv/bin/python bench/bench_ingest.py --n {args.n} --repeat {args.repeat}` "
+        (f"`.venv/bin/python bench/bench_ingest.py --n {args.n} --repeat {args.repeat}"
+         f"{' --local-cluster' if dask else ''}` "
         f"({n} FullHD JPEGs, quality ~90, {mb:.2f} MB average, page cache warm; 2 cores; "
         f"median of {args.repeat} interleaved runs)"), "",
         "| what | median s | images/s | runs (s) |", "|---|---:|---:|---|",
@@ -98,7 +113,11 @@ def _report(n: int, floor: list[float], dedup: list[float], ours: list[float],
               for name, m, runs in rows]
     lines += ["", f"- ingest vs imagededup: **{d / o:.2f}x** (target >= 3x)",
               (f"- ingest vs decode floor: **{f / o:.0%}** of the floor's throughput "
-              "(target >= 85%)"), ""]
+              "(target >= 85%)")]
+    if dask:
+        lines.append(f"- --cluster local vs the process pool: **{statistics.median(dask) / o:.2f}x** "
+                     "the time (cluster start included)")
+    lines.append("")
     return "\n".join(lines)
 
 
