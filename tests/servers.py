@@ -127,8 +127,10 @@ def prefect_cli() -> str:
 
 
 @contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
+def prefect_server(home: Path, *, ui: bool = False) -> Iterator[str]:
     """Run ``prefect server start`` on a free loopback port; yield its API URL.
+
+    ``ui``: serve the web UI too (at the API URL without ``/api``), for screenshot tests.
 
     The database is ``<home>/prefect.db`` (Prefect's default under ``PREFECT_HOME``, set
     explicitly) and the server's output goes to ``<home>/prefect-server.log``.
@@ -137,7 +139,7 @@ def prefect_server(home: Path) -> Iterator[str]:
     port = free_port()
     api_url = f"http://{LOOPBACK}:{port}/api"
     command = [prefect_cli(), "server", "start", "--host", LOOPBACK, "--port", str(port)]
-    command += ["--no-ui", "--analytics-off"]
+    command += ["--analytics-off"] if ui else ["--no-ui", "--analytics-off"]
     log = home / "prefect-server.log"
     with _process_group(command, env=isolated_prefect_env(home), log=log, cwd=home) as server:
         _wait_healthy(f"{api_url}/health", server=server, log=log)
