@@ -12,12 +12,13 @@ from prefect import flow
 
 from flows.crowd import run_crowd_stage
 from flows.ingest import DEFAULT_ROOT
+from flows.run_names import run_name
 from schemas.annotation import AnnotationSettings
 from schemas.crowd import CrowdBackendOptions, CrowdSettings, Stage
 from schemas.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 
 
-@flow(name="annotate", log_prints=True)
+@flow(name="annotate", flow_run_name=run_name("annotate", "root"), log_prints=True)
 def annotate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
              min_agreement: float = 0.7, match_iou: float = 0.5, max_answers: int = 7,
              cycles: int = 1, options: CrowdBackendOptions | None = None,

@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.root_lock import locked_root
+from flows.run_names import run_name
 from schemas.release import RELEASES
 from schemas.train import HEADS, TrainSettings
 from tasks.audit.annotators import (
@@ -161,7 +162,7 @@ def rate_annotators(root: str, endpoint_url: str | None, data: ReleaseHands, oof
             "csv": f"{storage.uri.rstrip('/')}/{folder}/{ANNOTATORS_CSV}"}
 
 
-@flow(name="audit", log_prints=True)
+@flow(name="audit", flow_run_name=run_name("audit", "release"), log_prints=True)
 def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 20,
           seed: int = 0, input_size: int = 64, model: str = "small", device: str = "auto",
           view: str = "auto", verify_shards: bool = True, max_quality: float | None = None,
@@ -183,8 +184,13 @@ def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 2
     if max_quality is not None and not 0 < max_quality <= 1:
         raise ValueError(f"max_quality must be in (0, 1], got {max_quality}")
     root = root or default_root(release)
+    logger = get_run_logger()
+    logger.info("audit the labels of %s: %d fold models of %d epochs, flags into %s",
+                release, folds, epochs, root)
     data = check_release(release, settings, s3_endpoint_url)
     split = user_folds(data.user_ids, k=folds, seed=seed)
+    logger.info("%d images, %d boxes, %d people in %d folds", data.hands.n_images,
+                len(data.hands), len(set(data.user_ids.tolist())), split.k)
     predictions = [train_fold(data, split, f, settings, s3_endpoint_url) for f in range(split.k)]
     oof = assemble(predictions, n_rows=len(data.hands), n_classes=len(data.classes))
     flags = flag(data, oof)
@@ -197,6 +203,8 @@ def audit(release: str, root: str | None = None, folds: int = 5, epochs: int = 2
                        root=root, issues_csv=issues_csv, settings=settings)
     summary["annotators"] = annotators
     _artifact(summary)
+    logger.info("audit %s: flagged %s, %d new rows in %s (%s)", audit_id, summary["flagged"],
+                summary["rows_written"], ISSUES_TABLE, issues_csv)
     return summary
 
 

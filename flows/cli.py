@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,24 +17,118 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Curation pipeline for crowd-sourced hand-gesture photos.")
+from flows import terminal
+
+PACKAGE = "hagrid-curation"
+
+
+class _PlainHelp:
+    """Help without a ``<bool>`` type on on/off flags (typer shows one on every flag), with
+    arguments named in capitals (``OUT``, as the help texts call them), and paragraphs
+    wrapped to the terminal (typer's rich mode keeps the docstring's line breaks)."""
+
+    help: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = "\n\n".join(" ".join(p.split())
+                                     for p in inspect.cleandoc(self.help).split("\n\n"))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+            elif isinstance(param, TyperArgument) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+        return params
+
+
+class _Command(_PlainHelp, TyperCommand):
+    """A command after which Prefect's held console records are shown (``prefect_started``)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        finally:
+            terminal.release_held()
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    """Every command with ``_PlainHelp``."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(add_completion=False, no_args_is_help=True, cls=_Group,
+           help="Curation pipeline for crowd-sourced hand-gesture photos.")
 console = Console(stderr=True)
 
 
-def print_error(problem: object) -> None:
-    """One ``error:`` line on stderr: not wrapped, the text shown as is (no markup)."""
-    from rich.markup import escape
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
 
+        print(f"hagrid {version(PACKAGE)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """Curation pipeline for crowd-sourced hand-gesture photos."""
+
+
+def print_error(problem: object) -> None:
+    """One ``error:`` line on stderr: not wrapped, the text shown as is (no markup). Prefect's
+    console copy of the failed run's errors (a traceback) is dropped: this line tells it."""
+    terminal.drop_held_errors()
     console.print(f"[red]error:[/red] {escape(str(problem))}", soft_wrap=True)
 
 
+def print_warning(text: str) -> None:
+    """One ``warning:`` line on stderr, not wrapped (no markup); Prefect's console copy
+    of the same warning logged by the flow is dropped."""
+    terminal.drop_held_warning(text)
+    console.print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True)
+
+
 def _quiet_prefect() -> None:
-    """Run without a server unless one is configured: Prefect's ephemeral mode, no analytics."""
+    """Run without a server unless one is configured: Prefect's ephemeral mode, no analytics
+    (nor their first-run notice). Flow runs log to the API (their pages in the UI) at INFO;
+    the console shows only Prefect's warnings and errors."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     _temporary_server_dies_with_cli()
+
+
+@contextmanager
+def prefect_started() -> Iterator[None]:
+    """Prefect ready for the flow run in the block, before its progress bar is drawn (so
+    enter it after the root's lock, whose refusal is then immediate, and before the bar):
+    flow run warnings and errors held back from the console, and its temporary server
+    started under a spinner when no server is configured (``flows.terminal``); a server
+    that does not start is one error line, exit 1."""
+    terminal.hold_run_records()
+    if terminal.temporary_server_needed():
+        try:
+            with console.status("starting Prefect's temporary server (PREFECT_API_URL unset)"):
+                terminal.start_temporary_server()
+        except terminal.PrefectUnavailable as exc:
+            print_error(exc)
+            raise typer.Exit(1) from None
+    yield
 
 
 class _SubprocessDyingWithParent:
@@ -62,25 +158,37 @@ def _temporary_server_dies_with_cli() -> None:
     server.subprocess = _SubprocessDyingWithParent()  # type: ignore[assignment]
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    """The run summary as tables on the terminal."""
+def print_summary(summary: dict[str, Any], *, wall_s: float | None = None) -> None:
+    """The run summary as tables on the terminal. ``wall_s``: the command's whole time,
+    Prefect's start included (the summary's ``elapsed_s`` is the flow's own)."""
     out = Console()
-    out.print(f"[bold]ingest[/bold] into {summary.get('root', '')}: {summary['inputs']} inputs "
-              f"({summary['skipped_already_seen']} already seen, skipped) in "
-              f"{summary['elapsed_s']} s")
-    table = Table("outcome / reason", "count")
+    took = f"{summary['elapsed_s']:.1f} s"
+    if wall_s is not None and wall_s > summary["elapsed_s"]:
+        took += f" ({wall_s:.1f} s with Prefect's start)"
+    out.print(f"[bold]ingest[/bold] into {escape(str(summary.get('root', '')))}: "
+              f"{summary['inputs']} inputs ({summary['skipped_already_seen']} already seen, "
+              f"skipped) in {took}", soft_wrap=True)
+    table = Table("outcome / reason", Column("count", justify="right"))
     table.add_row("[green]accepted[/green]", str(summary["accepted"]))
     table.add_row("[red]rejected[/red]", str(summary["rejected"]))
     for reason, n in summary["reasons"].items():
-        table.add_row(f"  {reason}", str(n))
+        table.add_row(f"  {escape(reason)}", str(n))
     out.print(table)
     if summary["sample_duplicates"]:
-        pairs = Table("file", "reason", "kept file", "distance", "similarity",
-                      title="sample duplicate pairs")
+        pairs = Table(Column("file", overflow="fold"), "reason",
+                      Column("kept file", overflow="fold"),
+                      Column("distance", justify="right"), Column("similarity", justify="right"),
+                      title="sample duplicate pairs", box=None, pad_edge=False,
+                      header_style="bold underline")
         for p in summary["sample_duplicates"]:
-            pairs.add_row(p["file"], p["reason"], p["kept_file"] or p["duplicate_of"],
-                          str(p["distance"]), str(p["similarity"]))
+            pairs.add_row(escape(p["file"]), p["reason"],
+                          escape(p["kept_file"] or p["duplicate_of"] or ""),
+                          _number(p["distance"], "d"), _number(p["similarity"], ".3f"))
         out.print(pairs)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
@@ -100,7 +208,7 @@ def run_ingest(source: str, submissions: str, root: str, *, min_side: int = 720,
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not show_progress)
     with holding_root(root, command="ingest", wait_s=wait_for_lock,
-                      s3_endpoint_url=s3_endpoint_url), bar:
+                      s3_endpoint_url=s3_endpoint_url), prefect_started(), bar:
         tid = bar.add_task("ingest", total=None)
         progress.set_listener(lambda _s, done, total: bar.update(tid, completed=done, total=total))
         try:
@@ -126,6 +234,15 @@ def holding_root(root: str, *, command: str, wait_s: float,
         yield
 
 
+def require_root(root: str) -> None:
+    """A local dataset root must exist (exit 2): a run would make an empty one and find
+    nothing in it. An ``s3://`` root is checked by the run."""
+    if not root.startswith("s3://") and not Path(root).is_dir():
+        print_error(f"no dataset root at {root}: ingest a batch into it first "
+                    "(hagrid ingest SOURCE --root ROOT), or name another with --root")
+        raise typer.Exit(2)
+
+
 def preflight(source: str, submissions: str, *, s3_endpoint_url: str | None) -> None:
     """Fail fast, before Prefect starts, when the source or the table is broken."""
     from flows.ingest import read_submissions_table
@@ -149,9 +266,16 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to write the batch in
 
     summary = generate_batch(out, n=n, seed=seed, dup_rate=dup_rate, problems=problems,
                              workers=workers)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.kinds.items(),
+                                                     key=lambda kv: (-kv[1], kv[0])))
+    console.print(f"wrote {summary.n_files} files and {summary.n_rows} submission rows into "
+                  f"{escape(str(summary.out_dir))}: {escape(summary.submissions_csv.name)}, "
+                  f"{escape(summary.truth_jsonl.name)}, {escape(summary.photos_dir.name)}/",
+                  soft_wrap=True)
+    console.print(f"inputs by kind: {kinds}")
     write_references(out / "references")
-    console.print(f"wrote {out}/submissions.csv and {out}/truth.jsonl: {summary}; reference "
-                  f"pictures (--ls-references) in {out}/references")
+    console.print(f"reference pictures (--ls-references) in {escape(str(out / 'references'))}",
+                  soft_wrap=True)
 
 
 ClusterOpt = Annotated[str | None, typer.Option(
@@ -179,6 +303,7 @@ def ingest_cmd(
     """Ingest a batch of submissions: checks, exact and near dedup, catalog append."""
     from tasks.storage import SourceError
 
+    started = time.perf_counter()
     try:
         summary = run_ingest(source, submissions, root, min_side=min_side, workers=workers,
                              commit_every=commit_every, s3_endpoint_url=s3_endpoint_url,
@@ -190,7 +315,7 @@ def ingest_cmd(
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        print_summary(summary)
+        print_summary(summary, wall_s=time.perf_counter() - started)
 
 
 # small model, 64 px crops, read in the training process (DataLoader workers cost seconds
@@ -210,12 +335,14 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
              help="then audit the release's labels (5 fold models of 20 epochs); the next "
                   "annotate run sends the flagged images to review")] = False,
          ) -> None:
-    """The main job on the embedded default, as one ``pipeline`` flow run: generate a crowd
-    batch (1,300 photos and their resubmissions and broken files, about 1,500 inputs), ingest
-    it, run validation, filtration and annotation with a simulated crowd that answers from
-    what the generator drew (30% spammers/sloppy annotators), publish release v1 with its
-    crops view, train the small two-head baseline on it, and summarise each stage; with
-    --audit, flag the release's likely-wrong labels too (``hagrid audit``)."""
+    """Every stage on a generated batch, as one pipeline flow run.
+
+    Generates a crowd batch (1,300 photos and their resubmissions and broken files, about
+    1,500 inputs), ingests it, runs validation, filtration and annotation with a simulated
+    crowd that answers from what the generator drew (30% spammers and sloppy annotators),
+    publishes release v1 with its crops view, trains the small two-head baseline on it and
+    summarises each stage; with --audit, also flags the release's likely-wrong labels
+    (hagrid audit)."""
     import importlib.util
 
     from tasks.simulation.generator import generate_batch
@@ -241,7 +368,7 @@ def demo(root: Annotated[str, typer.Option(help="dataset root")] = "./demo/root"
     with holding_root(root, command="demo", wait_s=0.0):
         pass  # refuse at once, cleanly, when another run holds the root; the pipeline takes
         # the lock itself from ingest to publish and lets it go before training
-    with progress_bars():
+    with prefect_started(), progress_bars():
         summary = pipeline(source=str(batch), submissions=str(batch / "submissions.csv"),
                            root=root, crowd="simulated", options=opts, version="v1",
                            crops=True, train=train, epochs=epochs,
@@ -283,21 +410,34 @@ def progress_bars(*, show: bool = True) -> Iterator[None]:
 
 
 def print_release(summary: dict[str, Any]) -> None:
-    """A publish summary: images per split and where the release is (or that it existed)."""
+    """A publish summary: images per split against the target fractions, warnings about the
+    splits, and where the release is (or that it existed). Paths are never wrapped."""
     if summary.get("skipped"):
         console.print(f"release {summary['version']} exists ({escape(summary['uri'])}): not "
-                      "published again; publish a new one with hagrid publish --version V")
+                      "published again; publish a new one with hagrid publish --version V",
+                      soft_wrap=True)
         return
     crops = summary.get("crops") or {}
-    table = Table("split", "images", *(["crops"] if crops else []),
+    splits = summary.get("splits") or {}
+    share, target = splits.get("fractions", {}), splits.get("target_fractions", {})
+    table = Table("split", Column("images", justify="right"),
+                  *([Column("share", justify="right"), Column("target", justify="right")]
+                    if share else []),
+                  *([Column("crops", justify="right")] if crops else []),
                   title=f"release {summary['version']}")
     for split, n in summary["split_images"].items():
-        table.add_row(split, str(n), *([str(crops.get(split, 0))] if crops else []))
+        table.add_row(split, str(n),
+                      *([f"{share.get(split, 0):.0%}", f"{target.get(split, 0):.0%}"]
+                        if share else []),
+                      *([str(crops.get(split, 0))] if crops else []))
     Console().print(table)
+    for warning in splits.get("warnings", []):
+        print_warning(warning)
     crop_shards = f" (+ {summary['crop_shards']} of crops)" if crops else ""
-    console.print(f"release {summary['version']} in {escape(summary['uri'])}: "
-                  f"{summary['shards']} shards{crop_shards}; report: "
-                  f"{escape(summary['uri'])}/report/index.html", soft_wrap=True)
+    console.print(f"release {summary['version']}: {summary['shards']} shards{crop_shards}",
+                  soft_wrap=True)
+    console.print(f"  in {escape(summary['uri'])}", soft_wrap=True)
+    console.print(f"  report: {escape(summary['uri'])}/report/index.html", soft_wrap=True)
 
 
 def print_training(summary: dict[str, Any]) -> None:
@@ -364,31 +504,54 @@ def _crowd_options(crowd: str, answers: list[Path] | None, ls_url: str | None,
 
 
 def print_stage_report(report: dict[str, Any], *, as_json: bool) -> None:
-    """A stage report as tables (or JSON)."""
+    """A stage report as tables (or JSON): the verdicts of all the stage's images, where
+    this run left them (queue states; each image once), rejected answers, agreement, and
+    the worker quality table."""
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         return
+    from tasks.crowd.report import worker_table
+
     out = Console()
     out.print(f"[bold]{report['stage']}[/bold] on {escape(str(report.get('root', '')))} "
               f"({report['backend']}, {report['method']}): pulled {report['answers_pulled']} "
               f"answers, pushed {report['pushed']} tasks")
-    table = Table("verdict", "images")
-    for k, v in report["verdicts"].items():
-        table.add_row(k, str(v))
-    for k, v in report["queue"].items():
-        table.add_row(f"[dim]queue: {k}[/dim]", str(v))
-    for k, v in report["answers_rejected"].items():
-        table.add_row(f"[red]answers rejected: {k}[/red]", str(v))
-    out.print(table)
-    for bucket, n in report.get("agreement", {}).items():
-        table.add_row(f"[dim]agreement {bucket}[/dim]", str(n))
-    if report["workers"]:
-        cols = list(report["workers"][0])
-        workers = Table(*cols, title="worker quality")
-        for w in report["workers"]:
-            workers.add_row(*("[red]yes[/red]" if w[c] is True else escape(str(w[c]))
-                              for c in cols))
+    out.print(_count_table("verdict", report["verdicts"], title="verdicts (every image)"))
+    out.print(_count_table("queue state", report["queue"], title="queue after this run"))
+    if report["answers_rejected"]:
+        out.print(_count_table("reason", report["answers_rejected"], what="answers",
+                               title="answers rejected", total=False))
+    if report.get("agreement"):
+        out.print(_count_table("agreement (mean IoU)", report["agreement"],
+                               title="annotator agreement", total=False))
+    headers, rows = worker_table(report["workers"])
+    if headers:
+        # narrow columns wrap their headers (a word a line): the reasons get the room
+        narrow = [max([*(len(r[i]) for r in rows), *map(len, h.split())])
+                  for i, h in enumerate(headers)]
+        workers = Table(*(Column(h, overflow="fold", max_width=None if h == "why" else n,
+                                 min_width=min(n, 20) if h == "worker" else None)
+                          for h, n in zip(headers, narrow, strict=True)),
+                        title="worker quality", box=None, pad_edge=False,
+                        header_style="bold underline")
+        flagged = headers.index("discounted") if "discounted" in headers else None
+        for row in rows:
+            workers.add_row(*("[red]yes[/red]" if i == flagged and c == "yes" else escape(c)
+                              for i, c in enumerate(row)))
         out.print(workers)
+        if report.get("discount_rule"):
+            out.print(f"[dim]{escape(report['discount_rule'])}[/dim]")
+
+
+def _count_table(label: str, counts: dict[str, int], *, title: str, what: str = "images",
+                 total: bool = True) -> Table:
+    table = Table(label, Column(what, justify="right"), title=title)
+    for k, v in counts.items():
+        table.add_row(escape(str(k)), str(v))
+    if total and len(counts) > 1:
+        table.add_section()
+        table.add_row("total", str(sum(counts.values())))
+    return table
 
 
 def exit_if_answers_quarantined(report: dict[str, Any], options: Any) -> None:
@@ -414,7 +577,17 @@ def _run_stage(stage_name: str, *, root: str, options: Any, cycles: int | None,
                              "annotation": annotate}
     flow = flows[stage_name]
     try:
-        with holding_root(root, command=flow.name, wait_s=settings.get("wait_for_lock", 0.0)):
+        if "taxonomy" in settings:  # a bad setting is told before the root is looked at
+            from schemas.taxonomy import load_taxonomy
+
+            load_taxonomy(settings["taxonomy"])
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+    require_root(root)
+    try:
+        with holding_root(root, command=flow.name, wait_s=settings.get("wait_for_lock", 0.0)), \
+                prefect_started():
             return flow(root=root, crowd=options.kind, options=options, cycles=cycles,
                         **settings)
     except ValueError as exc:
@@ -449,7 +622,13 @@ def filter_cmd(root: RootOpt = "./hagrid-root", crowd: CrowdOpt = "labelstudio",
                ls_project_prefix: LsPrefixOpt = "hagrid", ls_document_root: LsDocRootOpt = None,
                sim_seed: SimSeedOpt = 0, sim_spammers: SimSpamOpt = 0.3,
                as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
-    """Stage 3, ethical filtration of validated images: one credible flag excludes."""
+    """Stage 3, ethical filtration of validated images: flagged images are excluded.
+
+    By default (--flag-policy aggregate) an image is excluded when the aggregation
+    method's probability of a flag (child, nudity, text, personal data) reaches 0.3, so
+    one flag from a worker the method trusts is enough and one from a worker it does not
+    is not; --flag-policy any_credible excludes on any flag from a worker who is not
+    discounted."""
     opts = _crowd_options(crowd, answers, ls_url, ls_token, ls_project_prefix,
                           ls_document_root, sim_seed, sim_spammers)
     report = _run_stage("filtration", root=root, options=opts, cycles=cycles,
@@ -489,6 +668,7 @@ def aggregate(root: RootOpt = "./hagrid-root",
     from flows.crowd import reaggregate
     from schemas.crowd import CrowdSettings, Stage
 
+    require_root(root)
     result = reaggregate(root, Stage(stage), settings=CrowdSettings(method=method,
                                                                     overlap=overlap),
                          wait_for_lock=_wait_s(wait))
@@ -506,6 +686,7 @@ def golden(file: Annotated[Path, typer.Argument(help="CSV with image_id, answer 
     from flows.crowd import add_golden
     from schemas.crowd import Stage
 
+    require_root(root)
     added, problems = add_golden(root, Stage(stage), file, wait_for_lock=_wait_s(wait))
     for p in problems:
         console.print(f"[red]refused[/red] {p}")
@@ -532,15 +713,14 @@ def import_hagrid_cmd(
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
 ) -> None:
-    """Import a dataset in the published HaGRID layout: images through ingest (dedup
-    included), entries as accepted annotations or as pre-annotations.
+    """Import a dataset in the published HaGRID layout (images and annotations).
 
-    Each user_id is re-hashed with the dataset root's salt, like any worker id: images of
-    one subject still share one id (splits stay subject-disjoint), but the ids are not
-    HaGRID's; --keep-user-ids keeps ids that are already hex hashes. Entries without a
+    Images go through ingest (dedup included), entries become accepted annotations or
+    pre-annotations. Each user_id is re-hashed with the dataset root's salt, like any worker
+    id: images of one subject still share one id (splits stay subject-disjoint), but the ids are
+    not HaGRID's; --keep-user-ids keeps ids that are already hex hashes. Entries without a
     leading hand (the v2 format) import with the leading hand unknown. Boxes of photos with
-    an EXIF orientation tag are turned from the stored pixels onto the upright image.
-    """
+    an EXIF orientation tag are turned from the stored pixels onto the upright image."""
     _quiet_prefect()
     from schemas.taxonomy import load_taxonomy
     from tasks import progress
@@ -570,7 +750,8 @@ def import_hagrid_cmd(
                 progress.set_listener(None)
 
     try:
-        with holding_root(root, command="import-hagrid", wait_s=_wait_s(wait)):
+        with holding_root(root, command="import-hagrid", wait_s=_wait_s(wait)), \
+                prefect_started():
             summary = import_hagrid(dataset_dir, annotations_dir, root=root,
                                     mode=ImportMode(mode), taxonomy=load_taxonomy(taxonomy),
                                     ingest=ingest_batch, keep_user_ids=keep_user_ids)
@@ -622,17 +803,29 @@ def publish(
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
 ) -> None:
-    """Publish an immutable release ROOT/releases/VERSION: manifests, shards, HaGRID and
-    COCO exports, data contracts, report, data card and checksums; with --crops also the
-    crops view (one square hand crop per box, in crops/manifests and crops/shards)."""
+    """Publish an immutable release ROOT/releases/VERSION from the catalog.
+
+    Writes manifests, shards, HaGRID and COCO exports, data contracts, report, data card
+    and checksums; with --crops also the crops view (one square hand crop per box, in
+    crops/manifests and crops/shards). Warns when a split lands far from its target
+    fraction or lacks a class."""
     _quiet_prefect()
     from flows.publish import ContractsFailed
     from flows.publish import publish as publish_flow
+    from schemas.release import parse_fractions
     from tasks.publish.writer import ReleaseExists
 
     try:
+        if fractions:
+            parse_fractions(fractions)
+    except ValueError as exc:
+        print_error(f"--fractions: {exc}")
+        raise typer.Exit(2) from None
+    require_root(root)
+    try:
         with holding_root(root, command=f"publish {version}", wait_s=_wait_s(wait),
-                          s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL")):
+                          s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL")), \
+                prefect_started():
             summary = publish_flow(root=root, version=version, fractions=fractions,
                                    shard_max_bytes=shard_max_mb * 1_000_000,
                                    shard_max_count=shard_max_count, yolo=yolo, seed=seed,
@@ -658,9 +851,11 @@ def export_layout_cmd(
                          "yolo: images/<split>/<id>.jpg, labels/<split>/<id>.txt, data.yaml")
     ] = "hagrid",
 ) -> None:
-    """Write a release's images (as JPEG) in the published HaGRID folder layout next to the
-    HaGRID annotation files, or as an Ultralytics YOLO dataset, so code written for either
-    reads it as is."""
+    """Write a release as the published HaGRID folders or as a YOLO dataset.
+
+    The images (as JPEG) in the published HaGRID folder layout next to the HaGRID
+    annotation files, or as an Ultralytics YOLO dataset, so code written for either reads
+    it as is."""
 
     from tasks.publish.exports import ExportError, export_layout, export_yolo
     from tasks.storage import open_storage
@@ -678,7 +873,8 @@ def export_layout_cmd(
     except (ExportError, OSError) as exc:  # a refused target or name, a tampered release
         print_error(exc)
         raise typer.Exit(2) from None
-    console.print(f"wrote {counts} into {out}")
+    said = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
+    console.print(f"{layout} layout in {escape(str(out))}: {said}", soft_wrap=True)
 
 
 # options train and audit share
@@ -730,11 +926,12 @@ def train_cmd(
     s3_endpoint_url: S3Opt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release: train
-    split, evaluated on val (else test). The release is checked first (SHA256SUMS, shards,
-    manifest schema): a failing one exits 2 before any training. The run folder gets the
-    weights (model.safetensors, best.safetensors), run.json, metrics.json and confusion
-    matrices."""
+    """Train HaGRID v1's two-head classifier (gesture, leading hand) on a release.
+
+    Trains on the train split, evaluates on val (else test). The release is checked first
+    (SHA256SUMS, shards, manifest schema): a failing one exits 2 before any training. The
+    run folder gets the weights (model.safetensors, best.safetensors), run.json,
+    metrics.json and confusion matrices."""
     _quiet_prefect()
     from schemas.train import DEFAULT_INPUT_SIZE, TrainSettings
 
@@ -793,7 +990,7 @@ def _train_with_progress(**parameters: Any) -> dict[str, Any]:
             bars[stage] = bar.add_task(stage, total=total)
         bar.update(bars[stage], completed=done, total=total)
 
-    with bar:
+    with prefect_started(), bar:
         progress.set_listener(show)
         try:
             return train(**parameters)
@@ -866,10 +1063,11 @@ def audit_cmd(
     s3_endpoint_url: S3Opt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Flag likely-wrong labels of a release (gesture and leading hand): one model per fold
-    of people, trained on the others (the CPU recipe), and cleanlab over its out-of-fold
-    probabilities. New flags go to the root's label_issues table (an image at most once per
-    release, never a reviewed one) and ROOT/audits/V-<audit id>/."""
+    """Flag likely-wrong labels of a release (gesture and leading hand) for review.
+
+    One model per fold of people, trained on the others (the CPU recipe), and cleanlab over
+    its out-of-fold probabilities. New flags go to the root's label_issues table (an image
+    at most once per release, never a reviewed one) and ROOT/audits/V-<audit id>/."""
     _quiet_prefect()
     try:
         from flows.audit import audit, default_root
@@ -894,7 +1092,8 @@ def audit_cmd(
         raise typer.Exit(2) from None
     _train_preflight(release, view=view, s3_endpoint_url=s3_endpoint_url)
     try:
-        with console.status(f"auditing {release}: {folds} fold models of {epochs} epochs"):
+        with prefect_started(), console.status(
+                f"auditing {release}: {folds} fold models of {epochs} epochs"):
             summary = audit(release=release, root=root, folds=folds, epochs=epochs, seed=seed,
                             input_size=size, model=model, device=device, view=view,
                             verify_shards=verify_shards, max_quality=max_quality,
@@ -954,8 +1153,10 @@ def _print_audit(summary: dict[str, Any]) -> None:
 
 @app.command()
 def serve(name: Annotated[str, typer.Option(help="deployment name")] = "local") -> None:
-    """Serve every flow's deployment to the Prefect server in PREFECT_API_URL: ingest,
-    validate, filter, annotate, publish, train, audit and pipeline (``<flow>/<name>``)."""
+    """Serve deployments: ingest, validate, filter, annotate, publish, train, audit, pipeline.
+
+    To the Prefect server in PREFECT_API_URL, each as FLOW/NAME (prefect deployment run
+    ingest/local); train and audit are served when torch is installed (the train extra)."""
     from flows.deployments import serve_all
 
     serve_all(name=name)
@@ -970,3 +1171,7 @@ def main() -> None:
     except RootLocked as exc:  # another run writes to the root: a refusal, not a crash
         print_error(exc)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from flows.ingest import DEFAULT_ROOT
 from flows.root_lock import locked_root
+from flows.run_names import run_name
 from schemas.annotation import AnnotationSettings
 from schemas.crowd import (
     CrowdBackendOptions,
@@ -40,6 +41,7 @@ from tasks.crowd.backends import (
     PushedTask,
     quarantined_tables,
 )
+from tasks.crowd.consensus import discount_rule
 from tasks.crowd.report import report_markdown, stage_report
 from tasks.crowd.stage import (
     StageDecision,
@@ -123,6 +125,8 @@ def run_crowd_stage(stage: Stage, *, root: str, options: CrowdBackendOptions,
     it for longer than ``wait_for_lock`` seconds).
     """
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    get_run_logger().info("%s of %s with the %s crowd (%s): up to %d cycles", stage.value,
+                          catalog.root.uri, options.kind, settings.method, max(1, cycles))
     with locked_root(catalog.root, command=stage.value, wait_s=wait_for_lock):
         catalog.remove_uncommitted()  # under the lock: only a dead run's files
         return _stage_cycles(stage, catalog, options=options, settings=settings,
@@ -144,7 +148,7 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
     pulled: list[pd.DataFrame] = []
     pushed_total = 0
     label_reviews = {"label_reviews_sent": 0, "label_reviews_decided": 0}
-    for _ in range(max(1, cycles)):
+    for cycle in range(1, max(1, cycles) + 1):
         tables = load_stage(catalog, stage)
         rows: pd.DataFrame = pull_task(backend, tables,
                                        (annotation or AnnotationSettings()).taxonomy)
@@ -179,6 +183,8 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
                 batch_id=f"{tag}-t", now=now)}, info={"stage": stage.value, "kind": "tasks"})
         pulled.append(rows)
         pushed_total += len(pushed)
+        get_run_logger().info("cycle %d: %d answers pulled, %d verdicts changed, %d tasks "
+                              "pushed", cycle, len(rows), len(decisions), len(pushed))
         if rows.empty and not pushed:
             break
     report = stage_report(stage, verdicts=latest_verdicts(catalog, stage), plan=plan,
@@ -187,7 +193,7 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
                                                 ignore_index=True),
                           pushed=pushed_total, method=decision.method, backend=backend.name,
                           quarantined=quarantined_tables(catalog.root, stage, since=started),
-                          imported=imported)
+                          imported=imported, discount_rule=discount_rule(settings))
     if stage is Stage.ANNOTATION:
         report["agreement"] = agreement_histogram(decision.annotations)
         report.update(label_reviews)
@@ -201,8 +207,9 @@ def _stage_cycles(stage: Stage, catalog: Catalog, *, options: CrowdBackendOption
                 len(backend.unanswerable))
     create_markdown_artifact(key=f"{stage.value}-report", markdown=report_markdown(report),
                              description=f"{stage.value} stage on {catalog.root.uri}")
-    get_run_logger().info("%s: verdicts %s, queue %s", stage.value, report["verdicts"],
-                          report["queue"])
+    get_run_logger().info("%s done: verdicts %s, queue %s, %d workers discounted",
+                          stage.value, report["verdicts"], report["queue"],
+                          len(report["discounted_workers"]))
     return report
 
 
@@ -262,7 +269,7 @@ def stage_settings(*, overlap: int, method: str, min_confidence: float, max_answ
                          min_credible=min(min_credible or overlap, overlap))
 
 
-@flow(name="validate", log_prints=True)
+@flow(name="validate", flow_run_name=run_name("validate", "root"), log_prints=True)
 def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
              method: str = "ds", min_confidence: float = 0.9, max_answers: int = 7,
              skill_floor: float = 0.7, golden_overlap: int = 10,
@@ -284,7 +291,7 @@ def validate(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 
                            wait_for_lock=wait_for_lock)
 
 
-@flow(name="filter", log_prints=True)
+@flow(name="filter", flow_run_name=run_name("filter", "root"), log_prints=True)
 def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: int = 3,
                  method: str = "ds", min_confidence: float = 0.9, max_answers: int = 7,
                  skill_floor: float = 0.7, golden_overlap: int = 10,
@@ -293,7 +300,9 @@ def filter_stage(root: str = DEFAULT_ROOT, crowd: str = "simulated", overlap: in
                  options: CrowdBackendOptions | None = None,
                  s3_endpoint_url: str | None = None,
                  wait_for_lock: float = 0.0) -> dict[str, Any]:
-    """Stage 3: ethical filtration; one credible flag excludes an image.
+    """Stage 3: ethical filtration. ``flag_policy`` ``aggregate`` (default): an image is
+    excluded when the aggregation method's probability of a flag reaches 0.3;
+    ``any_credible``: ``min_flag_votes`` flags from workers who are not discounted exclude it.
 
     A clear verdict needs ``min_credible`` answers (default: ``overlap``) from workers who
     are not discounted (with 2, flag recall fell from 1.000 to 0.955 in the benchmark).

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.cluster import ChunkFuture, ChunkRunner, InProcess, chunk_runner
 from flows.root_lock import locked_root
+from flows.run_names import run_name
 from schemas.settings import DedupSettings, IngestSettings, default_workers
 from schemas.taxonomy import load_taxonomy
 from tasks import progress
@@ -83,7 +84,7 @@ def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: 
     return subs
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", flow_run_name=run_name("ingest", "source"), log_prints=True)
 def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: int = 720,
            taxonomy: str = "hagrid_v1", commit_every: int = 2048, chunk_size: int = 256,
            radius: int = 12, min_similarity: float = 0.95, max_local_residual: float = 0.63,
@@ -112,6 +113,8 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
                                                   max_local_residual=max_local_residual))
     src = open_storage(source, endpoint_url=s3_endpoint_url)
     catalog = Catalog(open_storage(root, endpoint_url=s3_endpoint_url))
+    get_run_logger().info("ingest %s (table %s) into %s", src.uri, submissions,
+                          catalog.root.uri)
     with locked_root(catalog.root, command="ingest", wait_s=wait_for_lock):
         catalog.remove_uncommitted()  # under the lock: only a dead run's files
         summary = _ingest_locked(src, catalog, submissions, settings=settings,
@@ -120,8 +123,11 @@ def ingest(source: str, submissions: str, root: str = DEFAULT_ROOT, min_side: in
                                  workers=workers or default_workers())
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
                              description=f"ingest of {source}")
-    get_run_logger().info("ingest: %s accepted, %s rejected %s", summary["accepted"],
-                          summary["rejected"], summary["reasons"])
+    get_run_logger().info(
+        "ingest done in %.1f s: %d inputs (%d already seen, skipped), %d accepted, %d "
+        "rejected %s", summary["elapsed_s"], summary["inputs"],
+        summary["skipped_already_seen"], summary["accepted"], summary["rejected"],
+        summary["reasons"])
     return summary
 
 
@@ -139,8 +145,9 @@ def _ingest_locked(src: Storage, catalog: Catalog, submissions: str, *,
         seen = seen_submission_ids(catalog)
         todo = [p for p in planned if p.submission_id not in seen]
         known = load_known_images(catalog, settings=settings)
-        get_run_logger().info("ingest: %d new inputs of %d, inspected on a %s", len(todo),
-                              len(planned), runner.where)
+        get_run_logger().info("%d inputs in the table, %d already in the catalog: %d to "
+                              "ingest; inspection: %s", len(planned), len(planned) - len(todo),
+                              len(todo), runner.where)
         results = run_windows(src, catalog, todo, known, settings=settings, runner=runner,
                               keep_user_ids=keep_user_ids)
         where = runner.where
@@ -200,4 +207,5 @@ def _commit_next(in_flight: deque[tuple[int, list[tuple[list[PlannedInput], Chun
     results.append(decide_and_commit(catalog, inspected, known, source_uri=source_uri,
                                      batch_id=f"{run_tag}-{w:05d}", salt=salt,
                                      keep_user_ids=keep_user_ids))
+    get_run_logger().info("window %d committed: %d of %d inputs ingested", w + 1, done, total)
     return done

@@ -20,6 +20,7 @@ from flows.crowd import filter_stage, validate
 from flows.ingest import DEFAULT_ROOT, ingest
 from flows.publish import publish
 from flows.root_lock import locked_root
+from flows.run_names import pipeline_run_name
 from schemas.crowd import CrowdBackendOptions
 from schemas.release import CHECKSUMS, check_version
 from tasks import progress
@@ -44,7 +45,7 @@ def crowd_cycles(crowd: str, cycles: int | None) -> int:
     return SIMULATED_CYCLES if crowd == "simulated" else 1
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", flow_run_name=pipeline_run_name, log_prints=True)
 def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
              min_side: int = 720, taxonomy: str = "hagrid_v1",
              crowd: str = "simulated", options: CrowdBackendOptions | None = None,
@@ -121,7 +122,24 @@ def pipeline(source: str, submissions: str, root: str = DEFAULT_ROOT,
                                       device=device, view=view,
                                       s3_endpoint_url=s3_endpoint_url)
     _step("done", len(STAGES))
+    get_run_logger().info("pipeline done: %s", _outcome(summary))
     return summary
+
+
+def _outcome(summary: dict[str, Any]) -> str:
+    """One line on what each stage ended with."""
+    ingested = summary["ingest"]
+    parts = [f"ingest accepted {ingested['accepted']} of {ingested['inputs']} inputs"]
+    parts += [f"{stage} {summary[stage]['verdicts']}"
+              for stage in ("validation", "filtration", "annotation")]
+    release = summary["publish"]
+    parts.append(f"release {release['version']} "
+                 + ("existed" if release.get("skipped") else f"{release['images']} images"))
+    if summary["train"] is not None:
+        parts.append(f"training in {summary['train']['run_dir']}")
+    if summary["audit"] is not None:
+        parts.append(f"audit flagged {summary['audit']['flagged']}")
+    return "; ".join(parts)
 
 
 def _publish_unless_published(storage: Storage, *, root: str, version: str,
@@ -136,5 +154,7 @@ def _publish_unless_published(storage: Storage, *, root: str, version: str,
 
 
 def _step(stage: str, done: int) -> None:
-    """Tell a progress listener (the CLI's) which stage starts."""
+    """Tell a progress listener (the CLI's) and the run's log which stage starts."""
     progress.report(f"pipeline: {stage}", done, len(STAGES))
+    if stage != "done":
+        get_run_logger().info("stage %d of %d: %s", done + 1, len(STAGES), stage)

@@ -26,6 +26,7 @@ from data_contracts.page import render_page
 from data_contracts.runner import ContractReport, run_contracts
 from flows.ingest import DEFAULT_ROOT
 from flows.root_lock import locked_root
+from flows.run_names import run_name
 from schemas.release import (
     CHECKSUMS,
     CONTRACTS_PAGE,
@@ -212,7 +213,7 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
     return info
 
 
-@flow(name="publish", log_prints=True)
+@flow(name="publish", flow_run_name=run_name("publish", "version"), log_prints=True)
 def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None = None,
             shard_max_bytes: int = 1 << 30, shard_max_count: int = 10_000, yolo: bool = False,
             seed: int = 0, taxonomy: str = "hagrid_v1", class_order: str = "hagrid",
@@ -242,6 +243,8 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
                                crops=crops, crop_size=crop_size, crop_scale=crop_scale)
     storage = open_storage(root, endpoint_url=s3_endpoint_url)
     check_version(version)
+    get_run_logger().info("publish release %s of %s (fractions %s)", version, storage.uri,
+                          settings.fractions or "the taxonomy's")
     with locked_root(storage, command=f"publish {version}", wait_s=wait_for_lock):
         return _publish_locked(storage, version, settings=settings, workers=workers,
                                endpoint_url=s3_endpoint_url)
@@ -252,6 +255,11 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
     check_new_release(storage, version)
     images, boxes = select_images(storage)
     split = assign(storage, images, settings)
+    logger = get_run_logger()
+    logger.info("%d images; split shares %s (targets %s)", len(images),
+                split.info["fractions"], split.info["target_fractions"])
+    for warning in split.info["warnings"]:
+        logger.warning(warning)
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.run_names import run_name
 from schemas.train import HEADS, TrainSettings, confusion_png
 from tasks.markdown import markdown_text
 from tasks.train.metrics import metrics_markdown
@@ -55,7 +56,7 @@ def finish(run: TrainingRun) -> dict[str, Any]:
     return finish_run(run)
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name=run_name("train", "release"), log_prints=True)
 def train(release: str, out: str | None = None, epochs: int = 10, batch_size: int = 64,
           model: str = "small", input_size: int = 64, device: str = "auto",
           view: str = "auto", workers: int = 2, seed: int = 0, resume: bool = False,
@@ -84,14 +85,27 @@ def train(release: str, out: str | None = None, epochs: int = 10, batch_size: in
                              workers=workers, seed=seed, verify_shards=verify_shards, lr=lr,
                              lr_decay=lr_decay, shift=shift, color_jitter=color_jitter,
                              flip=flip, warmup_iters=warmup_iters)
+    logger = get_run_logger()
+    logger.info("train a %s model on %s for %d epochs (%s view, device %s)", model, release,
+                epochs, view, device)
     data = check_release(release, settings, s3_endpoint_url)
     run_dir = out or str(default_run_dir(data.uri, data.version, now=dt.datetime.now(dt.UTC)))
     run = start(data, settings, run_dir, resume, s3_endpoint_url)
+    if run.epochs_done:
+        logger.info("resuming %s after epoch %d", run_dir, run.epochs_done)
     for number in range(run.epochs_done + 1, settings.epochs + 1):
         train_epoch(run, number)
     summary = finish(run)
     _artifacts(run, summary)
+    logger.info("trained in %s: %s", summary["run_dir"], _f1_line(summary))
     return summary
+
+
+def _f1_line(summary: dict[str, Any]) -> str:
+    """F1 macro per head on the evaluation split, in words."""
+    heads = [f"{h} F1 macro {summary[h]['f1_macro']:.3f}" for h in HEADS
+             if h in summary and summary[h].get("f1_macro") is not None]
+    return f"{', '.join(heads) or 'no F1'} on {summary.get('eval_split')}"
 
 
 def _artifacts(run: TrainingRun, summary: dict[str, Any]) -> None:

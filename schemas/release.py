@@ -233,7 +233,10 @@ def check_version(version: str) -> str:
 
 
 def parse_fractions(text: str) -> dict[str, float]:
-    """``"train=0.76,val=0.09,test=0.15"`` or ``"76/9/15"`` (train/val/test, or train/test)."""
+    """``"train=0.76,val=0.09,test=0.15"`` or ``"76/9/15"`` (train/val/test, or train/test).
+
+    The fractions add up to 1, or to 100 (percentages); anything else is refused
+    (ValueError) rather than rescaled: ``50/60`` is a typo, not 45/55."""
     text = text.strip()
     if "=" in text:
         pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
@@ -244,7 +247,12 @@ def parse_fractions(text: str) -> dict[str, float]:
         if names is None:
             raise ValueError(f"give 2 or 3 fractions (train/test or train/val/test): {text!r}")
         values = dict(zip(names, nums, strict=True))
+    if any(v < 0 for v in values.values()):
+        raise ValueError(f"fractions cannot be negative: {text!r}")
     total = sum(values.values())
-    if total > 1.0 + 1e-6:  # percentages
-        values = {k: v / total for k, v in values.items()}
+    if abs(total - 100.0) <= 1e-6 * 100:  # percentages
+        return {k: v / 100.0 for k, v in values.items()}
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"fractions must add up to 100 (or to 1): {text!r} adds up to "
+                         f"{total:g}")
     return values

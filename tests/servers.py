@@ -141,7 +141,10 @@ def prefect_server(home: Path, *, ui: bool = False) -> Iterator[str]:
     command = [prefect_cli(), "server", "start", "--host", LOOPBACK, "--port", str(port)]
     command += ["--analytics-off"] if ui else ["--no-ui", "--analytics-off"]
     log = home / "prefect-server.log"
-    with _process_group(command, env=isolated_prefect_env(home), log=log, cwd=home) as server:
+    env = isolated_prefect_env(home)
+    if ui:  # the UI's scripts call the API at this address (default: port 4200)
+        env["PREFECT_UI_API_URL"] = api_url
+    with _process_group(command, env=env, log=log, cwd=home) as server:
         _wait_healthy(f"{api_url}/health", server=server, log=log)
         yield api_url
 

@@ -57,10 +57,14 @@ def test_an_ingest_run_shows_its_name_logs_and_summary_in_the_ui(browser, crowd_
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         ui = api_url.removesuffix("/api")
         page.goto(f"{ui}/runs/flow-run/{run['id']}")
-        page.get_by_text(run["name"]).first.wait_for(timeout=60_000)
-        page.get_by_text("accepted").first.wait_for(timeout=60_000)  # a log line, on the page
-        _shoot(page, tmp_path, "prefect-ui-ingest-run")
-        page.get_by_role("tab", name="Artifacts").click()
-        page.get_by_text("ingest-summary").first.wait_for(timeout=30_000)
-        _shoot(page, tmp_path, "prefect-ui-ingest-artifacts")
+        try:
+            page.get_by_text(run["name"]).filter(visible=True).first.wait_for(timeout=60_000)
+            page.get_by_text("accepted").filter(visible=True).first.wait_for(timeout=60_000)  # a log line
+        finally:
+            _shoot(page, tmp_path, "prefect-ui-ingest-run")
+        page.get_by_text("Artifacts", exact=True).filter(visible=True).first.click()
+        try:
+            page.get_by_text("ingest-summary").filter(visible=True).first.wait_for(timeout=30_000)
+        finally:
+            _shoot(page, tmp_path, "prefect-ui-ingest-artifacts")
         page.close()

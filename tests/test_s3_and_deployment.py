@@ -133,6 +133,14 @@ def test_served_ingest_deployment_runs_on_a_real_prefect_server(served, crowd_ba
     truth = read_truth(crowd_batch)
     assert _outcomes(root) == {t["file"]: (t["expected_outcome"], t["expected_reason"])
                                for t in truth}
+    [run] = [r for r in _post_json(f"{served.api_url}/flow_runs/filter", {})
+             if r["parameters"].get("root") == str(root)]
+    assert run["name"] == f"ingest {crowd_batch.name}"  # the UI's run list says what it did
+    logs = _post_json(f"{served.api_url}/logs/filter",
+                      {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
+    said = [log["message"] for log in logs]  # the run page shows its progress and summary
+    assert any(m.startswith("window 1 of ") for m in said), said
+    assert any(m.startswith("ingest done in ") for m in said), said
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from tasks.crowd.stage import latest_verdicts
 from tasks.simulation.crowd import GeneratorTruth
 from tasks.simulation.generator import generate_batch
 from tasks.storage import LocalStorage
+from tests.prefect_api import flow_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -58,6 +59,9 @@ def test_the_pipeline_runs_every_stage_then_trains_on_the_crops_view(pipeline_ru
     assert sum(summary["publish"]["crops"].values()) >= summary["publish"]["images"]
     assert summary["train"]["view"] == "crops" and summary["train"]["epochs"] == 1
     assert json.loads((pipeline_run["run"] / "metrics.json").read_text())["view"] == "crops"
+    runs = [r for r in flow_runs("pipeline")
+            if r.parameters.get("root") == str(pipeline_run["root"])]
+    assert "pipeline batch to v1" in {r.name for r in runs}  # what the UI lists
 
 
 def test_the_pipeline_run_again_adds_nothing_and_publishes_nothing_then_audits(pipeline_run):

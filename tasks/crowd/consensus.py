@@ -136,7 +136,7 @@ def worker_quality(stage: Stage, answers: pd.DataFrame, golden: pd.Series, *,
     gives the same answer scores 0.5 however unbalanced the control set is.
     """
     cols = ["worker_id", "n_answers", "n_golden", "golden_accuracy", "golden_min_side",
-            "discounted"]
+            "discounted", "discount_reason"]
     if answers.empty:
         return pd.DataFrame(columns=cols).set_index("worker_id")
     counts = answers.groupby("worker_id").size().rename("n_answers")
@@ -158,8 +158,37 @@ def worker_quality(stage: Stage, answers: pd.DataFrame, golden: pd.Series, *,
         (table["n_golden"] >= settings.min_golden)
         & (table["golden_min_side"] >= settings.min_golden_per_class)
         & (table["golden_accuracy"] < settings.skill_floor))
+    table["discount_reason"] = [
+        discount_reason(n_golden=int(n), min_side=int(side), accuracy=acc, settings=settings)
+        for n, side, acc in zip(table["n_golden"], table["golden_min_side"],
+                                table["golden_accuracy"], strict=True)]
     table.index.name = "worker_id"
     return table.sort_index()
+
+
+def discount_reason(*, n_golden: int, min_side: int, accuracy: float | None,
+                    settings: CrowdSettings) -> str:
+    """Why a worker is discounted or not, in a few words: a score on too few control
+    answers (fewer than ``min_golden``, or fewer than ``min_golden_per_class`` on one side:
+    right and wrong, flag and no flag) never discounts anyone, however low."""
+    if n_golden < settings.min_golden:
+        return f"too few controls: {n_golden} of {settings.min_golden}"
+    if min_side < settings.min_golden_per_class:
+        return f"too few on one side: {min_side} of {settings.min_golden_per_class}"
+    if accuracy is None or pd.isna(accuracy):
+        return "no control accuracy"
+    if accuracy < settings.skill_floor:
+        return f"accuracy below {settings.skill_floor:.2f}"
+    return f"accuracy at least {settings.skill_floor:.2f}"
+
+
+def discount_rule(settings: CrowdSettings) -> str:
+    """The rule ``worker_quality`` discounts workers by, in words."""
+    return (f"a worker is discounted (their answers left out) when their balanced accuracy "
+            f"on control images is below {settings.skill_floor:.2f} over at least "
+            f"{settings.min_golden} control answers, {settings.min_golden_per_class} of them "
+            "on each side (right and wrong answers; flag and no flag); a score on fewer "
+            "control answers discounts no one, however low")
 
 
 def _golden_frame(golden: pd.Series) -> pd.DataFrame:

@@ -3,6 +3,7 @@ tables, the worker quality table."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,12 +18,14 @@ def stage_report(stage: Stage, *, verdicts: pd.DataFrame, plan: StagePlan,
                  quality: pd.DataFrame, new_answers: pd.DataFrame, pushed: int,
                  method: str, backend: str,
                  quarantined: Mapping[str, Mapping[str, str]] | None = None,
-                 imported: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 imported: Mapping[str, str] | None = None,
+                 discount_rule: str | None = None) -> dict[str, Any]:
     """A JSON-ready summary of one stage run (``verdicts`` is the latest per image).
 
     ``quarantined``: answer tables moved to quarantine in this run (quarantine key -> note
     with the inbox ``file`` and the ``reason``); ``imported``: inbox key -> the file given
-    with ``--answers``, so the report names the file the user knows.
+    with ``--answers``, so the report names the file the user knows. ``discount_rule``:
+    when workers are discounted, in words (``consensus.discount_rule``).
     """
     rejected = new_answers.loc[new_answers["status"] == "rejected", "reason"].value_counts()
     workers = quality.reset_index().rename(columns={"index": "worker_id"}).round(3)
@@ -41,7 +44,43 @@ def stage_report(stage: Stage, *, verdicts: pd.DataFrame, plan: StagePlan,
         "workers": workers.astype(object).where(workers.notna(), None).to_dict("records"),
         "discounted_workers": sorted(quality.index[quality["discounted"]].tolist())
         if "discounted" in quality else [],
+        "discount_rule": discount_rule if "discounted" in quality else None,
     }
+
+
+# how the worker table names each column of the quality tables (crowd stages:
+# ``consensus.worker_quality``, annotation: ``annotate.consensus.annotator_quality``), in
+# the order shown; ``golden_min_side`` is told by ``discount_reason`` instead
+WORKER_COLUMNS: dict[str, str] = {
+    "worker_id": "worker", "n_answers": "answers", "n_golden": "control answers",
+    "golden_accuracy": "control accuracy", "discounted": "discounted",
+    "discount_reason": "why", "n_images": "images", "n_boxes": "boxes", "n_hands": "hands",
+    "n_matched": "hands drawn", "mean_iou": "mean IoU", "label_accuracy": "label accuracy",
+    "leading_accuracy": "leading hand accuracy", "missed_rate": "missed hands",
+    "extra_rate": "extra boxes",
+}
+
+
+def worker_table(workers: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The report's worker rows for people: headers in words, yes/no, two decimals, ``-``
+    for no value; columns in ``WORKER_COLUMNS`` order (others after, as named)."""
+    if not workers:
+        return [], []
+    present = list(dict.fromkeys(k for w in workers for k in w))
+    keys = [k for k in WORKER_COLUMNS if k in present]
+    keys += [k for k in present if k not in WORKER_COLUMNS and k != "golden_min_side"]
+    rows = [[_worker_cell(w.get(k)) for k in keys] for w in workers]
+    return [WORKER_COLUMNS.get(k, k) for k in keys], rows
+
+
+def _worker_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -69,8 +108,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| agreement (mean IoU) | images |", "|---|---|"]
         lines += [f"| {md(k)} | {v} |" for k, v in report["agreement"].items()]
         lines.append("")
-    if report["workers"]:
-        cols = list(report["workers"][0])
-        lines += ["| " + " | ".join(map(md, cols)) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(md(w[c]) for c in cols) + " |" for w in report["workers"]]
+    headers, rows = worker_table(report["workers"])
+    if headers:
+        lines += ["| " + " | ".join(map(md, headers)) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(map(md, row)) + " |" for row in rows]
+        if report.get("discount_rule"):
+            lines += ["", md(report["discount_rule"])]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,8 @@ def summarize_run(submissions: list[pa.Table], *, kept_files: dict[str, str], sk
     pairs = [
         {"file": r["file"], "reason": r["reason"], "duplicate_of": r["duplicate_of"],
          "kept_file": kept_files.get(r["duplicate_of"] or ""),
-         "distance": r["duplicate_distance"], "similarity": r["duplicate_similarity"]}
+         "distance": r["duplicate_distance"],
+         "similarity": _similarity(r["duplicate_similarity"])}
         for r in rows if is_duplicate_reason(r["reason"])
     ]
     pairs = _spread(pairs, samples)
@@ -33,6 +34,11 @@ def summarize_run(submissions: list[pa.Table], *, kept_files: dict[str, str], sk
         "elapsed_s": round(elapsed_s, 3),
         "inputs_per_s": round(len(rows) / elapsed_s, 1) if elapsed_s > 0 else None,
     }
+
+
+def _similarity(value: float | None) -> float | None:
+    """Stored as float32: 0.9976 reads back as 0.9976000189781189; 4 decimals say it."""
+    return None if value is None else round(float(value), 4)
 
 
 def _spread(pairs: list[dict], n: int) -> list[dict]:

@@ -21,14 +21,14 @@ def markdown_table(frame: pd.DataFrame, *, index_name: str) -> str:
     """A pandas frame as a GitHub Markdown table (index first)."""
     head = [index_name, *map(str, frame.columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for idx, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(idx), *(_cell(v) for v in row)]) + " |")
+    for idx, *values in frame.itertuples(name=None):  # each value keeps its column's type
+        lines.append("| " + " | ".join([str(idx), *(_cell(v) for v in values)]) + " |")
     return "\n".join(lines)
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float | np.floating):
-        return f"{value:.3f}"
+        return "-" if np.isnan(value) else f"{value:.3f}"
     return str(value)
 
 
@@ -65,6 +65,8 @@ def data_card(*, version: str, title: str, licence: str, manifest: pd.DataFrame,
     split_rows = pd.DataFrame({
         "images": counts.sum(axis=0),
         "subjects": subjects.reindex(counts.columns, fill_value=0),
+        "fraction": pd.Series(info["splits"].get("fractions", {}),
+                              dtype=float).reindex(counts.columns),
         "target fraction": pd.Series(info["settings"]["fractions"]).reindex(counts.columns),
     })
     shown = counts.copy()
@@ -130,7 +132,8 @@ def _split_notes(info: Mapping[str, Any]) -> str:
             f"release: {split['sticky_users']}; near-duplicate links kept inside one split: "
             f"{split['links']}; sticky conflicts (a new link joining subjects already "
             f"published in two splits; each subject keeps its split): "
-            f"{split['sticky_conflicts']}.{_source_note(split)}")
+            f"{split['sticky_conflicts']}.{_source_note(split)}"
+            + "".join(f"\n\n**Warning:** {w}." for w in split.get("warnings", [])))
 
 
 def _source_note(split: Mapping[str, Any]) -> str:

@@ -41,10 +41,12 @@ from tasks.publish.exports import hagrid_entry
 from tasks.publish.published_image import published_format
 from tasks.publish.shards import ShardMember
 from tasks.publish.splits import (
+    achieved_fractions,
     assign_splits,
     source_conflicts,
     source_user_splits,
     split_report,
+    split_warnings,
     sticky_conflicts,
 )
 from tasks.storage import Storage
@@ -277,6 +279,9 @@ def split_release(catalog: Catalog, images: pd.DataFrame, *, fractions: Mapping[
     their user there (``splits.source_user_splits``), unless an earlier release published
     the user: the user stays, and ``info`` counts the images that left their source split.
     A source split missing from ``fractions`` is added with fraction 0 (no new users).
+    ``info["fractions"]``: the share of the images each split got (``target_fractions``:
+    what was asked); ``info["warnings"]``: splits far from their target, classes missing
+    from a split (``splits.split_warnings``).
     """
     frame = images[["image_id", "user_id", "gesture"]]
     links = dedup_links(catalog, images)
@@ -290,7 +295,10 @@ def split_release(catalog: Catalog, images: pd.DataFrame, *, fractions: Mapping[
     report = split_report(frame, assignment, fractions)
     conflicts = sticky_conflicts(frame, links=links, previous=pinned)
     kept = [(a, b) for a, b in links if assignment[a] == assignment[b]]
-    info = {"max_abs_deviation": float(report["max_abs_deviation"].max()),
+    info = {"fractions": achieved_fractions(report),
+            "target_fractions": dict(sorted(fractions.items())),
+            "warnings": split_warnings(report, fractions),
+            "max_abs_deviation": float(report["max_abs_deviation"].max()),
             "sticky_users": len(previous), "links": len(kept),
             "sticky_conflicts": len(conflicts), "links_across_published_splits":
             [[a, b] for a, b in links if assignment[a] != assignment[b]],

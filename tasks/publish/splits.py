@@ -163,6 +163,43 @@ def split_report(
     return report
 
 
+SPLIT_TOLERANCE = 0.05  # a split further than this from its target fraction is warned about
+LISTED_CLASSES = 5  # classes named in a warning about classes a split lacks
+
+
+def achieved_fractions(report: pd.DataFrame) -> dict[str, float]:
+    """Share of the release's images in each split of a ``split_report`` (4 decimals)."""
+    counts = {c.removeprefix("images_"): int(report[c].sum())
+              for c in report.columns if c.startswith("images_")}
+    total = sum(counts.values())
+    return {s: round(n / total, 4) if total else 0.0 for s, n in counts.items()}
+
+
+def split_warnings(report: pd.DataFrame, fractions: Mapping[str, float], *,
+                   tolerance: float = SPLIT_TOLERANCE) -> list[str]:
+    """What a release should say about its splits, from ``split_report``: a split more than
+    ``tolerance`` from its target fraction (subjects are never divided between splits and
+    keep the split of an earlier release, so a small or sticky release can land far off),
+    and the classes missing from a split that should hold images."""
+    achieved = achieved_fractions(report)
+    warnings = []
+    for split in sorted(fractions, key=lambda s: (-fractions[s], s)):
+        images = report[f"images_{split}"]
+        if abs(achieved[split] - fractions[split]) > tolerance:
+            warnings.append(
+                f"split {split} holds {achieved[split]:.0%} of the images ({int(images.sum())})"
+                f", its target is {fractions[split]:.0%}: subjects are never divided between "
+                "splits and keep the split of an earlier release")
+        missing = images.index[images == 0].tolist()
+        if fractions[split] > 0 and missing:
+            more = len(missing) - LISTED_CLASSES
+            warnings.append(
+                f"split {split} has no images of {len(missing)} of {len(images)} classes: "
+                f"{', '.join(map(str, missing[:LISTED_CLASSES]))}"
+                + (f" and {more} more" if more > 0 else ""))
+    return warnings
+
+
 def _check_fractions(fractions: Mapping[str, float], previous: Mapping[str, str]) -> None:
     values = np.array(list(fractions.values()), dtype=float)
     if len(values) == 0 or (values < 0).any() or not np.isclose(values.sum(), 1.0):

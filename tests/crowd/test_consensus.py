@@ -41,6 +41,8 @@ def test_worker_quality_is_balanced_accuracy_on_control_images():
     assert q["n_golden"].tolist() == [3, 3, 3, 3, 3]
     assert q["n_answers"].tolist() == [6, 6, 6, 6, 6]
     assert q.index[q["discounted"]].tolist() == ["w4", "w5"]
+    assert q.loc[["w3", "w4"], "discount_reason"].tolist() == [
+        "accuracy at least 0.70", "accuracy below 0.70"]
 
 
 def test_too_few_control_answers_never_discount():
@@ -50,6 +52,11 @@ def test_too_few_control_answers_never_discount():
     # one invalid control image is too thin to call anyone careless (default: 2 per side)
     q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD, settings=CrowdSettings())
     assert not q["discounted"].any() and q["golden_min_side"].tolist() == [1] * 5
+    # w4 scores 0.25, but on too few control answers to say so: the table tells why
+    assert q.at["w4", "discount_reason"] == "too few on one side: 1 of 2"
+    q = worker_quality(Stage.VALIDATION, ANSWERS, GOLD,
+                       settings=CrowdSettings(min_golden=4, min_golden_per_class=1))
+    assert set(q["discount_reason"]) == {"too few controls: 3 of 4"}
 
 
 def test_majority_vote_without_the_discounted_workers():

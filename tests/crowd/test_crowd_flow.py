@@ -17,6 +17,7 @@ from tasks.crowd.stage import latest_verdicts
 from tasks.simulation.crowd import GeneratorTruth
 from tasks.storage import LocalStorage
 from tests.catalogs import make_catalog
+from tests.prefect_api import flow_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -51,6 +52,11 @@ def test_a_simulated_campaign_settles_close_to_the_truth(simulated):
     assert right / len(crowd) >= 0.93
     assert "sim-019" in v["discounted_workers"]  # the always-yes worker
     assert len(v["discounted_workers"]) >= 4  # most of the 6 spammers
+    assert {w["worker_id"]: w["discount_reason"] for w in v["workers"]}["sim-019"] == \
+        "accuracy below 0.70"
+    for flow_name, stage_run in (("validate", "validate root"), ("filter", "filter root")):
+        names = {r.name for r in flow_runs(flow_name) if r.parameters.get("root") == str(root)}
+        assert names == {stage_run}
     # filtration decided exactly the images validation accepted
     accepted = set(valid.index[valid["verdict"] == "accepted"])
     filt = latest_verdicts(Catalog(LocalStorage(root)), Stage.FILTRATION)

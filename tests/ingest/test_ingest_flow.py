@@ -18,6 +18,7 @@ from schemas.tables import RUN_COLUMNS
 from tasks.catalog import Catalog
 from tasks.storage import LocalStorage
 from tests.conftest import read_truth
+from tests.prefect_api import flow_runs, run_log_lines, run_logs_at_info
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 HAGRID = str(Path(sys.executable).with_name("hagrid"))
@@ -41,9 +42,26 @@ def snapshot(root: Path) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def ingested(crowd_batch: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("root")
-    summary = ingest(source=str(crowd_batch), submissions=str(crowd_batch / "submissions.csv"),
-                     root=str(root), commit_every=40, chunk_size=16)
+    with run_logs_at_info():
+        summary = ingest(source=str(crowd_batch),
+                         submissions=str(crowd_batch / "submissions.csv"), root=str(root),
+                         commit_every=40, chunk_size=16)
     return root, summary
+
+
+def test_the_run_is_named_after_its_batch_and_logs_its_progress_to_the_ui(crowd_batch,
+                                                                          ingested):
+    root, summary = ingested
+    [run] = [r for r in flow_runs("ingest") if r.parameters.get("root") == str(root)]
+    assert run.name == f"ingest {crowd_batch.name}"
+    lines = run_log_lines(run.id)
+    windows = -(-summary["inputs"] // 40)
+    assert f"ingest {crowd_batch} (table {crowd_batch / 'submissions.csv'}) into {root}" in lines
+    assert [ln for ln in lines if ln.startswith("window ")] == [
+        f"window {w} of {windows} committed: {min(40 * w, summary['inputs'])} of "
+        f"{summary['inputs']} inputs ingested" for w in range(1, windows + 1)]
+    assert any(ln.startswith("ingest done in ") and f"{summary['accepted']} accepted" in ln
+               for ln in lines), lines
 
 
 def test_every_input_gets_the_planted_outcome_and_reason(crowd_batch, ingested):

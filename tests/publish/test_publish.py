@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +33,10 @@ from tasks.publish.published_image import published_image
 from tasks.publish.writer import ReleaseExists
 from tasks.storage import LocalStorage
 from tests.catalogs import make_release_catalog
+from tests.prefect_api import flow_runs, run_log_lines
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+HAGRID = str(Path(sys.executable).with_name("hagrid"))
 
 
 def _manifest(release: Path) -> pd.DataFrame:
@@ -227,6 +232,16 @@ def test_data_card_states_the_counts(released):
     info = json.loads((release / "release.json").read_text())
     assert info["splits"]["links"] >= 1
     assert sum(sum(v.values()) for v in info["counts"].values()) == len(outcomes["released"])
+    manifest = _manifest(release)
+    for split, target in (("train", "0.760"), ("val", "0.090"), ("test", "0.150")):
+        n = int((manifest["split"] == split).sum())  # counts as integers, fractions as such
+        row = (f"| {split} | {n} | {manifest.loc[manifest['split'] == split, 'user_id'].nunique()}"
+               f" | {n / len(manifest):.3f} | {target} |")
+        assert row in card, row
+    assert info["splits"]["fractions"] == pytest.approx(
+        manifest["split"].value_counts(normalize=True).to_dict(), abs=1e-4)
+    assert info["splits"]["target_fractions"] == {"test": 0.15, "train": 0.76, "val": 0.09}
+    assert all(f"**Warning:** {w}." in card for w in info["splits"]["warnings"])
 
 
 def test_same_catalog_same_bytes_and_an_existing_release_is_never_overwritten(
@@ -242,6 +257,32 @@ def test_same_catalog_same_bytes_and_an_existing_release_is_never_overwritten(
     assert _files(release) == before
     result = CliRunner().invoke(app, ["publish", "--root", str(root), "--version", "v1"])
     assert result.exit_code == 2 and "never overwritten" in result.output
+
+
+def test_the_run_is_named_after_the_version_it_publishes(released):
+    root, _, summary, _ = released
+    runs = [r for r in flow_runs("publish") if r.parameters.get("root") == str(root)]
+    assert "publish v1" in {r.name for r in runs}
+    [run] = [r for r in runs if r.name == "publish v1" and r.state_name == "Completed"]
+    warned = [ln for ln in run_log_lines(run.id) if ln.startswith("split ")]
+    assert warned == summary["splits"]["warnings"]  # warnings reach the UI (and the CLI)
+
+
+def test_the_cli_refuses_an_existing_release_and_an_empty_root_in_one_line(released,
+                                                                           tmp_path):
+    root = released[0]
+    (tmp_path / "empty").mkdir()
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300")  # a loaded machine
+    for name in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"):  # as a user runs it
+        env.pop(name, None)
+    for args, says in ((["--root", str(root), "--version", "v1"], "never overwritten"),
+                       (["--root", str(tmp_path / "empty")], "nothing to publish")):
+        done = subprocess.run([HAGRID, "publish", *args], env=env, capture_output=True,
+                              text=True, check=False, timeout=600)
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.strip().splitlines()  # Prefect's traceback is not shown
+        assert line.startswith("error: ") and says in line
 
 
 def test_unsafe_version_names_are_refused(released):

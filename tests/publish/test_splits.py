@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from schemas.release import PublishSettings, parse_fractions
 from tasks.publish.splits import (
+    achieved_fractions,
     assign_splits,
     source_conflicts,
     source_user_splits,
     split_report,
+    split_warnings,
     sticky_conflicts,
     user_groups,
 )
@@ -206,3 +208,42 @@ def test_source_splits_pin_users_and_a_mixed_user_goes_to_the_most_held_out() ->
         {"image_id": "b3", "user_id": "b", "source_split": "train", "split": "test"}]
     with pytest.raises(ValueError, match="unknown source splits"):
         source_user_splits(SOURCED, {"a1": "subsample"})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("92/8", V1), ("76/9/15", V2), ("train=0.76,val=0.09,test=0.15", V2),
+    ("train=76,test=24", {"train": 0.76, "test": 0.24})])
+def test_fractions_add_up_to_100_or_to_1(text: str, expected: dict[str, float]) -> None:
+    assert parse_fractions(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["50/60", "10/10", "train=0.5,test=0.6", "-8/108", "1/2/3/4"])
+def test_fractions_that_add_up_to_neither_are_refused_not_rescaled(text: str) -> None:
+    with pytest.raises(ValueError, match="add up to 100|negative|2 or 3 fractions"):
+        parse_fractions(text)
+
+
+def test_a_sticky_release_far_from_its_targets_is_warned_about(release1: pd.DataFrame) -> None:
+    first = assign_splits(release1, fractions=V1, seed=3)
+    previous = dict(zip(release1["user_id"], first.reindex(release1["image_id"]), strict=True))
+    halves = {"train": 0.5, "test": 0.5}  # every user published: nobody can move
+    second = assign_splits(release1, fractions=halves, previous=previous, seed=3)
+    report = split_report(release1, second, halves)
+    achieved = achieved_fractions(report)
+    assert achieved == {"test": pytest.approx((second == "test").mean(), abs=1e-4),
+                        "train": pytest.approx((second == "train").mean(), abs=1e-4)}
+    assert achieved["train"] > 0.85
+    warned = split_warnings(report, halves)
+    assert any(w.startswith("split train holds 9") and "its target is 50%" in w
+               for w in warned), warned
+    assert any(w.startswith("split test holds ") for w in warned), warned
+    assert split_warnings(split_report(release1, first, V1), V1) == []
+
+
+def test_a_class_missing_from_a_split_is_warned_about() -> None:
+    images = pd.DataFrame({"image_id": ["a1", "a2", "b1", "c1"], "user_id": ["a", "a", "b", "c"],
+                           "gesture": ["like", "palm", "like", "like"]})
+    assignment = pd.Series({"a1": "train", "a2": "train", "b1": "test", "c1": "train"})
+    fractions = {"train": 0.75, "test": 0.25}
+    assert split_warnings(split_report(images, assignment, fractions), fractions) == [
+        "split test has no images of 1 of 2 classes: palm"]

@@ -21,6 +21,7 @@ from schemas.train import BEST_WEIGHTS, CHECKPOINT, METRICS, MODEL_WEIGHTS, RUN_
 from tasks.publish.writer import parquet_bytes
 from tasks.train.release import ReleaseError, open_release
 from tests.catalogs import make_release_catalog
+from tests.prefect_api import flow_runs
 from tests.train.releases import make_release, seal, write_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -106,6 +107,8 @@ def test_the_cli_trains_and_fills_the_run_folder(release, tmp_path):
         (release / "SHA256SUMS").read_bytes()).hexdigest()
     assert info["release"]["version"] == "v1" and info["seed"] == 0
     assert info["epochs"][0]["images_per_s"] > 0 and info["epochs"][0]["train_seconds"] > 0
+    [run] = [r for r in flow_runs("train") if r.parameters.get("out") == str(out)]
+    assert run.name == "train v1"  # the UI names the run after the release it trains on
 
 
 def test_the_default_run_folder_sits_beside_the_releases(release, tmp_path):

@@ -1,0 +1,106 @@
+"""What the ``hagrid`` command does to Prefect so that a terminal shows the CLI's own lines.
+
+- Prefect's temporary server (ephemeral mode, no ``PREFECT_API_URL``) is started before a
+  progress bar is drawn, so the bar does not sit at ``0/?`` while it starts, and a server
+  that does not come up is one line with what to do (``PrefectUnavailable``).
+- A failing flow run logs its error with a traceback to the console (and to the API, for
+  the UI); a flow logs warnings the CLI's summary repeats. The console copies of the flow
+  and task run records from WARNING up are held back: an error the CLI reports itself in
+  one ``error:`` line drops the held errors (``drop_held_errors``), a warning it prints
+  drops the same held warning (``drop_held_warning``), and the rest is shown when the
+  command ends (``release_held``, which stops holding). The API copy is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+
+RUN_LOGGERS: tuple[str, ...] = ("prefect.flow_runs", "prefect.task_runs")
+SERVICE_WORKERS: tuple[str, ...] = ("EventsWorker", "APILogWorker")
+DRAINING = "Still processing items"
+STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+class PrefectUnavailable(RuntimeError):
+    """Prefect's temporary server did not start; the message says what to do instead."""
+
+
+class HeldRunRecords(logging.Filter):
+    """A console handler filter that keeps flow and task run warnings and errors back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.endswith(SERVICE_WORKERS) and record.getMessage().startswith(DRAINING):
+            return False  # a background sender finishing its queue at exit: noise here
+        if record.levelno >= logging.WARNING and record.name.startswith(RUN_LOGGERS):
+            self.held.append(record)
+            return False
+        return True
+
+
+_HOLD = HeldRunRecords()
+_HOLDING: list[logging.Handler] = []  # the console handlers _HOLD filters now
+
+
+def hold_run_records() -> None:
+    """Hold flow and task run warnings and errors back from Prefect's console handler
+    (idempotent)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and handler not in _HOLDING:
+            handler.addFilter(_HOLD)
+            _HOLDING.append(handler)
+
+
+def drop_held_errors() -> None:
+    """Forget the held errors: the CLI told the error itself."""
+    _HOLD.held[:] = [r for r in _HOLD.held if r.levelno < logging.ERROR]
+
+
+def drop_held_warning(text: str) -> None:
+    """Forget the held warnings that say ``text``: the CLI printed it."""
+    _HOLD.held[:] = [r for r in _HOLD.held
+                     if r.levelno >= logging.ERROR or r.getMessage() != text]
+
+
+def release_held() -> None:
+    """Stop holding, and show what is still held on the console (warnings the CLI did not
+    repeat, a failure it did not expect)."""
+    records, _HOLD.held[:] = list(_HOLD.held), []
+    for handler in _HOLDING:
+        handler.removeFilter(_HOLD)
+        for record in records:
+            if handler.level <= record.levelno:
+                handler.emit(record)
+    _HOLDING.clear()
+
+
+def temporary_server_needed() -> bool:
+    """Whether flow runs here need Prefect's temporary server: no ``PREFECT_API_URL`` and
+    ephemeral mode on (Prefect's own rule)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+
+def start_temporary_server() -> None:
+    """Start Prefect's temporary server now (flow runs then use it); raises
+    ``PrefectUnavailable`` with what to do when it does not come up."""
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    timeout_s = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    try:
+        SubprocessASGIServer().start()
+    except (RuntimeError, httpx.HTTPError) as exc:
+        first = str(exc).split(". ")[0].rstrip(".")
+        raise PrefectUnavailable(
+            f"Prefect's temporary server did not start ({first}). Start a server "
+            "(prefect server start) and set PREFECT_API_URL=http://127.0.0.1:4200/api, or "
+            f"give it longer: {STARTUP_TIMEOUT_SETTING}={max(60, 3 * timeout_s)} (now "
+            f"{timeout_s})") from None
