@@ -181,11 +181,12 @@ def run_windows(src: Storage, catalog: Catalog, todo: list[PlannedInput], known:
                                                 items=c, settings=settings)) for c in chunks]))
         if len(in_flight) > WINDOWS_AHEAD:
             done = _commit_next(in_flight, catalog, known, results, done=done, total=len(todo),
+                                commit_every=settings.commit_every,
                                 source_uri=src.uri, run_tag=run_tag, salt=salt,
                                 keep_user_ids=keep_user_ids)
     while in_flight:
         done = _commit_next(in_flight, catalog, known, results, done=done, total=len(todo),
-                            source_uri=src.uri, run_tag=run_tag, salt=salt,
+                            commit_every=settings.commit_every, source_uri=src.uri, run_tag=run_tag, salt=salt,
                             keep_user_ids=keep_user_ids)
     return results
 
@@ -195,7 +196,7 @@ WINDOWS_AHEAD = 1  # windows being inspected while one is decided and committed
 
 def _commit_next(in_flight: deque[tuple[int, list[tuple[list[PlannedInput], ChunkFuture]]]],
                  catalog: Catalog, known: KnownImages, results: list[Any], *, done: int,
-                 total: int,
+                 total: int, commit_every: int,
                  source_uri: str, run_tag: str, salt: str, keep_user_ids: bool) -> int:
     """Wait for the oldest window's chunks, then decide and commit it; the inputs done."""
     w, chunks = in_flight.popleft()
@@ -207,5 +208,6 @@ def _commit_next(in_flight: deque[tuple[int, list[tuple[list[PlannedInput], Chun
     results.append(decide_and_commit(catalog, inspected, known, source_uri=source_uri,
                                      batch_id=f"{run_tag}-{w:05d}", salt=salt,
                                      keep_user_ids=keep_user_ids))
-    get_run_logger().info("window %d committed: %d of %d inputs ingested", w + 1, done, total)
+    get_run_logger().info("window %d of %d committed: %d of %d inputs ingested", w + 1,
+                          -(-total // commit_every), done, total)
     return done
