@@ -20,7 +20,7 @@ from schemas.settings import DedupSettings, IngestSettings, default_workers
 from schemas.taxonomy import load_taxonomy
 from tasks import progress
 from tasks.catalog import Catalog
-from tasks.ingest.dedup import KnownImages
+from tasks.ingest.dedup import DuplicateDecision, KnownImages
 from tasks.ingest.intake import (
     PlannedInput,
     nested_root_folder,
@@ -71,11 +71,10 @@ inspect_chunk_task = task(name="inspect-chunk", cache_policy=NO_CACHE)(inspect_c
 
 
 @task(cache_policy=NO_CACHE)
-def decide_and_commit(catalog: Catalog, inspected: list[InspectedInput], known: KnownImages,
-                      *, source_uri: str, batch_id: str, salt: str,
-                      keep_user_ids: bool = False) -> Any:
-    """Duplicate decisions for a window, then its catalog batch, committed atomically."""
-    decisions = decide_window(inspected, known)
+def commit_decided(catalog: Catalog, inspected: list[InspectedInput],
+                   decisions: list[DuplicateDecision | None], *, source_uri: str, batch_id: str,
+                   salt: str, keep_user_ids: bool = False) -> Any:
+    """A window's catalog batch from its inputs and duplicate decisions, committed atomically."""
     subs, images = build_records(inspected, decisions, source=source_uri, batch_id=batch_id,
                                  salt=salt, now=dt.datetime.now(dt.UTC),
                                  keep_user_ids=keep_user_ids)
@@ -198,16 +197,21 @@ def _commit_next(in_flight: deque[tuple[int, list[tuple[list[PlannedInput], Chun
                  catalog: Catalog, known: KnownImages, results: list[Any], *, done: int,
                  total: int, commit_every: int,
                  source_uri: str, run_tag: str, salt: str, keep_user_ids: bool) -> int:
-    """Wait for the oldest window's chunks, then decide and commit it; the inputs done."""
+    """Decide the oldest window's chunks in order as each arrives (deciding chunk by chunk
+    equals deciding the window at once: ``known`` grows with each accepted image), then
+    commit the window; returns the inputs done."""
     w, chunks = in_flight.popleft()
     inspected: list[InspectedInput] = []
-    for items, fut in chunks:
-        inspected += fut.result()
+    decisions: list[DuplicateDecision | None] = []
+    for items, fut in chunks:  # decided chunk by chunk, in order, as they arrive
+        got = fut.result()
+        decisions += decide_window(got, known)
+        inspected += got
         done += len(items)
         progress.report("ingest", done, total)
-    results.append(decide_and_commit(catalog, inspected, known, source_uri=source_uri,
-                                     batch_id=f"{run_tag}-{w:05d}", salt=salt,
-                                     keep_user_ids=keep_user_ids))
+    results.append(commit_decided(catalog, inspected, decisions, source_uri=source_uri,
+                                  batch_id=f"{run_tag}-{w:05d}", salt=salt,
+                                  keep_user_ids=keep_user_ids))
     get_run_logger().info("window %d of %d committed: %d of %d inputs ingested", w + 1,
                           -(-total // commit_every), done, total)
     return done

@@ -95,10 +95,16 @@ class KnownImages:
             self.centre = np.append(self.centre, _centre_codes([item.thumb]))
 
 
+CENTRE_CHUNK = 16_384  # thumbnails per centre-hash batch: the float64 work stays ~130 MB
+
+
 def _centre_codes(thumbs: Sequence[bytes]) -> np.ndarray:
+    """Centre hashes of ``thumbs``, in batches: all at once, a 1M-image catalog's float64
+    intermediates took about 10 GB (bench/bench_memory.py)."""
     if not thumbs:
         return np.empty(0, np.uint64)
-    return centre_phash_bits(thumbs_array(list(thumbs)))
+    return np.concatenate([centre_phash_bits(thumbs_array(list(thumbs[i:i + CENTRE_CHUNK])))
+                           for i in range(0, len(thumbs), CENTRE_CHUNK)])
 
 
 @dataclass(frozen=True)

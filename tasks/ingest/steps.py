@@ -139,11 +139,13 @@ def commit_window(catalog: Catalog, *, batch_id: str, submissions: pa.Table, ima
 def load_known_images(catalog: Catalog, *, settings: IngestSettings) -> KnownImages:
     """The catalog's accepted images, indexed for duplicate search."""
     t = catalog.read_table("images", columns=["image_id", "sha256", "phash", "thumb"])
-    return KnownImages.from_catalog(
-        ids=t.column("image_id").to_pylist(), shas=t.column("sha256").to_pylist(),
-        phash=t.column("phash").to_numpy().astype(np.uint64), thumbs=t.column("thumb").to_pylist(),
-        settings=settings.dedup,
-    )
+    ids, shas = t.column("image_id").to_pylist(), t.column("sha256").to_pylist()
+    phash = t.column("phash").to_numpy().astype(np.uint64)
+    thumbs = t.column("thumb").to_pylist()
+    del t  # the Arrow copy goes before the indexes are built (peak memory, issue 15)
+    pa.default_memory_pool().release_unused()
+    return KnownImages.from_catalog(ids=ids, shas=shas, phash=phash, thumbs=thumbs,
+                                    settings=settings.dedup)
 
 
 def seen_submission_ids(catalog: Catalog) -> set[str]:
