@@ -13,6 +13,7 @@ not linked: a ``file://`` or ``s3://`` link does nothing from the Prefect UI's h
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -113,39 +114,36 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 @task(cache_policy=NO_CACHE)
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
-        assignment: pd.Series, settings: PublishSettings, workers: int,
+        assignment: pd.Series, settings: PublishSettings, pool: Executor | None,
         endpoint_url: str | None
 ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
     manifests; with ``settings.crops`` also the crops view, cut from the written shards.
+    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process).
     Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
     included) and timings."""
-    # S3 roots read objects in this process: a forkserver started earlier would not see
-    # credentials set in the environment since (and S3 reads are network-bound)
-    local = isinstance(root, LocalStorage)
-    with worker_pool(workers if local else 1) as pool:
-        t0 = time.perf_counter()
-        published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
-                                   pool=pool, endpoint_url=endpoint_url)
-        t1 = time.perf_counter()
-        samples = sample_table(images, boxes, assignment, published)
-        plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
-                                  for s in SPLITS if s in set(assignment)]
-        for p in plans:
-            write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
-        t2 = time.perf_counter()
-        digests = write_split_shards(staging, plans, pool=pool)
-        t3 = time.perf_counter()
-        manifests = {p.split: p.manifest for p in plans}
-        crops: dict[str, pa.Table] = {}
-        if settings.crops:  # cut from the staged shards, in the same pool
-            crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
-                                              settings=settings, pool=pool)
-            for split, table in crops.items():
-                write_file(staging, f"{CROPS}/manifests/{split}.parquet", parquet_bytes(table))
-            digests.update(crop_digests)
-        discard(staging / SPOOL)
-        t4 = time.perf_counter()
+    t0 = time.perf_counter()
+    published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
+                               pool=pool, endpoint_url=endpoint_url)
+    t1 = time.perf_counter()
+    samples = sample_table(images, boxes, assignment, published)
+    plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
+                              for s in SPLITS if s in set(assignment)]
+    for p in plans:
+        write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
+    t2 = time.perf_counter()
+    digests = write_split_shards(staging, plans, pool=pool)
+    t3 = time.perf_counter()
+    manifests = {p.split: p.manifest for p in plans}
+    crops: dict[str, pa.Table] = {}
+    if settings.crops:  # cut from the staged shards, in the same pool
+        crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
+                                          settings=settings, pool=pool)
+        for split, table in crops.items():
+            write_file(staging, f"{CROPS}/manifests/{split}.parquet", parquet_bytes(table))
+        digests.update(crop_digests)
+    discard(staging / SPOOL)
+    t4 = time.perf_counter()
     return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
                                        "shards_s": t3 - t2, "crops_s": t4 - t3}
 
@@ -253,17 +251,29 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
 def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings,
                     workers: int, endpoint_url: str | None) -> dict[str, Any]:
     check_new_release(storage, version)
-    images, boxes = select_images(storage)
-    split = assign(storage, images, settings)
-    logger = get_run_logger()
-    logger.info("%d images; split shares %s (targets %s)", len(images),
-                split.info["fractions"], split.info["target_fractions"])
-    for warning in split.info["warnings"]:
-        logger.warning(warning)
+    # The pool's processes start (and import) while the catalog is read. S3 roots read
+    # objects in this process: a forkserver started earlier would not see credentials set
+    # in the environment since (and S3 reads are network-bound).
+    with worker_pool(workers if isinstance(storage, LocalStorage) else 1) as pool:
+        images, boxes = select_images(storage)
+        split = assign(storage, images, settings)
+        logger = get_run_logger()
+        logger.info("%d images; split shares %s (targets %s)", len(images),
+                    split.info["fractions"], split.info["target_fractions"])
+        for warning in split.info["warnings"]:
+            logger.warning(warning)
+        return _stage_and_commit(storage, version, images, boxes, split, settings=settings,
+                                 pool=pool, endpoint_url=endpoint_url)
+
+
+def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
+                      boxes: pd.DataFrame, split: SplitResult, *, settings: PublishSettings,
+                      pool: Executor | None, endpoint_url: str | None) -> dict[str, Any]:
+    """Build the release in a staging folder, then commit it (or keep the refused docs)."""
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, workers=workers, endpoint_url=endpoint_url)
+                         version=version, pool=pool, endpoint_url=endpoint_url)
         summary["uri"] = commit_release(storage, staging, version)
     except ContractsFailed as failed:
         kept = keep_refused_docs(storage, staging, version)
@@ -284,10 +294,10 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           workers: int, endpoint_url: str | None) -> dict[str, Any]:
+           pool: Executor | None, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
     manifests, crops, digests, timings = write_shards_and_manifests(
-        storage, staging, images, boxes, split.assignment, settings, workers, endpoint_url)
+        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:

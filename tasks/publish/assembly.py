@@ -34,7 +34,9 @@ from tasks.publish.writer import (
 from tasks.storage import Storage
 
 SPOOL = ".published"  # under the staging folder: published bytes until the shards hold them
-SPOOL_FILE_BYTES = 256 << 20  # a spool file (one image job) holds about this much ...
+# An image job (and its spool file) covers about this many stored bytes, small enough that
+# the jobs spread evenly over the workers ...
+SPOOL_FILE_BYTES = 64 << 20
 SPOOL_FILE_COUNT = 4096  # ... and at most this many images
 
 
@@ -61,12 +63,14 @@ def spool_chunks(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> lis
 
 def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequence[str], *,
                    pool: Executor | None, endpoint_url: str | None = None) -> pd.DataFrame:
-    """Make every image's published bytes once (``published_image``: upright, no metadata)
-    and spool them under ``spool``, in ``order``; memory holds one image per process.
+    """Make every image's published bytes once (``published_image``: upright, no metadata),
+    in ``order``; memory holds one image per process.
 
     Returns one row per image_id (index, in ``order``): ``sha256`` and ``size`` of the
-    published bytes, and where they are: ``spool`` (a file) and ``spool_offset``.
-    Each stored image is checked against the catalog's sha256 on the way.
+    published bytes, and where they are: ``source`` (a file) and ``source_offset``. That
+    file is the stored object when the published bytes are the stored bytes (a local root),
+    else a spool file under ``spool``. Each stored image is checked against the catalog's
+    sha256 on the way.
     """
     meta = images.set_index("image_id").loc[list(order)]
     spool.mkdir(parents=True, exist_ok=True)
@@ -78,14 +82,10 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
             for number, run in enumerate(spool_chunks(meta["bytes"].tolist(),
                                                       max_bytes=SPOOL_FILE_BYTES,
                                                       max_count=SPOOL_FILE_COUNT))]
-    rows = []
-    for job, made in zip(jobs, run_jobs(pool, run_image_job, jobs), strict=True):
-        offset = 0
-        for size, digest in made:
-            rows.append((digest, size, str(job.spool), offset))
-            offset += size
-    return pd.DataFrame(rows, columns=["sha256", "size", "spool", "spool_offset"],
-                        index=pd.Index(list(order), name="image_id"))
+    rows = [row for made in run_jobs(pool, run_image_job, jobs) for row in made]
+    frame = pd.DataFrame(rows, columns=["size", "sha256", "source", "source_offset"],
+                         index=pd.Index(list(order), name="image_id"))
+    return frame[["sha256", "size", "source", "source_offset"]]
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ class SplitPlan:
     manifest: pa.Table  # MANIFEST rows in shard order (sorted by image_id)
     plan: list[ShardMember]
     json_members: dict[str, bytes]  # image_id -> the <key>.json member
-    sources: dict[str, tuple[str, int]]  # image_id -> (spool file, offset) of its bytes
-    sha256: dict[str, str]  # image_id -> sha256 of its published bytes
+    sources: dict[str, tuple[str, int]]  # image_id -> (file, offset) of its bytes
 
 
 def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
@@ -115,17 +114,18 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
                        max_count=settings.shard_max_count)
     return SplitPlan(split=split, manifest=manifest_table(rows, plan), plan=plan,
                      json_members=dict(zip(ids, members, strict=True)),
-                     sources=dict(zip(ids, zip(made["spool"], made["spool_offset"].tolist(),
-                                               strict=True), strict=True)),
-                     sha256=dict(zip(ids, made["sha256"], strict=True)))
+                     sources=dict(zip(ids, zip(made["source"],
+                                               made["source_offset"].tolist(), strict=True),
+                                      strict=True)))
 
 
 def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
                        pool: Executor | None) -> dict[str, str]:
     """Write every split's shards into ``staging``; return shard name -> sha256.
 
-    Each member's bytes come from the spool and are checked against their sha256; a spool
-    file is removed as soon as every shard that reads it is written.
+    Each member's bytes come from its source, checked when it was made. A source inside
+    ``staging`` is a spool file: it is removed as soon as every shard that reads it is
+    written. Sources outside it (the stored objects) are only read.
     """
     jobs = []
     for p in plans:
@@ -133,9 +133,9 @@ def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
             keys = [m.key for m in members]
             jobs.append(ShardJob(path=staged_path(staging, name), members=members,
                                  sources=[p.sources[k] for k in keys],
-                                 json_members=[p.json_members[k] for k in keys],
-                                 sha256=[p.sha256[k] for k in keys]))
-    last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources}
+                                 json_members=[p.json_members[k] for k in keys]))
+    last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources
+                   if Path(path).is_relative_to(staging)}
     read_last_by: dict[int, list[str]] = {}
     for path, i in last_reader.items():
         read_last_by.setdefault(i, []).append(path)

@@ -194,8 +194,7 @@ def plan_crops(rows: pd.DataFrame, *, split: str, settings: PublishSettings) -> 
     return SplitPlan(split=split, manifest=crops_table(located), plan=plan,
                      json_members=dict(zip(keys, members, strict=True)),
                      sources=dict(zip(keys, zip(rows["spool"], rows["spool_offset"].tolist(),
-                                               strict=True), strict=True)),
-                     sha256=dict(zip(keys, rows["sha256"], strict=True)))
+                                               strict=True), strict=True)))
 
 
 def crops_table(rows: pd.DataFrame) -> pa.Table:

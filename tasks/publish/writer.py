@@ -7,8 +7,9 @@ S3 root, uploaded with ``SHA256SUMS`` last). A release folder that exists is nev
 inside the staging folder are checked with ``safe_key``, so nothing lands outside it.
 
 Images are written in two passes over a process pool: ``run_image_job`` reads each stored
-object, checks it, makes its published bytes and spools them (so every size is known before
-the shards are planned), then ``run_shard_job`` writes each planned shard from the spool.
+object, checks it and makes its published bytes (so every size is known before the shards
+are planned), spooling only those that differ from the stored bytes; then ``run_shard_job``
+writes each planned shard, copying every image from the stored object or the spool.
 What a killed run leaves is removed by ``remove_dead_staging``.
 """
 
@@ -22,12 +23,13 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Self, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -153,8 +155,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One process's share of the images: read, check, make the published bytes, spool them
-    back to back into ``spool`` (picklable)."""
+    """One process's share of the images: read, check, make the published bytes; those that
+    differ from the stored bytes go back to back into ``spool`` (picklable)."""
 
     spool: Path
     object_keys: list[str]  # where each image is under the dataset root
@@ -164,11 +166,19 @@ class ImageJob:
     endpoint_url: str | None = None
 
 
-def run_image_job(job: ImageJob) -> list[tuple[int, str]]:
-    """Spool every image's published bytes; return (size, sha256) of each, in order."""
-    read = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
+def run_image_job(job: ImageJob) -> list[tuple[int, str, str, int]]:
+    """Check every image and make its published bytes; return (size, sha256, file, offset)
+    of each, in order: where the shard pass will find them.
+
+    Each stored object is checked against its sha256 here, the one hash of its bytes
+    before the shard's own. An image whose published bytes are its stored bytes (upright,
+    no metadata to strip) stays where it is: its file is the stored object (local roots).
+    Any other is appended to the job's spool file, created on the first one.
+    """
+    read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
     made = []
-    with job.spool.open("wb") as out:
+    with ExitStack() as stack:
+        spool: BinaryIO | None = None
         for key, sha, orientation in zip(job.object_keys, job.sha256, job.orientation,
                                          strict=True):
             data = read(key)
@@ -178,17 +188,23 @@ def run_image_job(job: ImageJob) -> list[tuple[int, str]]:
                 published = published_image(data, orientation=orientation)
             except (ValueError, OSError) as exc:  # a malformed container, a failed decode
                 raise ShardError(f"{key}: cannot make its published image: {exc}") from exc
-            out.write(published)
+            if published is data and object_file is not None:
+                made.append((len(data), sha, object_file(key), 0))
+                continue
+            if spool is None:
+                spool = stack.enter_context(job.spool.open("wb"))
             digest = sha if published is data else hashlib.sha256(published).hexdigest()
-            made.append((len(published), digest))
+            made.append((len(published), digest, str(job.spool), spool.tell()))
+            spool.write(published)
     return made
 
 
-def _object_reader(root_uri: str, endpoint_url: str | None,
-                   keys: Sequence[str]) -> Callable[[str], bytes]:
+def _object_reader(root_uri: str, endpoint_url: str | None, keys: Sequence[str]
+                   ) -> tuple[Callable[[str], bytes], Callable[[str], str] | None]:
+    """How to read an object's bytes by key, and its file path (local roots, else None)."""
     root = open_storage(root_uri, endpoint_url=endpoint_url)
     if not isinstance(root, LocalStorage):
-        return root.read_bytes
+        return root.read_bytes, None
     if not all(OBJECT_KEY.fullmatch(k) for k in keys):  # then a plain open() per image is safe
         raise ValueError("an object key is not objects/ab/cd/<sha256>.<ext>")
     base = f"{root.path}/"
@@ -197,7 +213,7 @@ def _object_reader(root_uri: str, endpoint_url: str | None,
         with open(base + key, "rb", buffering=0) as fh:
             return fh.read()
 
-    return read
+    return read, lambda key: base + key
 
 
 @dataclass(frozen=True)
@@ -206,28 +222,57 @@ class ShardJob:
 
     path: Path
     members: list[ShardMember]
-    sources: list[tuple[str, int]]  # (spool file, offset) of each member's published bytes
+    sources: list[tuple[str, int]]  # (file, offset) of each member's published bytes
     json_members: list[bytes]
-    sha256: list[str]  # of the published bytes
 
 
 def run_shard_job(job: ShardJob) -> tuple[str, str]:
-    """Write one shard from the spooled published bytes, checking each; return (path, sha256)."""
+    """Write one shard from its members' sources; return (path, sha256).
+
+    The sources hold bytes the image pass checked (``run_image_job``): stored objects and
+    spool files. Each is read into one reused buffer; ``write_shard`` checks its size.
+    """
     position = {m.key: i for i, m in enumerate(job.members)}
-    with ExitStack() as stack:
-        files: dict[str, BinaryIO] = {}
-
-        def image(m: ShardMember) -> bytes:
-            path, offset = job.sources[position[m.key]]
-            if path not in files:
-                files[path] = stack.enter_context(open(path, "rb"))
-            files[path].seek(offset)
-            return files[path].read(m.size)
-
-        _, digest = write_shard(job.path, job.members, image_bytes=image,
-                                json_bytes=lambda m: job.json_members[position[m.key]],
-                                sha256=lambda m: job.sha256[position[m.key]])
+    with _SourceReader(job.sources, sizes=[m.size for m in job.members]) as sources:
+        _, digest = write_shard(job.path, job.members,
+                                image_bytes=lambda m: sources.read(position[m.key]),
+                                json_bytes=lambda m: job.json_members[position[m.key]])
     return str(job.path), digest
+
+
+class _SourceReader:
+    """Reads the members' bytes from their (file, offset) into one reused buffer: a file
+    named more than once (a spool file) stays open, any other (an object) is opened for
+    its one read."""
+
+    def __init__(self, sources: Sequence[tuple[str, int]], *, sizes: Sequence[int]) -> None:
+        self.sources, self.sizes = sources, sizes
+        self.buffer = memoryview(bytearray(max(sizes, default=0)))
+        counts = Counter(path for path, _ in sources)
+        self.shared = {path for path, n in counts.items() if n > 1}
+        self.open: dict[str, int] = {}
+
+    def read(self, index: int) -> memoryview:
+        """The bytes of member ``index`` (valid until the next read); short at a file's end."""
+        path, offset = self.sources[index]
+        fd = self.open.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            if path in self.shared:
+                self.open[path] = fd
+        try:
+            got = os.preadv(fd, [self.buffer[:self.sizes[index]]], offset)
+        finally:
+            if path not in self.shared:
+                os.close(fd)
+        return self.buffer[:got]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.open.values():
+            os.close(fd)
 
 
 @contextmanager
@@ -236,7 +281,9 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
     Processes, not threads: for small images the per-sample Python work (open, hash,
     headers) holds the GIL. The pool starts with ``forkserver``, since forking a process
-    that runs Prefect's threads is not safe. Every worker ends with this process
+    that runs Prefect's threads is not safe. Its processes are started at once (a pool
+    starts one per job submitted), so their start and imports (about half a second) overlap
+    what the caller does next. Every worker ends with this process
     (``tasks.processes.end_with_process``), so a ``kill -9`` of a publish leaves no worker writing on.
     """
     if workers <= 1:
@@ -245,7 +292,13 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=end_with_process, initargs=(os.getpid(),)) as pool:
+        for _ in range(workers):
+            pool.submit(_started)
         yield pool
+
+
+def _started() -> None:
+    """A job that does nothing: one per worker makes the pool start them all."""
 
 
 def run_jobs(pool: Executor | None, function: Callable[[_Job], _Result],

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 
 from tasks.publish.shards import (
     BLOCK,
+    HASH_ASIDE_BYTES,
     RECORD,
     ShardError,
     ShardMember,
     group_by_shard,
+    member_header,
     plan_shards,
     read_members,
     write_shard,
@@ -72,6 +74,14 @@ def test_headers_are_fixed_and_members_ordered(tmp_path):
         (0, 0, 0, "", "", 0o644)}
 
 
+@pytest.mark.parametrize(("name", "size"), [("a" * 36 + ".jpg", 0), ("k.json", 12_345),
+                                            ("\u00e9" * 40 + ".png", 8**11 - 1), ("k" * 100, 7)])
+def test_member_header_is_what_tarfile_writes(name: str, size: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    assert member_header(name, size) == info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
 def test_shards_are_bounded_by_count_and_size():
     frame, _, _ = _samples([3000] * 10)
     by_count = plan_shards(frame, split="train", max_bytes=1 << 30, max_count=3)
@@ -118,7 +128,7 @@ def test_wrong_size_or_hash_is_refused_and_no_partial_file_is_left(tmp_path):
 
 
 def test_returned_digest_is_the_file_sha256(tmp_path):
-    frame, images, metas = _samples([10, 20])
+    frame, images, metas = _samples([10, HASH_ASIDE_BYTES, 20, HASH_ASIDE_BYTES + 1])
     plan = plan_shards(frame, split="train", max_bytes=1 << 20, max_count=100)
     length, digest = write_shard(tmp_path / "s.tar", plan, image_bytes=lambda m: images[m.key],
                                  json_bytes=lambda m: metas[m.key])

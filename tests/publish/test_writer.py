@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -10,10 +12,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
-from tasks.publish.writer import remove_dead_staging, staging_dir, write_file
+from tasks.catalog import object_key
+from tasks.publish.assembly import SplitPlan, write_split_shards
+from tasks.publish.published_image import published_image
+from tasks.publish.shards import plan_shards, read_members
+from tasks.publish.writer import (
+    ImageJob,
+    remove_dead_staging,
+    run_image_job,
+    staging_dir,
+    write_file,
+)
 from tasks.storage import LocalStorage
+from tests.publish.phone_photos import personal_exif, photo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +50,49 @@ def test_dead_staging_folders_are_removed_and_releases_kept(tmp_path: Path) -> N
     assert (release / "SHA256SUMS").is_file() and (refused / "index.html").is_file()
     assert remove_dead_staging(store) == []
     assert remove_dead_staging(LocalStorage(tmp_path / "empty")) == []
+
+
+def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    stored = []
+    for n, exif in enumerate((None, personal_exif(1), None)):  # clean, stripped, clean
+        buf = io.BytesIO()
+        photo(n, (64, 48)).save(buf, "JPEG", quality=90, **({"exif": exif} if exif else {}))
+        stored.append(buf.getvalue())
+    shas = [hashlib.sha256(d).hexdigest() for d in stored]
+    keys = [object_key(sha, "JPEG") for sha in shas]
+    for key, data in zip(keys, stored, strict=True):
+        store.write_bytes(key, data)
+    staging = staging_dir(store, "v1")
+    spool = staging / ".published" / "000000.bin"
+    spool.parent.mkdir()
+    made = run_image_job(ImageJob(spool=spool, object_keys=keys, sha256=shas,
+                                  orientation=[1, 1, 1], root_uri=store.uri))
+    published = [published_image(d, orientation=1) for d in stored]
+    assert published[1] != stored[1] and published[0] == stored[0]
+    assert [m[:2] for m in made] == [(len(p), hashlib.sha256(p).hexdigest()) for p in published]
+    assert [m[2:] for m in made] == [(str(store.path / keys[0]), 0), (str(spool), 0),
+                                     (str(store.path / keys[2]), 0)]
+    assert spool.read_bytes() == published[1]
+
+    ids = ["a", "b", "c"]
+    plan = plan_shards(pd.DataFrame({"key": ids, "ext": "jpg", "size": [m[0] for m in made],
+                                     "json_size": 3}), split="train", max_bytes=1 << 20,
+                       max_count=10)
+    split = SplitPlan(split="train", manifest=pa.table({}), plan=plan,
+                      json_members=dict.fromkeys(ids, b"{}\n"),
+                      sources={i: m[2:] for i, m in zip(ids, made, strict=True)})
+    digests = write_split_shards(staging, [split], pool=None)
+    shard = staging / "shards" / "train-000000.tar"
+    assert digests == {"shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
+    with shard.open("rb") as fh:
+        found = {}
+        for name, offset, size in read_members(shard):
+            fh.seek(offset)
+            found[name] = fh.read(size)
+    assert [found[f"{i}.jpg"] for i in ids] == published
+    assert not spool.exists()  # a spool file goes once read; the stored objects stay
+    assert [(store.path / k).read_bytes() for k in keys] == stored
 
 
 @pytest.mark.slow
