@@ -23,7 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -158,14 +158,3 @@ def _prefect_env() -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     return env
-
-
-def gather(futures: list[ChunkFuture], on_done: Callable[[int], None] | None = None
-           ) -> list[Any]:
-    """Every future's result, in submission order (``on_done(i)`` after each)."""
-    out = []
-    for i, fut in enumerate(futures):
-        out.append(fut.result())
-        if on_done is not None:
-            on_done(i)
-    return out
