@@ -132,7 +132,9 @@ def prefect_started() -> Iterator[None]:
 
 
 class _SubprocessDyingWithParent:
-    """Prefect's server module's view of ``subprocess``: ``Popen`` children die with us."""
+    """Prefect's server module's view of ``subprocess``: ``Popen`` children die with us, and
+    write what they print to ``terminal.server_log()``, not to the terminal (the server's
+    errors while it stops with the CLI, under load, are no news to the user)."""
 
     def __getattr__(self, name: str) -> Any:
         import subprocess
@@ -145,7 +147,13 @@ class _SubprocessDyingWithParent:
 
         from tasks.processes import dying_with_parent
 
-        return subprocess.Popen(dying_with_parent(args), **kwargs)
+        if "stdout" in kwargs or "stderr" in kwargs:
+            return subprocess.Popen(dying_with_parent(args), **kwargs)
+        log = terminal.server_log()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(dying_with_parent(args), stdout=out,
+                                    stderr=subprocess.STDOUT, **kwargs)
 
 
 def _temporary_server_dies_with_cli() -> None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 RUN_LOGGERS: tuple[str, ...] = ("prefect.flow_runs", "prefect.task_runs")
 SERVICE_WORKERS: tuple[str, ...] = ("EventsWorker", "APILogWorker")
@@ -87,6 +88,14 @@ def temporary_server_needed() -> bool:
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
 
+def server_log() -> Path:
+    """Where the temporary server started by ``hagrid`` writes its output (appended):
+    ``temporary-server.log`` in ``PREFECT_HOME``."""
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()) / "temporary-server.log"
+
+
 def start_temporary_server() -> None:
     """Start Prefect's temporary server now (flow runs then use it); raises
     ``PrefectUnavailable`` with what to do when it does not come up."""
@@ -103,4 +112,4 @@ def start_temporary_server() -> None:
             f"Prefect's temporary server did not start ({first}). Start a server "
             "(prefect server start) and set PREFECT_API_URL=http://127.0.0.1:4200/api, or "
             f"give it longer: {STARTUP_TIMEOUT_SETTING}={max(60, 3 * timeout_s)} (now "
-            f"{timeout_s})") from None
+            f"{timeout_s}); its output is in {server_log()}") from None

@@ -186,3 +186,5 @@ def test_a_temporary_server_that_does_not_start_is_one_line_with_a_hint(tmp_path
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: Prefect's temporary server did not start")
     assert "PREFECT_API_URL" in line and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in line
+    log = tmp_path / "temporary-server.log"  # the server's own output: kept, not on screen
+    assert str(log) in line and log.exists()

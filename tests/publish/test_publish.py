@@ -281,8 +281,10 @@ def test_the_cli_refuses_an_existing_release_and_an_empty_root_in_one_line(relea
         done = subprocess.run([HAGRID, "publish", *args], env=env, capture_output=True,
                               text=True, check=False, timeout=600)
         assert done.returncode == 2, done.stderr
-        [line] = done.stderr.strip().splitlines()  # Prefect's traceback is not shown
-        assert line.startswith("error: ") and says in line
+        lines = done.stderr.strip().splitlines()  # Prefect's traceback is not shown
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ") and says in lines[0]
+    assert (tmp_path / "temporary-server.log").exists()  # the server wrote there, not here
 
 
 def test_unsafe_version_names_are_refused(released):
