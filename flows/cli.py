@@ -1174,11 +1174,25 @@ def main() -> None:
     """Entry point of the ``hagrid`` command."""
     from tasks.lock import RootLocked
 
+    _pool_workers_skip_main()
     try:
         sys.exit(app())
     except RootLocked as exc:  # another run writes to the root: a refusal, not a crash
         print_error(exc)
         sys.exit(2)
+
+
+def _pool_workers_skip_main() -> None:
+    """Keep the ``hagrid`` script out of the process pools' workers.
+
+    A ``forkserver`` (or ``spawn``) worker runs the parent's main script again, by its path,
+    before its first job: for the ``hagrid`` console script that means importing this module
+    with Prefect, Typer and Rich, seconds per worker on a busy machine, for nothing (the
+    jobs are functions of ``tasks``). Without a ``__file__`` on ``__main__`` the workers skip it.
+    """
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and getattr(main_module, "__spec__", None) is None:
+        main_module.__dict__.pop("__file__", None)
 
 
 if __name__ == "__main__":

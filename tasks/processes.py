@@ -73,3 +73,8 @@ def end_with_process(publisher: int) -> None:
 def _kill_self_when_readable(pidfd: int) -> None:
     select.select([pidfd], [], [])  # a pidfd turns readable when its process ends
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def imported(module: str) -> bool:
+    """Whether ``module`` is imported in this process (a pool worker's view)."""
+    return module in sys.modules

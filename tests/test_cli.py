@@ -188,3 +188,26 @@ def test_a_temporary_server_that_does_not_start_is_one_line_with_a_hint(tmp_path
     assert "PREFECT_API_URL" in line and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in line
     log = tmp_path / "temporary-server.log"  # the server's own output: kept, not on screen
     assert str(log) in line and log.exists()
+
+
+SCRIPT = """\
+import multiprocessing, sys
+from flows.cli import _pool_workers_skip_main
+from tasks.processes import imported
+if __name__ == "__main__":
+    if sys.argv[1] == "skip":
+        _pool_workers_skip_main()
+    with multiprocessing.get_context("forkserver").Pool(1) as pool:
+        print(pool.apply(imported, ("flows.cli",)))
+"""
+
+
+@pytest.mark.parametrize(("skip", "imports_cli"), [("skip", "False"), ("keep", "True")])
+def test_pool_workers_of_the_hagrid_script_do_not_import_the_cli(tmp_path, skip, imports_cli):
+    """A console script like ``hagrid``: its forkserver workers run it again unless the CLI
+    drops ``__main__.__file__`` (seconds of imports per worker on a busy machine)."""
+    script = tmp_path / "hagrid"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script), skip], capture_output=True, text=True,
+                          check=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == imports_cli
