@@ -289,6 +289,10 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to write the batch in
 ClusterOpt = Annotated[str | None, typer.Option(
     help="run the chunk work on a Dask cluster: a scheduler address (tcp://host:8786; its "
          "workers need PREFECT_API_URL of a Prefect server) or 'local' (a LocalCluster)")]
+PublishClusterOpt = Annotated[str | None, typer.Option(
+    "--cluster", help="write images, shards and crops on a Dask cluster: a scheduler address "
+    "(tcp://host:8786; its workers need PREFECT_API_URL of a Prefect server and must mount "
+    "the staging folder: the root, or TMPDIR for an S3 root) or 'local' (a LocalCluster)")]
 
 
 @app.command("ingest")
@@ -442,8 +446,9 @@ def print_release(summary: dict[str, Any]) -> None:
     for warning in splits.get("warnings", []):
         print_warning(warning)
     crop_shards = f" (+ {summary['crop_shards']} of crops)" if crops else ""
-    console.print(f"release {summary['version']}: {summary['shards']} shards{crop_shards}",
-                  soft_wrap=True)
+    written_on = f", written on the {summary['written_on']}" if summary.get("written_on") else ""
+    console.print(f"release {summary['version']}: {summary['shards']} shards{crop_shards}"
+                  f"{escape(written_on)}", soft_wrap=True)
     console.print(f"  in {escape(summary['uri'])}", soft_wrap=True)
     console.print(f"  report: {escape(summary['uri'])}/report/index.html", soft_wrap=True)
 
@@ -808,6 +813,7 @@ def publish(
     crops: CropsOpt = False,
     crop_size: CropSizeOpt = 256,
     crop_scale: CropScaleOpt = 2.0,
+    cluster: PublishClusterOpt = None,
     as_json: JsonOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -821,7 +827,7 @@ def publish(
     from flows.publish import ContractsFailed
     from flows.publish import publish as publish_flow
     from schemas.release import parse_fractions
-    from tasks.publish.writer import ReleaseExists
+    from tasks.publish.writer import ReleaseExists, StagingNotVisible
 
     try:
         if fractions:
@@ -839,8 +845,9 @@ def publish(
                                    shard_max_count=shard_max_count, yolo=yolo, seed=seed,
                                    taxonomy=taxonomy, class_order=class_order, workers=workers,
                                    s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-                                   crops=crops, crop_size=crop_size, crop_scale=crop_scale)
-    except (ReleaseExists, ContractsFailed, ValueError) as exc:
+                                   crops=crops, crop_size=crop_size, crop_scale=crop_scale,
+                                   cluster=cluster)
+    except (ReleaseExists, ContractsFailed, StagingNotVisible, ValueError) as exc:
         print_error(exc)
         raise typer.Exit(2) from None
     if as_json:

@@ -16,6 +16,10 @@
   started for the run (seconds), reporting to the flow's Prefect API.
 
 Arguments travel pickled: never pass the hash index or a table, only chunk descriptions.
+
+Publish's jobs (images, shards, crops) take a pool with ``map``: ``job_pool`` gives a local
+process pool or, with a cluster, ``ClusterJobs``, which runs each job as a ``cluster-job``
+Prefect task run on the cluster's workers.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.processes import end_with_process
+from tasks.publish.writer import JobPool, worker_pool
+
+_Result = TypeVar("_Result")
 
 LOCAL_CLUSTER = "local"
 
@@ -158,3 +168,36 @@ def _prefect_env() -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     return env
+
+
+@task(name="cluster-job", task_run_name="{function.__name__}", cache_policy=NO_CACHE)
+def run_job(function: Callable[[Any], Any], job: Any) -> Any:
+    """One job on a cluster worker: ``function(job)`` (a module-level function and a small
+    picklable job description)."""
+    return function(job)
+
+
+class ClusterJobs:
+    """A Dask cluster as a job pool: each job a ``cluster-job`` Prefect task run."""
+
+    def __init__(self, runner: DaskCluster) -> None:
+        self.runner = runner
+        self.where = runner.where
+
+    def map(self, fn: Callable[[Any], _Result], jobs: Iterable[Any], /) -> Iterator[_Result]:
+        """Submit every job now; the results in job order (a job whose worker died is run
+        again by Dask elsewhere: jobs write whole files, so a rerun only rewrites them)."""
+        futures = [self.runner.submit(run_job, function=fn, job=job) for job in jobs]
+        return (future.result() for future in futures)
+
+
+@contextmanager
+def job_pool(cluster: str | None, *, workers: int) -> Iterator[tuple[JobPool | None, str]]:
+    """Where publish's jobs run, and that place in words: ``cluster`` (an address or
+    ``local``) through prefect-dask, else ``worker_pool(workers)`` (None: this process)."""
+    if cluster:
+        with dask_runner(cluster, workers=workers) as runner:
+            yield ClusterJobs(runner), runner.where
+        return
+    with worker_pool(workers) as pool:
+        yield pool, (f"process pool of {workers}" if pool is not None else "in-process")

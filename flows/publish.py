@@ -13,7 +13,6 @@ not linked: a ``file://`` or ``s3://`` link does nothing from the Prefect UI's h
 from __future__ import annotations
 
 import time
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.page import render_page
 from data_contracts.runner import ContractReport, run_contracts
+from flows.cluster import ClusterJobs, job_pool
 from flows.ingest import DEFAULT_ROOT
 from flows.root_lock import locked_root
 from flows.run_names import run_name
@@ -71,6 +71,7 @@ from tasks.publish.selection import (
 )
 from tasks.publish.summary import refused_markdown, release_markdown
 from tasks.publish.writer import (
+    JobPool,
     check_new_release,
     checksums,
     commit_release,
@@ -79,7 +80,6 @@ from tasks.publish.writer import (
     parquet_bytes,
     shard_members,
     staging_dir,
-    worker_pool,
     write_file,
 )
 from tasks.storage import LocalStorage, Storage, open_storage
@@ -114,7 +114,7 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 @task(cache_policy=NO_CACHE)
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
-        assignment: pd.Series, settings: PublishSettings, pool: Executor | None,
+        assignment: pd.Series, settings: PublishSettings, pool: JobPool | None,
         endpoint_url: str | None
 ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
@@ -217,7 +217,7 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
             seed: int = 0, taxonomy: str = "hagrid_v1", class_order: str = "hagrid",
             workers: int = 2, s3_endpoint_url: str | None = None,
             wait_for_lock: float = 0.0, crops: bool = False, crop_size: int = 256,
-            crop_scale: float = 2.0) -> dict[str, Any]:
+            crop_scale: float = 2.0, cluster: str | None = None) -> dict[str, Any]:
     """Build the immutable release ``ROOT/releases/<version>/`` from the catalog.
 
     ``crops``: also write the crops view ``crops/manifests/<split>.parquet`` and
@@ -228,6 +228,13 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
     ``fractions``: e.g. ``92/8`` or ``76/9/15`` (``parse_fractions``); default the
     taxonomy's (HaGRID v1's 92/8 train/test, v2's 76/9/15 train/val/test). ``class_order``:
     ``hagrid`` (HaGRID's class indices) or ``taxonomy``.
+
+    The image, shard and crop jobs run on ``workers`` local processes (a local root; an S3
+    root's objects are read in this process), or with ``cluster`` on a Dask cluster
+    (``tcp://host:8786`` or ``local``; ``flows.cluster.job_pool``). The cluster's workers
+    write into this run's staging folder, so they must mount it at the same path: the root
+    for a local root, ``TMPDIR`` for an S3 root (``StagingNotVisible`` otherwise). The
+    summary's ``written_on`` says where the jobs ran.
 
     Refuses a version that exists. A failing data contract stops the release: nothing is
     written under ``releases/<version>``, the Data Docs of the failed run are kept in
@@ -245,16 +252,18 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
                           settings.fractions or "the taxonomy's")
     with locked_root(storage, command=f"publish {version}", wait_s=wait_for_lock):
         return _publish_locked(storage, version, settings=settings, workers=workers,
-                               endpoint_url=s3_endpoint_url)
+                               endpoint_url=s3_endpoint_url, cluster=cluster)
 
 
 def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings,
-                    workers: int, endpoint_url: str | None) -> dict[str, Any]:
+                    workers: int, endpoint_url: str | None,
+                    cluster: str | None) -> dict[str, Any]:
     check_new_release(storage, version)
-    # The pool's processes start (and import) while the catalog is read. S3 roots read
-    # objects in this process: a forkserver started earlier would not see credentials set
-    # in the environment since (and S3 reads are network-bound).
-    with worker_pool(workers if isinstance(storage, LocalStorage) else 1) as pool:
+    # The pool's processes start (and import) while the catalog is read. Without a cluster
+    # S3 roots read objects in this process: a forkserver started earlier would not see
+    # credentials set in the environment since (and S3 reads are network-bound).
+    local = cluster or isinstance(storage, LocalStorage)
+    with job_pool(cluster, workers=workers if local else 1) as (pool, where):
         images, boxes = select_images(storage)
         split = assign(storage, images, settings)
         logger = get_run_logger()
@@ -262,13 +271,14 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
                     split.info["fractions"], split.info["target_fractions"])
         for warning in split.info["warnings"]:
             logger.warning(warning)
-        return _stage_and_commit(storage, version, images, boxes, split, settings=settings,
-                                 pool=pool, endpoint_url=endpoint_url)
+        summary = _stage_and_commit(storage, version, images, boxes, split,
+                                    settings=settings, pool=pool, endpoint_url=endpoint_url)
+    return {**summary, "written_on": where}
 
 
 def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
                       boxes: pd.DataFrame, split: SplitResult, *, settings: PublishSettings,
-                      pool: Executor | None, endpoint_url: str | None) -> dict[str, Any]:
+                      pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
     """Build the release in a staging folder, then commit it (or keep the refused docs)."""
     staging = staging_dir(storage, version)
     try:
@@ -294,9 +304,13 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           pool: Executor | None, endpoint_url: str | None) -> dict[str, Any]:
+           pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
-    manifests, crops, digests, timings = write_shards_and_manifests(
+    # On a cluster the jobs are task runs of their own, submitted from the flow's run:
+    # prefect-dask cannot submit from inside a task run (its context does not pickle).
+    step = write_shards_and_manifests.fn if isinstance(pool, ClusterJobs) \
+        else write_shards_and_manifests
+    manifests, crops, digests, timings = step(
         storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)

@@ -1,7 +1,9 @@
-"""Ingest on a real Dask cluster: a ``dask scheduler`` and two ``dask worker`` processes on
-127.0.0.1, a real Prefect server, source and dataset root on S3 (moto). The cluster's catalog
-must equal a single-process run's, row for row (run columns aside), and a worker killed
-mid-run must cost nothing: its chunk runs again elsewhere and nothing is doubled.
+"""Ingest and publish on a real Dask cluster: a ``dask scheduler`` and three ``dask worker``
+processes on 127.0.0.1, a real Prefect server, source and dataset root on S3 (moto). The
+cluster's catalog must equal a single-process run's, row for row (run columns aside), its
+release the single-process release byte for byte, and a worker killed mid-run must cost
+nothing: its chunk or shard runs again elsewhere and nothing is doubled. (Each kill test
+takes one worker away for good.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from schemas.tables import RUN_COLUMNS
 from tasks.catalog import SALT_KEY, Catalog
 from tasks.storage import open_storage
+from tests.catalogs import make_release_catalog
 from tests.servers import (
     DaskCluster,
     S3Endpoint,
@@ -34,11 +37,13 @@ pytestmark = pytest.mark.slow
 BUCKET = "cluster"
 SOURCE = f"s3://{BUCKET}/drops/2026-12"
 CHUNK = 4  # small chunks: many tasks, so one is running when a worker is killed
-RUN_INGEST = (
-    "import json, sys\n"
-    "from flows.ingest import ingest\n"
-    "print(json.dumps(ingest(**json.loads(sys.argv[1])), default=str))\n"
+SHARD = 4  # small shards, for the same reason
+RUN_FLOW = (  # module, flow, JSON parameters: the summary on the last line of stdout
+    "import importlib, json, sys\n"
+    "flow = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])\n"
+    "print(json.dumps(flow(**json.loads(sys.argv[3])), default=str))\n"
 )
+WORKERS = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Endpoint,
             crowd_batch: Path) -> Iterator[Setup]:
-    """Prefect server, Dask scheduler and 2 workers, the crowd batch uploaded to S3."""
+    """Prefect server, Dask scheduler and 3 workers, the crowd batch uploaded to S3."""
     home = tmp_path_factory.mktemp("cluster")
     client = s3_server.client()
     client.create_bucket(Bucket=BUCKET)
@@ -66,14 +71,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Endpoint,
                               Body=path.read_bytes())
     with prefect_server(home / "prefect") as api_url:
         env = {**isolated_prefect_env(home / "prefect", api_url=api_url), **s3_server.env()}
-        with dask_cluster(home / "dask", env=env, n_workers=2) as dask:
+        with dask_cluster(home / "dask", env=env, n_workers=WORKERS) as dask:
             yield Setup(api_url, env, dask, s3_server, home)
 
 
 def _command(setup: Setup, root: str, **options: object) -> list[str]:
     args = {"source": SOURCE, "submissions": f"{SOURCE}/submissions.csv", "root": root,
             "s3_endpoint_url": setup.s3.endpoint_url, "chunk_size": CHUNK, **options}
-    return [sys.executable, "-c", RUN_INGEST, json.dumps(args)]
+    return [sys.executable, "-c", RUN_FLOW, "flows.ingest", "ingest", json.dumps(args)]
 
 
 def _ingest(setup: Setup, root: str, **options: object) -> dict:
@@ -138,34 +143,119 @@ def test_ingest_on_a_dask_cluster_matches_a_single_process_run(cluster, crowd_ba
     assert {r["state_type"] for r in runs} == {"COMPLETED"}
 
 
-def test_a_worker_killed_mid_run_is_survived(cluster, monkeypatch):
+def _run_killing_a_worker(setup: Setup, command: list[str]) -> str:
+    """Run ``command``; SIGKILL the first worker seen running a task. Its stdout."""
     from distributed import Client
 
-    reference = _catalog(cluster, f"s3://{BUCKET}/single", monkeypatch)
-    root = _new_root(cluster, "killed")
-    run = subprocess.Popen(_command(cluster, root, cluster=cluster.dask.address),
-                           env=cluster.env, cwd=cluster.home, stdout=subprocess.PIPE,
+    run = subprocess.Popen(command, env=setup.env, cwd=setup.home, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     killed = None
-    with Client(cluster.dask.address, timeout=10) as client:
+    with Client(setup.dask.address, timeout=10) as client:
         names = {addr: w["name"] for addr, w in client.scheduler_info()["workers"].items()}
         deadline = time.monotonic() + 120
         while killed is None and run.poll() is None and time.monotonic() < deadline:
             busy = [addr for addr, keys in client.processing().items() if keys]
-            if busy:  # a chunk is running there: kill that worker now
+            if busy:  # a task is running there: kill that worker now
                 killed = int(str(names[busy[0]]).rsplit("-", 1)[1])
-                cluster.dask.kill_worker(killed)
+                setup.dask.kill_worker(killed)
             time.sleep(0.005)
         out, err = run.communicate(timeout=300)
-        assert killed is not None, f"no chunk was seen running\n{out}\n{err}"
-        assert run.returncode == 0, f"{out}\n{err}\n{_logs(cluster)}"
-        assert len(client.scheduler_info()["workers"]) == 1  # the run ended on the other one
+        assert killed is not None, f"no task was seen running\n{out}\n{err}"
+        assert run.returncode == 0, f"{out}\n{err}\n{_logs(setup)}"
+        # the run ended on the others
+        assert len(client.scheduler_info()["workers"]) == len(names) - 1
+    return out
+
+
+def test_a_worker_killed_mid_run_is_survived(cluster, monkeypatch):
+    reference = _catalog(cluster, f"s3://{BUCKET}/single", monkeypatch)
+    root = _new_root(cluster, "killed")
+    out = _run_killing_a_worker(cluster, _command(cluster, root, cluster=cluster.dask.address))
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["inputs"] == len(reference["submissions"])  # type: ignore[arg-type]
     got = _catalog(cluster, root, monkeypatch)
     assert got == reference  # every input once, nothing doubled, nothing lost
     ids = [r["submission_id"] for r in got["submissions"]]  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids))
+
+
+def _publish_command(setup: Setup, root: str, **options: object) -> list[str]:
+    args = {"root": root, "version": "v1", "shard_max_count": SHARD, "crops": True,
+            "s3_endpoint_url": setup.s3.endpoint_url, **options}
+    return [sys.executable, "-c", RUN_FLOW, "flows.publish", "publish", json.dumps(args)]
+
+
+def _publish(setup: Setup, root: str, **options: object) -> dict:
+    done = subprocess.run(_publish_command(setup, root, **options), env=setup.env,
+                          cwd=setup.home, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{_logs(setup)}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def release_roots(cluster: Setup) -> list[str]:
+    """Three S3 roots holding the same catalog, ready to publish."""
+    from tasks.storage import S3Storage
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in cluster.s3.env().items():
+            patch.setenv(key, value)
+        make_release_catalog(S3Storage(f"s3://{BUCKET}/release-a",
+                                       endpoint_url=cluster.s3.endpoint_url), n=48, seed=11)
+    client = cluster.s3.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="release-a/") for o in page.get("Contents", [])]
+    for name in ("release-b", "release-c"):
+        for key in keys:
+            client.copy_object(Bucket=BUCKET, CopySource={"Bucket": BUCKET, "Key": key},
+                               Key=f"{name}/{key.removeprefix('release-a/')}")
+    return [f"s3://{BUCKET}/release-{x}" for x in "abc"]
+
+
+def _release_files(setup: Setup, root: str) -> dict[str, str]:
+    """Every file of ``root``'s release v1 and its sha256, from its ``SHA256SUMS``."""
+    client = setup.s3.client()
+    key = f"{root.removeprefix(f's3://{BUCKET}/')}/releases/v1/SHA256SUMS"
+    text = client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+    return {name: digest for digest, name in (line.split("  ") for line in text.splitlines())}
+
+
+def _cluster_job_runs(api_url: str) -> list[dict]:
+    """Every ``cluster-job`` task run (publish's jobs on the cluster, named after the job's
+    function) the server knows of."""
+    body = json.dumps({"task_runs": {"name": {"like_": "run_"}}}).encode()
+    import urllib.request
+
+    request = urllib.request.Request(f"{api_url}/task_runs/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with open_direct(request, timeout=10) as response:
+        return [r for r in json.load(response) if r["task_key"].startswith("run_job")]
+
+
+def test_publish_on_a_dask_cluster_writes_the_same_release(cluster, release_roots):
+    single_root, dask_root, _ = release_roots
+    single = _publish(cluster, single_root, workers=1)
+    on_dask = _publish(cluster, dask_root, cluster=cluster.dask.address)
+    assert single["written_on"] == "in-process"
+    assert on_dask["written_on"] == f"Dask cluster at {cluster.dask.address}"
+    one, other = _release_files(cluster, single_root), _release_files(cluster, dask_root)
+    assert sum(name.startswith("shards/") for name in one) == single["shards"] >= 5
+    assert any(name.startswith("crops/shards/") for name in one)
+    assert other == one  # every file, shards and documents, byte for byte
+    # the shard jobs ran as Prefect task runs on the workers (the one crop job and the one
+    # image job of so small a release run in the flow's process)
+    done = [r for r in _cluster_job_runs(cluster.api_url) if r["state_type"] == "COMPLETED"]
+    assert sum(r["name"] == "run_shard_job" for r in done) >= single["shards"]
+
+
+def test_a_worker_killed_mid_publish_is_survived(cluster, release_roots):
+    single_root, _, killed_root = release_roots
+    reference = _release_files(cluster, single_root)
+    out = _run_killing_a_worker(cluster, _publish_command(cluster, killed_root,
+                                                          cluster=cluster.dask.address))
+    assert json.loads(out.strip().splitlines()[-1])["images"] > 0
+    assert _release_files(cluster, killed_root) == reference
 
 
 @pytest.mark.usefixtures("prefect_harness")

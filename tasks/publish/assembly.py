@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tasks.publish.selection import image_extension, manifest_table, sample_json
 from tasks.publish.shards import ShardMember, group_by_shard, plan_shards
 from tasks.publish.writer import (
     ImageJob,
+    JobPool,
     ShardJob,
     run_image_job,
     run_jobs,
@@ -62,7 +62,7 @@ def spool_chunks(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> lis
 
 
 def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequence[str], *,
-                   pool: Executor | None, endpoint_url: str | None = None) -> pd.DataFrame:
+                   pool: JobPool | None, endpoint_url: str | None = None) -> pd.DataFrame:
     """Make every image's published bytes once (``published_image``: upright, no metadata),
     in ``order``; memory holds one image per process.
 
@@ -120,7 +120,7 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
 
 
 def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
-                       pool: Executor | None) -> dict[str, str]:
+                       pool: JobPool | None) -> dict[str, str]:
     """Write every split's shards into ``staging``; return shard name -> sha256.
 
     Each member's bytes come from its source, checked when it was made. A source inside

@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import pairwise
@@ -41,7 +40,7 @@ from PIL import Image
 from schemas.release import CROPS, CROPS_MANIFEST, SHARDS, PublishSettings
 from tasks.publish.assembly import SplitPlan, write_split_shards
 from tasks.publish.shards import ShardError, plan_shards
-from tasks.publish.writer import run_jobs
+from tasks.publish.writer import JobPool, check_visible, run_jobs
 
 CROP_QUALITY = 95
 CROP_SUBSAMPLING = 2  # Pillow's code for 4:2:0
@@ -127,6 +126,7 @@ class CropJob:
 
 def run_crop_job(job: CropJob) -> list[tuple[int, str]]:
     """Spool every crop of the job's images; return (size, sha256) of each, in order."""
+    check_visible(job.spool.parent)
     made = []
     with ExitStack() as stack, job.spool.open("wb") as out:
         files: dict[str, BinaryIO] = {}
@@ -211,7 +211,7 @@ def crops_table(rows: pd.DataFrame) -> pa.Table:
 
 
 def write_crops(staging: Path, manifests: Mapping[str, pa.Table], *, spool: Path,
-                settings: PublishSettings, pool: Executor | None
+                settings: PublishSettings, pool: JobPool | None
                 ) -> tuple[dict[str, pa.Table], dict[str, str]]:
     """Cut every box of the staged release's images (``manifests``: split -> ``MANIFEST``,
     the shards already written under ``staging``) and write the crop shards; return the

@@ -22,14 +22,15 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Self, TypeVar
+from typing import Any, BinaryIO, Protocol, Self, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -55,6 +56,30 @@ STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release bei
 
 _Job = TypeVar("_Job")
 _Result = TypeVar("_Result")
+
+
+class JobPool(Protocol):
+    """Where the image, shard and crop jobs run: ``worker_pool``'s processes, or a Dask
+    cluster (``flows.cluster.ClusterJobs``). Results come back in job order."""
+
+    def map(self, fn: Callable[[Any], _Result], jobs: Iterable[Any], /) -> Iterator[_Result]:
+        """``fn`` over ``jobs``, started at once; the results in job order."""
+        ...
+
+
+class StagingNotVisible(RuntimeError):
+    """A job's process cannot see the staging folder (a cluster worker on another machine)."""
+
+
+def check_visible(folder: Path) -> None:
+    """Raise ``StagingNotVisible`` when ``folder`` (made by the flow's process) is missing
+    here: a Dask worker writes the release's files into the flow's staging folder, so it
+    must mount the same filesystem at the same path."""
+    if not folder.is_dir():
+        raise StagingNotVisible(
+            f"{folder} is not visible on this worker ({socket.gethostname()}): publishing on a "
+            "cluster writes into the staging folder, which every worker must mount at the same "
+            "path (for an S3 root set TMPDIR to such a folder; a local root must be shared)")
 
 
 class ReleaseExists(RuntimeError):
@@ -175,6 +200,7 @@ def run_image_job(job: ImageJob) -> list[tuple[int, str, str, int]]:
     no metadata to strip) stays where it is: its file is the stored object (local roots).
     Any other is appended to the job's spool file, created on the first one.
     """
+    check_visible(job.spool.parent)
     read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
     made = []
     with ExitStack() as stack:
@@ -232,6 +258,7 @@ def run_shard_job(job: ShardJob) -> tuple[str, str]:
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
     spool files. Each is read into one reused buffer; ``write_shard`` checks its size.
     """
+    check_visible(job.path.parent)
     position = {m.key: i for i, m in enumerate(job.members)}
     with _SourceReader(job.sources, sizes=[m.size for m in job.members]) as sources:
         _, digest = write_shard(job.path, job.members,
@@ -301,7 +328,7 @@ def _started() -> None:
     """A job that does nothing: one per worker makes the pool start them all."""
 
 
-def run_jobs(pool: Executor | None, function: Callable[[_Job], _Result],
+def run_jobs(pool: JobPool | None, function: Callable[[_Job], _Result],
              jobs: Sequence[_Job]) -> Iterator[_Result]:
     """``function`` over ``jobs``, results in job order, in ``pool`` when there is one."""
     if pool is None or len(jobs) <= 1:

@@ -19,11 +19,14 @@ import pytest
 from tasks.catalog import object_key
 from tasks.publish.assembly import SplitPlan, write_split_shards
 from tasks.publish.published_image import published_image
-from tasks.publish.shards import plan_shards, read_members
+from tasks.publish.shards import ShardMember, plan_shards, read_members
 from tasks.publish.writer import (
     ImageJob,
+    ShardJob,
+    StagingNotVisible,
     remove_dead_staging,
     run_image_job,
+    run_shard_job,
     staging_dir,
     write_file,
 )
@@ -160,3 +163,18 @@ def test_pool_workers_end_when_the_publishing_process_is_killed() -> None:
         for pid in workers:  # only the workers this test started
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_see_the_staging_folder_says_so(tmp_path: Path) -> None:
+    """A cluster worker on another machine: the flow's staging folder is not there."""
+    missing = tmp_path / "elsewhere" / "releases" / ".staging-v1-0000"
+    image_job = ImageJob(spool=missing / ".published" / "000000.bin", object_keys=[],
+                         sha256=[], orientation=[], root_uri=str(tmp_path))
+    with pytest.raises(StagingNotVisible, match="every worker must mount"):
+        run_image_job(image_job)
+    member = ShardMember(key="a", ext="jpg", shard="shards/train-000000.tar", offset=0,
+                         size=1, json_offset=0, json_size=1)
+    with pytest.raises(StagingNotVisible, match=str(missing / "shards")):
+        run_shard_job(ShardJob(path=missing / "shards" / "train-000000.tar", members=[member],
+                               sources=[(str(tmp_path / "x"), 0)], json_members=[b"{}"]))
+    assert not missing.exists()  # nothing was made on the worker's side
