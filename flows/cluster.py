@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from tasks.processes import end_with_process
 from tasks.publish.writer import JobPool, worker_pool
@@ -97,7 +98,9 @@ class DaskCluster:
 
     def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
         """A Prefect task run on some worker of the cluster."""
-        return self.runner.submit(task, parameters=parameters)  # type: ignore[no-any-return]
+        # quoted: Prefect would walk every item of a chunk or job to find task inputs
+        return self.runner.submit(  # type: ignore[no-any-return]
+            task, parameters={name: quote(value) for name, value in parameters.items()})
 
 
 @contextmanager
