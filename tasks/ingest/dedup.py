@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,8 +67,12 @@ class KnownImages:
     ids: list[str] = field(default_factory=list)
     thumbs: list[bytes] = field(default_factory=list)
     by_sha: dict[str, str] = field(default_factory=dict)
-    phash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
-    centre: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    phash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # of base
+    centre: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # of base
+    # Hashes of the images accepted during the run, in order (lists: appending to the base
+    # arrays copied all of them per accepted image, seconds per window at 1M images).
+    recent_phash: list[int] = field(default_factory=list)
+    recent_centre: list[int] = field(default_factory=list)
     n_base: int = 0
     base_index: HammingIndex | None = None
     base_centre_index: HammingIndex | None = None
@@ -90,9 +95,9 @@ class KnownImages:
         self.ids.append(image_id)
         self.thumbs.append(item.thumb)
         self.by_sha[item.sha256] = image_id
-        self.phash = np.append(self.phash, np.uint64(item.phash))
+        self.recent_phash.append(item.phash)
         if self.settings.crop_path:
-            self.centre = np.append(self.centre, _centre_codes([item.thumb]))
+            self.recent_centre.append(int(_centre_codes([item.thumb])[0]))
 
 
 CENTRE_CHUNK = 16_384  # thumbnails per centre-hash batch: the float64 work stays ~130 MB
@@ -107,8 +112,7 @@ def _centre_codes(thumbs: Sequence[bytes]) -> np.ndarray:
                            for i in range(0, len(thumbs), CENTRE_CHUNK)])
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):  # a tuple: hundreds of thousands per window at 1M images
     query: int  # position in the window
     target: int  # < 0: window position -(t+1); >= 0: position in known
     distance: int
@@ -124,12 +128,13 @@ def _candidates(items: Sequence[DedupItem], known: KnownImages) -> list[_Candida
     normal = np.array([i.phash for i in items], dtype=np.uint64)
     mirror = np.array([i.phash_mirror for i in items], dtype=np.uint64)
     radius = known.settings.radius
-    full = _Codes.of(known.base_index, known.phash[known.n_base:], normal, radius=radius)
+    full = _Codes.of(known.base_index, np.array(known.recent_phash, dtype=np.uint64), normal,
+                     radius=radius)
     probes = [(full, normal, False), (full, mirror, True)]
     if known.settings.crop_path:
         centre = _centre_codes([i.thumb for i in items])
-        centres = _Codes.of(known.base_centre_index, known.centre[known.n_base:], centre,
-                            radius=radius)
+        centres = _Codes.of(known.base_centre_index,
+                            np.array(known.recent_centre, dtype=np.uint64), centre, radius=radius)
         probes += [(centres, normal, False), (full, centre, False)]
     best: dict[tuple[int, int, bool], _Candidate] = {}
     for indexed, codes, mirrored in probes:
@@ -163,8 +168,8 @@ def _search(indexed: _Codes, codes: np.ndarray, known: KnownImages,
     out: list[_Candidate] = []
     if indexed.base_index is not None and known.n_base:
         res = indexed.base_index.query(codes, radius=radius)
-        out += [_Candidate(int(q), int(t), int(d), mirrored)
-                for q, t, d in zip(res.left, res.right, res.distance)]
+        out += [_Candidate(q, t, d, mirrored) for q, t, d in
+                zip(res.left.tolist(), res.right.tolist(), res.distance.tolist())]
     res = indexed.local.query(codes, radius=radius)
     for q, t, d in zip(res.left.tolist(), res.right.tolist(), res.distance.tolist()):
         if t < n_recent:
