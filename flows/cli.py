@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ PACKAGE = "hagrid-curation"
 
 class _PlainHelp:
     """Help without a ``<bool>`` type on on/off flags (typer shows one on every flag), with
-    arguments named in capitals (``OUT``, as the help texts call them), and paragraphs
+    arguments named in capitals (``OUT``, as the help texts call them) and a required one
+    shown as plain ``OUT`` in the usage line (typer writes ``{OUT}``), and paragraphs
     wrapped to the terminal (typer's rich mode keeps the docstring's line breaks)."""
 
     help: str | None
@@ -45,6 +47,10 @@ class _PlainHelp:
             elif isinstance(param, TyperArgument) and param.metavar is None and param.name:
                 param.metavar = param.name.upper()
         return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in pieces]
 
 
 class _Command(_PlainHelp, TyperCommand):

@@ -34,7 +34,6 @@ from typing import Any, Protocol, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.utilities.annotations import quote
 
 from tasks.processes import end_with_process
 from tasks.publish.writer import JobPool, worker_pool
@@ -98,9 +97,10 @@ class DaskCluster:
 
     def submit(self, task: Any, **parameters: Any) -> ChunkFuture:
         """A Prefect task run on some worker of the cluster."""
-        # quoted: Prefect would walk every item of a chunk or job to find task inputs
-        return self.runner.submit(  # type: ignore[no-any-return]
-            task, parameters={name: quote(value) for name, value in parameters.items()})
+        # Not quoted (unlike commit_decided's records): with quoted parameters the records
+        # came back with their planned inputs as plain tuples (prefect-dask 0.3.7; not
+        # investigated further), so Prefect walks each chunk's items for task inputs.
+        return self.runner.submit(task, parameters=parameters)  # type: ignore[no-any-return]
 
 
 @contextmanager

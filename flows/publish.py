@@ -13,6 +13,7 @@ not linked: a ``file://`` or ``s3://`` link does nothing from the Prefect UI's h
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ from tasks.publish.selection import (
     split_counts,
     split_release,
 )
+from tasks.publish.shards import group_by_shard
 from tasks.publish.summary import refused_markdown, release_markdown
 from tasks.publish.writer import (
     JobPool,
@@ -122,10 +124,12 @@ def write_shards_and_manifests(
     The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process).
     Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
     included) and timings."""
+    logger = get_run_logger()
     t0 = time.perf_counter()
     published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
                                pool=pool, endpoint_url=endpoint_url)
     t1 = time.perf_counter()
+    logger.info("images: %d made in %.1f s", len(published), t1 - t0)
     samples = sample_table(images, boxes, assignment, published)
     plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
                               for s in SPLITS if s in set(assignment)]
@@ -134,6 +138,7 @@ def write_shards_and_manifests(
     t2 = time.perf_counter()
     digests = write_split_shards(staging, plans, pool=pool)
     t3 = time.perf_counter()
+    _log_shards(staging, plans, seconds=t3 - t2)
     manifests = {p.split: p.manifest for p in plans}
     crops: dict[str, pa.Table] = {}
     if settings.crops:  # cut from the staged shards, in the same pool
@@ -142,10 +147,31 @@ def write_shards_and_manifests(
         for split, table in crops.items():
             write_file(staging, f"{CROPS}/manifests/{split}.parquet", parquet_bytes(table))
         digests.update(crop_digests)
+        logger.info("crops: %d in %d shards (%s) in %.1f s",
+                    sum(t.num_rows for t in crops.values()), len(crop_digests),
+                    _megabytes(staging, crop_digests), time.perf_counter() - t3)
     discard(staging / SPOOL)
     t4 = time.perf_counter()
     return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
                                        "shards_s": t3 - t2, "crops_s": t4 - t3}
+
+
+def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> None:
+    """A run-log line per split (its shards, their size, its images), then the total."""
+    logger = get_run_logger()
+    names: list[str] = []
+    for p in plans:
+        shards = list(group_by_shard(p.plan))
+        names += shards
+        logger.info("shards %s: %d (%s, %d images)", p.split, len(shards),
+                    _megabytes(staging, shards), p.manifest.num_rows)
+    logger.info("shards written in %.1f s: %d (%s)", seconds, len(names),
+                _megabytes(staging, names))
+
+
+def _megabytes(staging: Path, keys: Iterable[str]) -> str:
+    """The size of the staged files ``keys`` in MB (10^6 bytes), for a run-log line."""
+    return f"{sum((staging / key).stat().st_size for key in keys) / 1e6:,.1f} MB"
 
 
 @task(cache_policy=NO_CACHE)
@@ -154,9 +180,14 @@ def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
                     version: str) -> ContractReport:
     """Run the data contracts over the catalog and the staged release; keep the Data Docs,
     the contracts page and its results (``report/contracts.html``, ``contracts.json``)."""
+    started = time.perf_counter()
     frames = contract_frames(Catalog(root), manifest, shard_members(staging), links)
     report = run_contracts(frames, taxonomy=load_taxonomy(settings.taxonomy),
                            docs_dir=staging / DATA_DOCS, run_name=version)
+    tally = report.tally().values()
+    get_run_logger().info("contracts: %d passed, %d failed on %d tables in %.1f s",
+                          sum(t["passed"] for t in tally), sum(t["failed"] for t in tally),
+                          len(tally), time.perf_counter() - started)
     page = render_page(report.results, title=f"{settings.title}: data contracts of release "
                        f"{version}", links=_contracts_links(success=report.success),
                        docs_href=f"../{DATA_DOCS}/index.html")
@@ -284,7 +315,10 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
                          version=version, pool=pool, endpoint_url=endpoint_url)
+        started = time.perf_counter()
         summary["uri"] = commit_release(storage, staging, version)
+        get_run_logger().info("committed release %s in %.1f s: %s", version,
+                              time.perf_counter() - started, summary["uri"])
     except ContractsFailed as failed:
         kept = keep_refused_docs(storage, staging, version)
         discard(staging)
@@ -316,13 +350,18 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:
         raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}", contracts)
-    for key, data in export_files(manifests, settings=settings).items():
+    started = time.perf_counter()
+    exports = export_files(manifests, settings=settings)
+    for key, data in exports.items():
         write_file(staging, key, data)
     crop_counts = {k: t.num_rows for k, t in crops.items()}
     info = write_documents(storage, staging, manifest, version=version, settings=settings,
                            split=split, contracts=contracts, endpoint_url=endpoint_url,
                            crops=crop_counts)
     write_file(staging, CHECKSUMS, checksums(staging, known=digests))
+    get_run_logger().info("documents: %d export files, the report, the data card, %s and "
+                          "%s in %.1f s", len(exports), RELEASE_INFO, CHECKSUMS,
+                          time.perf_counter() - started)
     shards = sum(not k.startswith(f"{CROPS}/") for k in digests)
     get_run_logger().info("release %s: %d images, %d shards, %d crops", version, len(manifest),
                           shards, sum(crop_counts.values()))

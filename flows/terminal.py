@@ -34,16 +34,24 @@ class HeldRunRecords(logging.Filter):
         self.held: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.endswith(SERVICE_WORKERS) and record.getMessage().startswith(DRAINING):
-            return False  # a background sender finishing its queue at exit: noise here
         if record.levelno >= logging.WARNING and record.name.startswith(RUN_LOGGERS):
             self.held.append(record)
             return False
         return True
 
 
+class DrainingNoise(logging.Filter):
+    """Drops "Still processing items" of Prefect's background senders (events, logs): they
+    finish their queues at exit, after the command's own last line, on a busy machine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.endswith(SERVICE_WORKERS)
+                    and record.getMessage().startswith(DRAINING))
+
+
 _HOLD = HeldRunRecords()
 _HOLDING: list[logging.Handler] = []  # the console handlers _HOLD filters now
+_QUIET = DrainingNoise()  # stays on the console handlers for the whole process
 
 
 def hold_run_records() -> None:
@@ -54,6 +62,7 @@ def hold_run_records() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and handler not in _HOLDING:
             handler.addFilter(_HOLD)
+            handler.addFilter(_QUIET)  # never removed: the senders drain at exit
             _HOLDING.append(handler)
 
 

@@ -8,6 +8,7 @@ matrices and publishes the figures as artifacts. The work itself is in ``tasks.t
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,27 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.run_names import run_name
 from schemas.train import HEADS, TrainSettings, confusion_png
+from tasks import progress
 from tasks.markdown import markdown_text
 from tasks.train.metrics import metrics_markdown
 from tasks.train.release import TrainingRelease, open_release
 from tasks.train.run import TrainingRun, default_run_dir, finish_run, run_epoch, start_run
+
+PROGRESS_EVERY_S = 60.0  # at most one in-epoch progress line a minute in the run log
 
 
 @task(cache_policy=NO_CACHE)
 def check_release(release: str, settings: TrainSettings,
                   endpoint_url: str | None) -> TrainingRelease:
     """The release checked, and the hands of its train and evaluation splits."""
-    return open_release(release, view=settings.view, hash_shards=settings.verify_shards,
+    started = time.perf_counter()
+    data = open_release(release, view=settings.view, hash_shards=settings.verify_shards,
                         endpoint_url=endpoint_url)
+    get_run_logger().info(
+        "release %s checked in %.1f s: %s %d images (%d hands), %s %d hands, %s view",
+        data.version, time.perf_counter() - started, data.train_split, data.train.n_images,
+        len(data.train), data.eval_split, len(data.evaluation), data.view)
+    return data
 
 
 @task(cache_policy=NO_CACHE)
@@ -41,13 +51,26 @@ def start(data: TrainingRelease, settings: TrainSettings, run_dir: str, resume: 
 
 @task(cache_policy=NO_CACHE, task_run_name="epoch-{number}")
 def train_epoch(run: TrainingRun, number: int) -> dict[str, Any]:
-    """Train and evaluate epoch ``number`` (1-based); everything saved when it returns."""
-    record = run_epoch(run)
-    get_run_logger().info(
+    """Train and evaluate epoch ``number`` (1-based); everything saved when it returns.
+    While it runs, a run-log line at most every ``PROGRESS_EVERY_S`` seconds says how far
+    the pass in progress is."""
+    logger = get_run_logger()
+
+    def log_batches(stage: str, done: int, total: int) -> None:
+        logger.info("%s: %d of %d batches", stage, done, total)
+
+    with progress.listening(progress.at_most_every(PROGRESS_EVERY_S, log_batches)):
+        record = run_epoch(run)
+    logger.info(
         "epoch %d: loss %.4f, gesture F1 macro %s, leading hand F1 macro %s, %.0f images/s",
-        record["epoch"], record["loss"], record["gesture_f1_macro"],
-        record["leading_hand_f1_macro"], record["images_per_s"])
+        record["epoch"], record["loss"], _figure(record["gesture_f1_macro"]),
+        _figure(record["leading_hand_f1_macro"]), record["images_per_s"])
     return record
+
+
+def _figure(value: float | None) -> str:
+    """An F1 score for a log line: three decimals, ``-`` when there was nothing to score."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -93,12 +116,19 @@ def train(release: str, out: str | None = None, epochs: int = 10, batch_size: in
     run = start(data, settings, run_dir, resume, s3_endpoint_url)
     if run.epochs_done:
         logger.info("resuming %s after epoch %d", run_dir, run.epochs_done)
+    logger.info("run folder %s: %d batches of %d per epoch on %s", run_dir,
+                len(run.train_loader), settings.batch_size, run.device)
     for number in range(run.epochs_done + 1, settings.epochs + 1):
         train_epoch(run, number)
     summary = finish(run)
     _artifacts(run, summary)
     logger.info("trained in %s: %s", summary["run_dir"], _f1_line(summary))
     return summary
+
+
+def _fixed(value: Any, digits: int = 3) -> str:
+    """A figure for a table: ``digits`` decimals, or a dash when there is none."""
+    return "-" if value is None else f"{float(value):.{digits}f}"
 
 
 def _f1_line(summary: dict[str, Any]) -> str:
@@ -111,10 +141,11 @@ def _f1_line(summary: dict[str, Any]) -> str:
 def _artifacts(run: TrainingRun, summary: dict[str, Any]) -> None:
     rows = ["| epoch | loss | gesture F1 macro | leading hand F1 macro | images/s |",
             "|---:|---:|---:|---:|---:|"]
-    rows += [f"| {r['epoch']} | {r['loss']:.4f} | {r['gesture_f1_macro']} | "
-             f"{r['leading_hand_f1_macro']} | {r['images_per_s']} |" for r in run.epochs]
-    links = " · ".join(f"[{h}]({(run.run_dir / confusion_png(h)).resolve().as_uri()})"
-                       for h in HEADS)
+    rows += [f"| {r['epoch']} | {r['loss']:.4f} | {_fixed(r['gesture_f1_macro'])} | "
+             f"{_fixed(r['leading_hand_f1_macro'])} | {_fixed(r['images_per_s'], 1)} |"
+             for r in run.epochs]
+    # named, not linked: a file:// link does nothing from the UI's http page
+    links = ", ".join(f"`{confusion_png(h)}`" for h in HEADS)
     heads = "\n".join(metrics_markdown(run.metrics[h], head=h) for h in HEADS
                       if h in run.metrics)
     create_markdown_artifact(
@@ -122,6 +153,7 @@ def _artifacts(run: TrainingRun, summary: dict[str, Any]) -> None:
         markdown=(f"# Training on {markdown_text(summary['release'])} "
                   f"({summary['view']} view, evaluated on {summary['eval_split']})\n\n"
                   f"Run folder {markdown_text(summary['run_dir'])}; best epoch "
-                  f"{summary['best'].get('epoch')}. Confusion matrices (PNG): {links}\n\n"
+                  f"{summary['best'].get('epoch')}. Confusion matrices (PNG, in the run "
+                  f"folder): {links}\n\n"
                   + "\n".join(rows) + "\n\n" + heads),
         description="Per-epoch figures and the last evaluation per head")

@@ -46,6 +46,17 @@ def test_help_shows_no_rst_markup_and_no_type_on_flags(command, terminal):
     assert "--help" in result.output
 
 
+def test_usage_lines_name_arguments_without_braces(terminal):
+    for command in COMMANDS:  # typer writes a required argument as {OUT}
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert not re.search(r"\{\w+\}", result.output), (command, result.output)
+    usage = said(CliRunner().invoke(app, ["export-layout", "--help"]).output)
+    assert "export-layout [OPTIONS] RELEASE OUT " in usage
+    missing = CliRunner().invoke(app, ["synth"])  # the usage line of an error too
+    assert missing.exit_code == 2 and "synth [OPTIONS] OUT " in said(missing.output)
+
+
 def test_the_command_list_gives_each_command_a_whole_first_sentence(terminal):
     result = CliRunner().invoke(app, ["--help"])
     listed = said(result.output.replace("│", " "))
@@ -211,3 +222,29 @@ def test_pool_workers_of_the_hagrid_script_do_not_import_the_cli(tmp_path, skip,
     done = subprocess.run([sys.executable, str(script), skip], capture_output=True, text=True,
                           check=True, timeout=300, cwd=Path(__file__).parents[1])
     assert done.stdout.strip() == imports_cli
+
+
+def test_prefect_senders_draining_at_exit_stay_off_the_console():
+    """After the command's own lines (``release_held``), Prefect's event and log senders
+    may still report their queues while they drain at exit: never on the console. Run
+    warnings still are."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows import terminal as term
+
+    handler = PrefectConsoleHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        term.hold_run_records()
+        term.release_held()
+        draining = logging.LogRecord("EventsWorker", logging.WARNING, __file__, 1,
+                                     "Still processing items: 1 items remaining...", None, None)
+        warning = logging.LogRecord("prefect.flow_runs", logging.WARNING, __file__, 1,
+                                    "split test lacks a class", None, None)
+        assert not handler.filter(draining)
+        assert handler.filter(warning)
+    finally:
+        root.removeHandler(handler)

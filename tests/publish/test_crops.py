@@ -23,6 +23,7 @@ from flows.publish import publish
 from schemas.release import CROPS_MANIFEST, PublishSettings
 from tasks.publish.crops import crop_windows, cut_crop
 from tests.catalogs import make_release_catalog
+from tests.prefect_api import flow_runs, run_log_lines, run_logs_at_info
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -49,8 +50,9 @@ def release(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tests.catalogs, "tiny_jpeg", painted_jpeg)
         make_release_catalog(root, n=60, seed=5, users=12, links=2)
-    summary = publish(root=str(root), version="v1", fractions="70/30", shard_max_count=20,
-                      crops=True, crop_size=64, crop_scale=2.0)
+    with run_logs_at_info():  # as the UI shows the run
+        summary = publish(root=str(root), version="v1", fractions="70/30",
+                          shard_max_count=20, crops=True, crop_size=64, crop_scale=2.0)
     return root, summary, root / "releases" / "v1"
 
 
@@ -86,6 +88,18 @@ def test_one_crop_row_per_box_in_the_crops_schema(release):
     info = json.loads((path / "release.json").read_text())
     assert info["settings"]["crops"] is True and info["settings"]["crop_size"] == 64
     assert info["crops"] == summary["crops"]
+
+
+def test_the_run_log_counts_the_crops_and_their_shards(release):
+    root, summary, path = release
+    [run] = [r for r in flow_runs("publish") if r.parameters.get("root") == str(root)
+             and r.name == "publish v1"]
+    shards = sorted((path / "crops" / "shards").glob("*.tar"))
+    size = sum(f.stat().st_size for f in shards) / 1e6
+    said = [ln for ln in run_log_lines(run.id) if ln.startswith("crops: ")]
+    assert len(said) == 1 and len(shards) == summary["crop_shards"]
+    assert said[0].startswith(f"crops: {sum(summary['crops'].values())} in {len(shards)} "
+                              f"shards ({size:,.1f} MB) in ")
 
 
 def test_every_crop_reads_by_offset_with_its_sha256(release):

@@ -33,7 +33,7 @@ from tasks.publish.published_image import published_image
 from tasks.publish.writer import ReleaseExists
 from tasks.storage import LocalStorage
 from tests.catalogs import make_release_catalog
-from tests.prefect_api import flow_runs, run_log_lines
+from tests.prefect_api import flow_runs, run_log_lines, run_logs_at_info
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 HAGRID = str(Path(sys.executable).with_name("hagrid"))
@@ -53,8 +53,9 @@ def _files(release: Path) -> dict[str, bytes]:
 def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("publish") / "root"
     outcomes = make_release_catalog(root, n=400, seed=3, users=60, links=8)
-    summary = publish(root=str(root), version="v1", fractions="76/9/15", shard_max_count=50,
-                      yolo=True)
+    with run_logs_at_info():  # as the UI shows the run
+        summary = publish(root=str(root), version="v1", fractions="76/9/15",
+                          shard_max_count=50, yolo=True)
     return root, outcomes, summary, root / "releases" / "v1"
 
 
@@ -259,13 +260,49 @@ def test_same_catalog_same_bytes_and_an_existing_release_is_never_overwritten(
     assert result.exit_code == 2 and "never overwritten" in result.output
 
 
-def test_the_run_is_named_after_the_version_it_publishes(released):
-    root, _, summary, _ = released
+def _completed_run(root: Path) -> object:
+    """The completed ``publish v1`` run of ``root``."""
     runs = [r for r in flow_runs("publish") if r.parameters.get("root") == str(root)]
     assert "publish v1" in {r.name for r in runs}
     [run] = [r for r in runs if r.name == "publish v1" and r.state_name == "Completed"]
-    warned = [ln for ln in run_log_lines(run.id) if ln.startswith("split ")]
+    return run
+
+
+def test_the_run_is_named_after_the_version_it_publishes(released):
+    root, _, summary, _ = released
+    warned = [ln for ln in run_log_lines(_completed_run(root).id) if ln.startswith("split ")]
     assert warned == summary["splits"]["warnings"]  # warnings reach the UI (and the CLI)
+
+
+def _megabytes(files: list[Path]) -> str:
+    return f"{sum(f.stat().st_size for f in files) / 1e6:,.1f} MB"
+
+
+def test_the_run_log_gives_each_step_its_numbers_in_order(released):
+    root, _, summary, release = released
+    lines = run_log_lines(_completed_run(root).id)
+    pattern = r"shards (\w+): (\d+) \(([\d,.]+ MB), (\d+) images\)"
+    per_split = {m[1]: m.groups()[1:] for ln in lines if (m := re.fullmatch(pattern, ln))}
+    assert set(per_split) == set(summary["split_images"]) == {"train", "val", "test"}
+    for split, (count, size, images) in per_split.items():
+        files = sorted((release / "shards").glob(f"{split}-*.tar"))
+        assert int(count) == len(files) and int(images) == summary["split_images"][split]
+        assert size == _megabytes(files)
+    tally = summary["contracts"].values()
+    passed = sum(t["passed"] for t in tally)
+    exports = [p for folder in ("hagrid", "coco", "yolo") for p in (release / folder).rglob("*")
+               if p.is_file()]
+    expected = [f"images: {summary['images']} made in ",
+                "shards written in ",
+                f"contracts: {passed} passed, 0 failed on {len(tally)} tables in ",
+                f"documents: {len(exports)} export files, the report, the data card, ",
+                "committed release v1 in "]
+    found = [next(i for i, ln in enumerate(lines) if ln.startswith(start)) for start in expected]
+    assert found == sorted(found)  # in the order the steps ran
+    shards = sorted((release / "shards").glob("*.tar"))
+    assert lines[found[1]].endswith(f": {summary['shards']} ({_megabytes(shards)})")
+    assert lines[found[-1]].endswith(f": {summary['uri']}")
+    assert not any(ln.startswith("crops:") for ln in lines)  # no crops view asked for
 
 
 def test_the_cli_refuses_an_existing_release_and_an_empty_root_in_one_line(released,

@@ -21,7 +21,7 @@ from schemas.train import BEST_WEIGHTS, CHECKPOINT, METRICS, MODEL_WEIGHTS, RUN_
 from tasks.publish.writer import parquet_bytes
 from tasks.train.release import ReleaseError, open_release
 from tests.catalogs import make_release_catalog
-from tests.prefect_api import flow_runs
+from tests.prefect_api import flow_runs, run_log_lines, run_logs_at_info
 from tests.train.releases import make_release, seal, write_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -94,8 +94,9 @@ def test_a_folder_that_is_not_a_release_is_refused(tmp_path):
 
 def test_the_cli_trains_and_fills_the_run_folder(release, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "--release", str(release), "--out", str(out),
-                                      *TINY, "--json"])
+    with run_logs_at_info():  # as the UI shows the run
+        result = CliRunner().invoke(app, ["train", "--release", str(release), "--out",
+                                          str(out), *TINY, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["run_dir"] == str(out) and summary["eval_split"] == "test"
@@ -109,6 +110,17 @@ def test_the_cli_trains_and_fills_the_run_folder(release, tmp_path):
     assert info["epochs"][0]["images_per_s"] > 0 and info["epochs"][0]["train_seconds"] > 0
     [run] = [r for r in flow_runs("train") if r.parameters.get("out") == str(out)]
     assert run.name == "train v1"  # the UI names the run after the release it trains on
+    lines = run_log_lines(run.id)
+    [checked] = [ln for ln in lines if ln.startswith("release v1 checked in ")]
+    data = info["release"]
+    assert checked.endswith(f": train {data['train_images']} images ({data['train_hands']} "
+                            f"hands), test {data['eval_hands']} hands, full view")
+    [folder] = [ln for ln in lines if ln.startswith(f"run folder {out}: ")]
+    assert folder.endswith(" batches of 16 per epoch on cpu")
+    epoch = info["epochs"][0]
+    assert (f"epoch 1: loss {epoch['loss']:.4f}, gesture F1 macro "
+            f"{epoch['gesture_f1_macro']:.3f}, leading hand F1 macro "
+            f"{epoch['leading_hand_f1_macro']:.3f}, ") in " | ".join(lines)
 
 
 def test_the_default_run_folder_sits_beside_the_releases(release, tmp_path):
