@@ -134,7 +134,8 @@ def prefect_started() -> Iterator[None]:
         except terminal.PrefectUnavailable as exc:
             print_error(exc)
             raise typer.Exit(1) from None
-    yield
+    with terminal.no_heartbeats_on_a_temporary_server():
+        yield
 
 
 class _SubprocessDyingWithParent:

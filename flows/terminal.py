@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RUN_LOGGERS: tuple[str, ...] = ("prefect.flow_runs", "prefect.task_runs")
@@ -95,6 +97,24 @@ def temporary_server_needed() -> bool:
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+
+@contextmanager
+def no_heartbeats_on_a_temporary_server() -> Iterator[None]:
+    """Flow runs in the block send no heartbeats when they use Prefect's temporary server.
+
+    Heartbeats (every 180 s) let a server notice a run whose process died; a temporary
+    server dies with that process, so they tell it nothing. Their thread sleeps in whole
+    seconds and is joined when the run ends, which held every flow run's end back by up to
+    a second (`bench/RESULTS.md`). With a configured server (``PREFECT_API_URL``) they stay.
+    """
+    if not temporary_server_needed():
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def server_log() -> Path:

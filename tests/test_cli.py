@@ -248,3 +248,24 @@ def test_prefect_senders_draining_at_exit_stay_off_the_console():
         assert handler.filter(warning)
     finally:
         root.removeHandler(handler)
+
+
+def test_flow_runs_on_a_temporary_server_send_no_heartbeats():
+    """A temporary server dies with the run: heartbeats tell it nothing and held each run's
+    end back by up to a second. A configured server keeps them."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    from flows import terminal as term
+
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_ENABLED: True},
+                            restore_defaults={PREFECT_API_URL}), \
+            term.no_heartbeats_on_a_temporary_server():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}), \
+            term.no_heartbeats_on_a_temporary_server():
+        assert get_current_settings().flows.heartbeat_frequency == 180
