@@ -43,7 +43,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]
 
 
 def documents(release: str) -> list[str]:
-    """Where the release's documents are, as paths (see the module docstring)."""
+    """Where the release's documents are, as paths inside ``release`` (see the module
+    docstring): short enough for the UI's table, which clips long cells."""
     rows = [("quality report", f"{REPORT}/index.html"),
             ("data contracts: every expectation (one self-contained page)",
              f"{REPORT}/{CONTRACTS_PAGE}"),
@@ -52,8 +53,8 @@ def documents(release: str) -> list[str]:
              f"{DATA_DOCS}/index.html")]
     where = ("Open them where the dataset root lives: the Prefect UI cannot link to local "
              "or S3 files.")
-    return ["| document | path |", "|---|---|",
-            *(f"| {name} | {code(f'{release}/{path}')} |" for name, path in rows), "", where]
+    return [f"Documents, inside {code(release)}:", "", "| document | path in the release |",
+            "|---|---|", *(f"| {name} | {code(path)} |" for name, path in rows), "", where]
 
 
 def contracts_lines(tally: Mapping[str, Mapping[str, int]]) -> list[str]:

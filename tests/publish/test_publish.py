@@ -125,7 +125,8 @@ def test_the_summary_artifact_holds_the_tables_and_contracts(released):
     text = texts[0]
     assert f"| train | {summary['split_images']['train']} |" in text
     assert "## Images per class and split" in text and "expectations passed" in text
-    assert f"`{release}/report/contracts.html`" in text and "file://" not in text
+    assert f"Documents, inside `{release}`:" in text
+    assert "`report/contracts.html`" in text and "file://" not in text
 
 
 def test_splits_are_user_disjoint_and_keep_links_whole(released):

@@ -20,8 +20,8 @@ def test_release_markdown_has_the_tables_and_paths_as_text() -> None:
     assert "| class | train | test | total |" in text and "| call | 3 | 1 | 4 |" in text
     assert "All **20** expectations passed on 2 tables." in text
     assert "| manifest | 19 | 0 |" in text
-    assert "`/data/root/releases/v1/report/contracts.html`" in text
-    assert "`/data/root/releases/v1/data_docs/index.html`" in text
+    assert "Documents, inside `/data/root/releases/v1`:" in text
+    assert "| `report/contracts.html` |" in text and "| `data_docs/index.html` |" in text
     assert "file://" not in text and "](" not in text  # no dead links
 
 
