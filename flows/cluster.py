@@ -185,7 +185,6 @@ class ClusterJobs:
 
     def __init__(self, runner: DaskCluster) -> None:
         self.runner = runner
-        self.where = runner.where
 
     def map(self, fn: Callable[[Any], _Result], jobs: Iterable[Any], /) -> Iterator[_Result]:
         """Submit every job now; the results in job order (a job whose worker died is run

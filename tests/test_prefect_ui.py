@@ -116,6 +116,18 @@ def test_an_ingest_run_shows_its_name_logs_and_summary_in_the_ui(browser, served
     page.close()
 
 
+def _run_and_artifact(browser, api_url: str, flow: str, *, shots: Path,
+                      log_line: re.Pattern[str], artifact: str) -> tuple[str, list[list[str]]]:
+    """The last completed run of ``flow``: its name, after its page showed ``log_line``, and
+    the rows of its ``artifact`` as the UI shows them (screenshots of both)."""
+    run = _completed_run(api_url, flow)
+    page = _open_run(browser, api_url, run, log_line=log_line, shots=shots, name=flow,
+                     viewport=TALL)
+    rows = _open_artifact(page, artifact, shots=shots, name=flow)
+    page.close()
+    return run["name"], rows
+
+
 def test_publish_and_train_runs_show_their_progress_and_tables_in_the_ui(browser, served_ui,
                                                                          tmp_path):
     api_url, env = served_ui
@@ -124,12 +136,10 @@ def test_publish_and_train_runs_show_their_progress_and_tables_in_the_ui(browser
     _hagrid(env, "publish", "--root", str(root), "--version", "v1", "--fractions", "70/30",
             "--shard-max-count", "10", "--crops", "--crop-size", "64", "--workers", "1")
     release = root / "releases" / "v1"
-    publish_run = _completed_run(api_url, "publish")
-    assert publish_run["name"] == "publish v1"
-    page = _open_run(browser, api_url, publish_run, log_line=re.compile(r"^shards train: \d+ \("),
-                     shots=tmp_path, name="publish", viewport=TALL)
-    rows = _open_artifact(page, "release-summary", shots=tmp_path, name="publish")
-    page.close()
+    name, rows = _run_and_artifact(browser, api_url, "publish", shots=tmp_path,
+                                   log_line=re.compile(r"^shards train: \d+ \("),
+                                   artifact="release-summary")
+    assert name == "publish v1"
     for split in ("train", "test"):
         manifest = pq.read_table(release / "manifests" / f"{split}.parquet").to_pandas()
         assert [split, str(len(manifest)), str(manifest["user_id"].nunique())] in rows
@@ -137,12 +147,10 @@ def test_publish_and_train_runs_show_their_progress_and_tables_in_the_ui(browser
     _hagrid(env, "train", "--release", str(release), "--out", str(tmp_path / "run"),
             "--epochs", "1", "--batch-size", "8", "--input-size", "32", "--device", "cpu",
             "--workers", "0")
-    train_run = _completed_run(api_url, "train")
-    assert train_run["name"] == "train v1"
-    page = _open_run(browser, api_url, train_run, log_line=re.compile(r"^epoch 1: loss "),
-                     shots=tmp_path, name="train", viewport=TALL)
-    rows = _open_artifact(page, "train-metrics", shots=tmp_path, name="train")
-    page.close()
+    name, rows = _run_and_artifact(browser, api_url, "train", shots=tmp_path,
+                                   log_line=re.compile(r"^epoch 1: loss "),
+                                   artifact="train-metrics")
+    assert name == "train v1"
     epoch = json.loads((tmp_path / "run" / "run.json").read_text())["epochs"][0]
     assert ["1", f"{epoch['loss']:.4f}", f"{epoch['gesture_f1_macro']:.3f}",
             f"{epoch['leading_hand_f1_macro']:.3f}", f"{epoch['images_per_s']:.1f}"] in rows
