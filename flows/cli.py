@@ -1030,9 +1030,14 @@ def _train_with_progress(**parameters: Any) -> dict[str, Any]:
 def check(root: RootOpt = "./hagrid-root",
           repair: Annotated[bool, typer.Option(
               help="fix what can be fixed without losing a row")] = False,
+          content: Annotated[bool, typer.Option(
+              help="also read every object and compare its bytes with the sha256 in its "
+                   "name (publish trusts objects whose file is unchanged since it checked "
+                   "them; this finds a disk's silent damage)")] = False,
           s3_endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint")] = None,
           as_json: JsonOpt = False, wait: WaitOpt = False) -> None:
-    """List a dataset root's inconsistencies (exit 1 when any is left); --repair fixes them."""
+    """List a dataset root's inconsistencies (exit 1 when any is left); --repair fixes them;
+    --content also reads every object."""
     from tasks.integrity import PROBLEM_KINDS, check_root, repair_root
     from tasks.storage import SourceError, open_storage
 
@@ -1045,7 +1050,10 @@ def check(root: RootOpt = "./hagrid-root",
     with holding_root(root, command="check --repair" if repair else "check",
                       wait_s=_wait_s(wait), s3_endpoint_url=s3_endpoint_url):
         report = repair_root(store) if repair else None
-        problems = report.left if report else check_root(store)
+        problems = report.left if report else check_root(store, content=content)
+        if report and content:
+            problems += [p for p in check_root(store, content=True)
+                         if p.kind == "object_bytes_changed"]
     if as_json:
         print(json.dumps({"repair": report.as_dict() if report else None,
                           "problems": [p.__dict__ for p in problems]}, indent=2))

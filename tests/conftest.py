@@ -15,6 +15,20 @@ import pytest
 from tests.servers import S3Endpoint, moto_s3_server
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) a test file runs whole on one
+    worker, so its module fixtures are built once; the files that use Label Studio share one
+    worker, so only one Label Studio server starts (its first start migrates for ~35 s)."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for module, module_items in modules.items():
+        uses_ls = any("label_studio" in getattr(i, "fixturenames", ()) for i in module_items)
+        for item in module_items:
+            item.add_marker(pytest.mark.xdist_group("label-studio" if uses_ls else module))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A temporary Prefect server and database for every flow run of the session."""

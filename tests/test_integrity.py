@@ -145,3 +145,26 @@ def test_check_cli_exit_codes(clean_root, tmp_path):
     again = subprocess.run([HAGRID, "check", "--root", str(root)], capture_output=True,
                            text=True, timeout=300, check=False)
     assert again.returncode == 0 and "consistent" in again.stdout
+
+
+def test_check_content_finds_a_damaged_object_and_drops_its_seal(clean_root, tmp_path):
+    from tasks.publish.checked_objects import Seal, load_checked, save_checked
+
+    root = tmp_path / "root"
+    shutil.copytree(clean_root, root)
+    store = LocalStorage(root)
+    keys = sorted(Catalog(store).read_table("images").column("object_key").to_pylist())
+    save_checked(store, {(k, 1): Seal(i, 1, 1, 1) for i, k in enumerate(keys[:3])})
+    assert check_root(store, content=True) == []
+    damaged = root / keys[1]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, size unchanged
+    damaged.write_bytes(bytes(data))
+    assert [p.kind for p in check_root(store)] == []  # the tables alone cannot see it
+    [problem] = check_root(store, content=True)
+    assert (problem.kind, problem.key, problem.fixable) == ("object_bytes_changed", keys[1], False)
+    assert hashlib.sha256(bytes(data)).hexdigest() in problem.detail
+    assert sorted(k for k, _ in load_checked(store)) == [keys[0], keys[2]]  # no trust left
+    found = subprocess.run([HAGRID, "check", "--root", str(root), "--content"],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert found.returncode == 1 and "object_bytes_changed" in found.stdout, found.stderr

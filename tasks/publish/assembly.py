@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from schemas.release import COCO, HAGRID, SPLITS, YOLO, PublishSettings, class_names
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
+from tasks.publish.checked_objects import Seal, load_checked, save_checked
 from tasks.publish.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
 from tasks.publish.selection import image_extension, manifest_table, sample_json
 from tasks.publish.shards import ShardMember, group_by_shard, plan_shards
@@ -69,23 +70,35 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
     Returns one row per image_id (index, in ``order``): ``sha256`` and ``size`` of the
     published bytes, and where they are: ``source`` (a file) and ``source_offset``. That
     file is the stored object when the published bytes are the stored bytes (a local root),
-    else a spool file under ``spool``. Each stored image is checked against the catalog's
-    sha256 on the way.
+    else a spool file under ``spool``; ``seal`` is the stored object's seal (else None).
+    Each stored image is checked against the catalog's sha256 on the way, unless the
+    root's record (``checked_objects``) shows a previous publish checked it and its seal is
+    unchanged; the seals of the objects checked here are added to that record.
     """
     meta = images.set_index("image_id").loc[list(order)]
+    recorded = load_checked(root)
+    checked_keys = list(zip(meta["object_key"].tolist(),
+                            meta["orientation"].astype(int).tolist(), strict=True))
+    seals = [recorded.get(k) for k in checked_keys]
     spool.mkdir(parents=True, exist_ok=True)
     jobs = [ImageJob(spool=spool / f"{number:06d}.bin",
                      object_keys=meta["object_key"].iloc[run.start:run.stop].tolist(),
                      sha256=meta["sha256"].iloc[run.start:run.stop].tolist(),
                      orientation=meta["orientation"].iloc[run.start:run.stop].astype(int).tolist(),
-                     root_uri=root.uri, endpoint_url=endpoint_url)
+                     root_uri=root.uri, endpoint_url=endpoint_url,
+                     seals=seals[run.start:run.stop] if recorded else None)
             for number, run in enumerate(spool_chunks(meta["bytes"].tolist(),
                                                       max_bytes=SPOOL_FILE_BYTES,
                                                       max_count=SPOOL_FILE_COUNT))]
     rows = [row for made in run_jobs(pool, run_image_job, jobs) for row in made]
-    frame = pd.DataFrame(rows, columns=["size", "sha256", "source", "source_offset"],
+    frame = pd.DataFrame(rows, columns=["size", "sha256", "source", "source_offset", "seal"],
                          index=pd.Index(list(order), name="image_id"))
-    return frame[["sha256", "size", "source", "source_offset"]]
+    new = {key: seal for key, seal, before in zip(checked_keys, frame["seal"], seals,
+                                                  strict=True)
+           if seal is not None and seal != before}
+    if new:
+        save_checked(root, recorded | new)
+    return frame[["sha256", "size", "source", "source_offset", "seal"]]
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,8 @@ class SplitPlan:
     plan: list[ShardMember]
     json_members: dict[str, bytes]  # image_id -> the <key>.json member
     sources: dict[str, tuple[str, int]]  # image_id -> (file, offset) of its bytes
+    # image_id -> its stored object's seal (absent or None: no seal, e.g. a spool file)
+    seals: dict[str, Seal | None] = field(default_factory=dict)
 
 
 def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
@@ -116,7 +131,8 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
                      json_members=dict(zip(ids, members, strict=True)),
                      sources=dict(zip(ids, zip(made["source"],
                                                made["source_offset"].tolist(), strict=True),
-                                      strict=True)))
+                                      strict=True)),
+                     seals=dict(zip(ids, made["seal"], strict=True)))
 
 
 def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
@@ -133,7 +149,8 @@ def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
             keys = [m.key for m in members]
             jobs.append(ShardJob(path=staged_path(staging, name), members=members,
                                  sources=[p.sources[k] for k in keys],
-                                 json_members=[p.json_members[k] for k in keys]))
+                                 json_members=[p.json_members[k] for k in keys],
+                                 seals=[p.seals.get(k) for k in keys]))
     last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources
                    if Path(path).is_relative_to(staging)}
     read_last_by: dict[int, list[str]] = {}

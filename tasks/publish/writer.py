@@ -24,6 +24,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,7 @@ from schemas.release import (
     check_version,
 )
 from tasks.processes import end_with_process
+from tasks.publish.checked_objects import Seal, seal_of, settled
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
 from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
@@ -189,25 +191,40 @@ class ImageJob:
     orientation: list[int]  # EXIF orientation recorded at ingest
     root_uri: str
     endpoint_url: str | None = None
+    # per image, the seal a previous publish recorded (``checked_objects``), or None
+    seals: list[Seal | None] | None = None
 
 
-def run_image_job(job: ImageJob) -> list[tuple[int, str, str, int]]:
-    """Check every image and make its published bytes; return (size, sha256, file, offset)
-    of each, in order: where the shard pass will find them.
+MadeImage = tuple[int, str, str, int, Seal | None]  # size, sha256, file, offset, seal
+
+
+def run_image_job(job: ImageJob) -> list[MadeImage]:
+    """Check every image and make its published bytes; return (size, sha256, file, offset,
+    seal) of each, in order: where the shard pass will find them.
 
     Each stored object is checked against its sha256 here, the one hash of its bytes
     before the shard's own. An image whose published bytes are its stored bytes (upright,
-    no metadata to strip) stays where it is: its file is the stored object (local roots).
-    Any other is appended to the job's spool file, created on the first one.
+    no metadata to strip) stays where it is: its file is the stored object (local roots),
+    and its seal is the ``fstat`` taken before the bytes were read (None while the file's
+    last change is too recent to seal, ``checked_objects.settled``). Such an image whose
+    recorded seal (``job.seals``) still matches its ``stat`` is not read at all: a previous
+    publish checked these very bytes. Any other image is appended to the job's spool file,
+    created on the first one.
     """
     check_visible(job.spool.parent)
     read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
-    made = []
+    seals = job.seals or [None] * len(job.object_keys)
+    made: list[MadeImage] = []
     with ExitStack() as stack:
         spool: BinaryIO | None = None
-        for key, sha, orientation in zip(job.object_keys, job.sha256, job.orientation,
-                                         strict=True):
-            data = read(key)
+        for key, sha, orientation, recorded in zip(job.object_keys, job.sha256,
+                                                   job.orientation, seals, strict=True):
+            if recorded is not None and object_file is not None:
+                path = object_file(key)
+                if _stat_seal(path) == recorded:
+                    made.append((recorded.size, sha, path, 0, recorded))
+                    continue
+            data, seal = read(key)
             if hashlib.sha256(data).hexdigest() != sha:
                 raise ShardError(f"{key}: stored bytes do not match their sha256")
             try:
@@ -215,29 +232,41 @@ def run_image_job(job: ImageJob) -> list[tuple[int, str, str, int]]:
             except (ValueError, OSError) as exc:  # a malformed container, a failed decode
                 raise ShardError(f"{key}: cannot make its published image: {exc}") from exc
             if published is data and object_file is not None:
-                made.append((len(data), sha, object_file(key), 0))
+                made.append((len(data), sha, object_file(key), 0, seal))
                 continue
             if spool is None:
                 spool = stack.enter_context(job.spool.open("wb"))
             digest = sha if published is data else hashlib.sha256(published).hexdigest()
-            made.append((len(published), digest, str(job.spool), spool.tell()))
+            made.append((len(published), digest, str(job.spool), spool.tell(), None))
             spool.write(published)
     return made
 
 
+def _stat_seal(path: str) -> Seal | None:
+    """The file's seal now, None when it is gone."""
+    try:
+        return seal_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def _object_reader(root_uri: str, endpoint_url: str | None, keys: Sequence[str]
-                   ) -> tuple[Callable[[str], bytes], Callable[[str], str] | None]:
-    """How to read an object's bytes by key, and its file path (local roots, else None)."""
+                   ) -> tuple[Callable[[str], tuple[bytes, Seal | None]],
+                              Callable[[str], str] | None]:
+    """How to read an object's bytes by key (with the file's settled seal, taken by
+    ``fstat`` before the read; None for an S3 root), and its file path (local roots, else
+    None)."""
     root = open_storage(root_uri, endpoint_url=endpoint_url)
     if not isinstance(root, LocalStorage):
-        return root.read_bytes, None
+        return lambda key: (root.read_bytes(key), None), None
     if not all(OBJECT_KEY.fullmatch(k) for k in keys):  # then a plain open() per image is safe
         raise ValueError("an object key is not objects/ab/cd/<sha256>.<ext>")
     base = f"{root.path}/"
 
-    def read(key: str) -> bytes:
+    def read(key: str) -> tuple[bytes, Seal | None]:
         with open(base + key, "rb", buffering=0) as fh:
-            return fh.read()
+            seal, now = seal_of(os.fstat(fh.fileno())), time.time_ns()
+            return fh.read(), seal if settled(seal, now_ns=now) else None
 
     return read, lambda key: base + key
 
@@ -250,17 +279,23 @@ class ShardJob:
     members: list[ShardMember]
     sources: list[tuple[str, int]]  # (file, offset) of each member's published bytes
     json_members: list[bytes]
+    # per member, the seal its stored object had when the image pass checked it (None: a
+    # spool file, or a file the image pass could not seal)
+    seals: list[Seal | None] | None = None
 
 
 def run_shard_job(job: ShardJob) -> tuple[str, str]:
     """Write one shard from its members' sources; return (path, sha256).
 
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
-    spool files. Each is read into one reused buffer; ``write_shard`` checks its size.
+    spool files. Each is read into one reused buffer; ``write_shard`` checks its size, and
+    a stored object with a seal must still have it (``ShardError`` otherwise: it changed
+    after it was checked).
     """
     check_visible(job.path.parent)
     position = {m.key: i for i, m in enumerate(job.members)}
-    with _SourceReader(job.sources, sizes=[m.size for m in job.members]) as sources:
+    with _SourceReader(job.sources, sizes=[m.size for m in job.members],
+                       seals=job.seals) as sources:
         _, digest = write_shard(job.path, job.members,
                                 image_bytes=lambda m: sources.read(position[m.key]),
                                 json_bytes=lambda m: job.json_members[position[m.key]])
@@ -270,10 +305,12 @@ def run_shard_job(job: ShardJob) -> tuple[str, str]:
 class _SourceReader:
     """Reads the members' bytes from their (file, offset) into one reused buffer: a file
     named more than once (a spool file) stays open, any other (an object) is opened for
-    its one read."""
+    its one read, and ``fstat``ed against its seal when it has one."""
 
-    def __init__(self, sources: Sequence[tuple[str, int]], *, sizes: Sequence[int]) -> None:
+    def __init__(self, sources: Sequence[tuple[str, int]], *, sizes: Sequence[int],
+                 seals: Sequence[Seal | None] | None = None) -> None:
         self.sources, self.sizes = sources, sizes
+        self.seals = seals or [None] * len(sources)
         self.buffer = memoryview(bytearray(max(sizes, default=0)))
         counts = Counter(path for path, _ in sources)
         self.shared = {path for path, n in counts.items() if n > 1}
@@ -288,6 +325,9 @@ class _SourceReader:
             if path in self.shared:
                 self.open[path] = fd
         try:
+            seal = self.seals[index]
+            if seal is not None and seal_of(os.fstat(fd)) != seal:
+                raise ShardError(f"{path} changed after it was checked against its sha256")
             got = os.preadv(fd, [self.buffer[:self.sizes[index]]], offset)
         finally:
             if path not in self.shared:

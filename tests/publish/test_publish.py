@@ -521,3 +521,34 @@ def _ids_of(release) -> list[str]:
         ids += pq.read_table(pa.BufferReader(release.read_bytes(key))).column(
             "image_id").to_pylist()
     return ids
+
+
+def test_a_later_publish_trusts_sealed_objects_and_refuses_a_changed_one(tmp_path,
+                                                                         monkeypatch):
+    from tasks.publish import checked_objects
+    monkeypatch.setattr(checked_objects, "RACY_NS", 0)  # objects written just now may be sealed
+    root = tmp_path / "root"
+    make_release_catalog(root, n=40, seed=5, users=12, links=2)
+    store = LocalStorage(root)
+    publish(root=str(root), version="v1", workers=1)  # in this process: the patch holds
+    seals = checked_objects.load_checked(store)
+    images = Catalog(store).read_table("images").to_pandas()
+    v1 = _manifest(root / "releases" / "v1")
+    assert 0 < len(seals) == len(v1)  # every published image was stored clean: all sealed
+    keys = dict(zip(images["image_id"], images["object_key"], strict=True))
+    assert {k for k, _ in seals} == {keys[i] for i in v1["image_id"]}
+
+    publish(root=str(root), version="v2", workers=1)
+    shards = {name: data for name, data in _files(root / "releases" / "v1").items()
+              if name.startswith("shards/")}
+    assert shards == {name: data for name, data in _files(root / "releases" / "v2").items()
+                      if name.startswith("shards/")}
+    assert checked_objects.load_checked(store) == seals
+
+    changed = root / keys[v1["image_id"].iloc[0]]
+    data = bytearray(changed.read_bytes())
+    data[-3] ^= 0xFF  # same size, other bytes: the write moves the ctime, so it is read again
+    changed.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="do not match their sha256"):
+        publish(root=str(root), version="v3", workers=1)
+    assert not (root / "releases" / "v3").exists()

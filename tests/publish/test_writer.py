@@ -17,9 +17,10 @@ import pyarrow as pa
 import pytest
 
 from tasks.catalog import object_key
+from tasks.publish import checked_objects
 from tasks.publish.assembly import SplitPlan, write_split_shards
 from tasks.publish.published_image import published_image
-from tasks.publish.shards import ShardMember, plan_shards, read_members
+from tasks.publish.shards import ShardError, ShardMember, plan_shards, read_members
 from tasks.publish.writer import (
     ImageJob,
     ShardJob,
@@ -74,8 +75,9 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
     published = [published_image(d, orientation=1) for d in stored]
     assert published[1] != stored[1] and published[0] == stored[0]
     assert [m[:2] for m in made] == [(len(p), hashlib.sha256(p).hexdigest()) for p in published]
-    assert [m[2:] for m in made] == [(str(store.path / keys[0]), 0), (str(spool), 0),
-                                     (str(store.path / keys[2]), 0)]
+    assert [m[2:4] for m in made] == [(str(store.path / keys[0]), 0), (str(spool), 0),
+                                      (str(store.path / keys[2]), 0)]
+    assert [m[4] for m in made] == [None, None, None]  # written just now: too recent to seal
     assert spool.read_bytes() == published[1]
 
     ids = ["a", "b", "c"]
@@ -84,7 +86,8 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
                        max_count=10)
     split = SplitPlan(split="train", manifest=pa.table({}), plan=plan,
                       json_members=dict.fromkeys(ids, b"{}\n"),
-                      sources={i: m[2:] for i, m in zip(ids, made, strict=True)})
+                      sources={i: m[2:4] for i, m in zip(ids, made, strict=True)},
+                      seals={i: m[4] for i, m in zip(ids, made, strict=True)})
     digests = write_split_shards(staging, [split], pool=None)
     shard = staging / "shards" / "train-000000.tar"
     assert digests == {"shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
@@ -96,6 +99,71 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
     assert [found[f"{i}.jpg"] for i in ids] == published
     assert not spool.exists()  # a spool file goes once read; the stored objects stay
     assert [(store.path / k).read_bytes() for k in keys] == stored
+
+
+def test_a_sealed_object_is_not_read_again_and_a_changed_one_is_read_or_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checked_objects, "RACY_NS", 0)  # objects written just now may be sealed
+    store = LocalStorage(tmp_path / "root")
+    stored = []
+    for n in range(2):
+        buf = io.BytesIO()
+        photo(n, (64, 48)).save(buf, "JPEG", quality=90)
+        stored.append(buf.getvalue())
+    shas = [hashlib.sha256(d).hexdigest() for d in stored]
+    keys = [object_key(sha, "JPEG") for sha in shas]
+    for key, data in zip(keys, stored, strict=True):
+        store.write_bytes(key, data)
+    staging = staging_dir(store, "v1")
+    (staging / ".published").mkdir()
+    (staging / "shards").mkdir()
+
+    def job(sha256: list[str], seals: list | None) -> ImageJob:
+        return ImageJob(spool=staging / ".published" / "000000.bin", object_keys=keys,
+                        sha256=sha256, orientation=[1, 1], root_uri=store.uri, seals=seals)
+
+    made = run_image_job(job(shas, None))
+    seals = [m[4] for m in made]
+    assert seals == [checked_objects.seal_of(os.stat(store.path / k)) for k in keys]
+    wrong = ["0" * 64, shas[1]]
+    with pytest.raises(ShardError, match="do not match their sha256"):
+        run_image_job(job(wrong, None))
+    # with their seals the objects are not read: the wrong sha256 goes unnoticed, by design
+    assert run_image_job(job(wrong, seals)) == [(len(stored[0]), "0" * 64,
+                                                str(store.path / keys[0]), 0, seals[0]),
+                                               made[1]]
+    # any write moves the ctime: the object is read and checked again
+    time.sleep(0.01)
+    (store.path / keys[0]).write_bytes(stored[0])
+    with pytest.raises(ShardError, match="do not match their sha256"):
+        run_image_job(job(wrong, seals))
+    again = run_image_job(job(shas, seals))
+    assert again[0][4] != seals[0] and again[1] == made[1]
+    # and the shard pass refuses an object whose seal changed after the image pass
+    ids = ["a", "b"]
+    plan = plan_shards(pd.DataFrame({"key": ids, "ext": "jpg", "size": [len(d) for d in stored],
+                                     "json_size": 3}), split="train", max_bytes=1 << 20,
+                       max_count=10)
+    shard_job = ShardJob(path=staging / "shards" / "train-000000.tar", members=plan,
+                         sources=[m[2:4] for m in made], json_members=[b"{}\n"] * 2,
+                         seals=seals)
+    with pytest.raises(ShardError, match="changed after it was checked"):
+        run_shard_job(shard_job)
+    assert not shard_job.path.exists()
+    run_shard_job(ShardJob(path=shard_job.path, members=plan, sources=shard_job.sources,
+                           json_members=shard_job.json_members, seals=[again[0][4], seals[1]]))
+    assert shard_job.path.is_file()
+
+
+def test_the_checked_objects_record_round_trips_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    assert checked_objects.load_checked(store) == {}
+    seals = {("objects/ab/cd/" + "e" * 64 + ".jpg", 1): checked_objects.Seal(7, 100, 5, 6),
+             ("objects/ab/cd/" + "f" * 64 + ".png", 6): checked_objects.Seal(8, 200, 5, 6)}
+    checked_objects.save_checked(store, seals)
+    assert checked_objects.load_checked(store) == seals
+    store.write_bytes(checked_objects.CHECKED_OBJECTS, b"not parquet")
+    assert checked_objects.load_checked(store) == {}
 
 
 @pytest.mark.slow
