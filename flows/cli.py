@@ -579,7 +579,8 @@ def exit_if_answers_quarantined(report: dict[str, Any], options: Any) -> None:
     ``--answers`` was (the run itself went on with the others)."""
     for q in report.get("quarantined", []):
         console.print(f"[red]answer table {escape(q['file'])} was quarantined[/red] as "
-                      f"{escape(q['moved_to'])}: {escape(q['reason'])}")
+                      f"{escape(q['moved_to'])}: {escape(q['reason'])}",
+                      soft_wrap=True)  # a path cut across lines cannot be copied
     if any(q["file"] in options.answers for q in report.get("quarantined", [])):
         raise typer.Exit(1)
 
