@@ -166,12 +166,14 @@ def main() -> None:
     parser.add_argument("--size", default="96x64", help="image WxH (noise: ~8 KB at 96x64)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--exif", choices=("none", "tagged", "turned"), default="none")
+    parser.add_argument("--work", type=Path, default=BENCH / "_work",
+                        help="where the catalog is built (e.g. /dev/shm: no disk bound)")
     parser.add_argument("--checked", choices=("keep", "drop"), default="keep")
     parser.add_argument("--out", type=Path, default=BENCH / "results_publish.md")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     suffix = "" if args.exif == "none" else f"-{args.exif}"
-    root = BENCH / "_work" / f"publish-{args.n}-{args.size}{suffix}" / "root"
+    root = args.work / f"publish-{args.n}-{args.size}{suffix}" / "root"
     start = time.perf_counter()
     build_catalog(root, n=args.n, size=(width, height), exif=args.exif)
     stored = Catalog(LocalStorage(root)).read_table("images").column("bytes").to_numpy()

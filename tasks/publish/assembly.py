@@ -19,20 +19,22 @@ import pyarrow.compute as pc
 from schemas.release import COCO, HAGRID, SPLITS, YOLO, PublishSettings, class_names
 from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
-from tasks.publish.checked_objects import Seal, load_checked, save_checked
+from tasks.publish.checked_objects import Seal, load_checked, save_checked, stat_seal
 from tasks.publish.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
 from tasks.publish.selection import image_extension, manifest_table, sample_json
 from tasks.publish.shards import ShardMember, group_by_shard, plan_shards
 from tasks.publish.writer import (
+    OBJECT_KEY,
     ImageJob,
     JobPool,
+    MadeImage,
     ShardJob,
     run_image_job,
     run_jobs,
     run_shard_job,
     staged_path,
 )
-from tasks.storage import Storage
+from tasks.storage import LocalStorage, Storage
 
 SPOOL = ".published"  # under the staging folder: published bytes until the shards hold them
 # An image job (and its spool file) covers about this many stored bytes, small enough that
@@ -76,29 +78,40 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
     unchanged; the seals of the objects checked here are added to that record.
     """
     meta = images.set_index("image_id").loc[list(order)]
+    keys, shas = meta["object_key"].tolist(), meta["sha256"].tolist()
+    orientations, sizes = meta["orientation"].astype(int).tolist(), meta["bytes"].tolist()
+    checked_keys = list(zip(keys, orientations, strict=True))
     recorded = load_checked(root)
-    checked_keys = list(zip(meta["object_key"].tolist(),
-                            meta["orientation"].astype(int).tolist(), strict=True))
-    seals = [recorded.get(k) for k in checked_keys]
+    rows: list[MadeImage | None] = [None] * len(keys)
+    if recorded and isinstance(root, LocalStorage):  # one stat, no read, per sealed object
+        base = f"{root.path}/"
+        for i, checked in enumerate(checked_keys):
+            seal = recorded.get(checked)
+            if (seal is not None and OBJECT_KEY.fullmatch(checked[0])
+                    and stat_seal(base + checked[0]) == seal):
+                rows[i] = (seal.size, shas[i], base + checked[0], 0, seal)
+    pending = [i for i, row in enumerate(rows) if row is None]
     spool.mkdir(parents=True, exist_ok=True)
+    runs = spool_chunks([sizes[i] for i in pending], max_bytes=SPOOL_FILE_BYTES,
+                        max_count=SPOOL_FILE_COUNT)
     jobs = [ImageJob(spool=spool / f"{number:06d}.bin",
-                     object_keys=meta["object_key"].iloc[run.start:run.stop].tolist(),
-                     sha256=meta["sha256"].iloc[run.start:run.stop].tolist(),
-                     orientation=meta["orientation"].iloc[run.start:run.stop].astype(int).tolist(),
-                     root_uri=root.uri, endpoint_url=endpoint_url,
-                     seals=seals[run.start:run.stop] if recorded else None)
-            for number, run in enumerate(spool_chunks(meta["bytes"].tolist(),
-                                                      max_bytes=SPOOL_FILE_BYTES,
-                                                      max_count=SPOOL_FILE_COUNT))]
-    rows = [row for made in run_jobs(pool, run_image_job, jobs) for row in made]
-    frame = pd.DataFrame(rows, columns=["size", "sha256", "source", "source_offset", "seal"],
-                         index=pd.Index(list(order), name="image_id"))
-    new = {key: seal for key, seal, before in zip(checked_keys, frame["seal"], seals,
-                                                  strict=True)
-           if seal is not None and seal != before}
+                     object_keys=[keys[i] for i in pending[run.start:run.stop]],
+                     sha256=[shas[i] for i in pending[run.start:run.stop]],
+                     orientation=[orientations[i] for i in pending[run.start:run.stop]],
+                     root_uri=root.uri, endpoint_url=endpoint_url)
+            for number, run in enumerate(runs)]
+    for run, made in zip(runs, run_jobs(pool, run_image_job, jobs), strict=True):
+        for i, row in zip(pending[run.start:run.stop], made, strict=True):
+            rows[i] = row
+    made = [row for row in rows if row is not None]
+    if len(made) != len(rows):
+        raise RuntimeError("an image job returned fewer images than it was given")
+    new = {checked_keys[i]: seal for i in pending if (seal := made[i][4]) is not None}
     if new:
         save_checked(root, recorded | new)
-    return frame[["sha256", "size", "source", "source_offset", "seal"]]
+    return pd.DataFrame(made, columns=["size", "sha256", "source", "source_offset", "seal"],
+                        index=pd.Index(list(order), name="image_id")
+                        )[["sha256", "size", "source", "source_offset", "seal"]]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,14 @@ def seal_of(st: os.stat_result) -> Seal:
     return Seal(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def stat_seal(path: str) -> Seal | None:
+    """The file's seal now (one ``stat``), None when it is gone."""
+    try:
+        return seal_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def settled(seal: Seal, *, now_ns: int) -> bool:
     """Whether the file's last change is at least ``RACY_NS`` before ``now_ns`` (the time
     the seal was taken), so that a later write cannot share its timestamps."""

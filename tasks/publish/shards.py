@@ -19,7 +19,7 @@ import hashlib
 import os
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,34 +140,41 @@ def write_shard(path: Path, members: Sequence[ShardMember], *,
     """Write one planned shard to ``path`` (fsynced); return its length and sha256.
 
     ``image_bytes`` / ``json_bytes`` give each member's content (``image_bytes`` may return
-    a view that is only read before the next call); when ``sha256`` is given, every image
-    is checked against it. Raises ``ShardError`` (and removes the partial file) when a
-    content's size or hash differs from the plan.
+    a view into a buffer it reuses, but not before the call after next: two buffers taken
+    in turn); when ``sha256`` is given, every image is checked against it. Raises
+    ``ShardError`` (and removes the partial file) when a content's size or hash differs
+    from the plan.
 
     Each sample goes out in one ``writev`` of its pieces (no copy into a buffer); a large
-    one is added to the shard's sha256 by a helper thread meanwhile (both calls release the
-    GIL, so a shard written alone uses two cores). The written ranges go to writeback as
-    the shard grows (``start_writeback``), so the final fsync finds little left to write.
+    one is added to the shard's sha256 by a helper thread, which goes on hashing it while
+    this thread writes it and reads the next (all three calls release the GIL, so a shard
+    written alone uses two cores and is bound by its sha256 alone). The written ranges go to
+    writeback as the shard grows (``start_writeback``), so the final fsync finds little
+    left to write.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     digest, position, flushed = hashlib.sha256(), 0, 0
     try:
         with ThreadPoolExecutor(1) as hasher:
+            hashing: Future[None] | None = None  # the previous sample, still being hashed
             for member in members:
                 data, meta = image_bytes(member), json_bytes(member)
                 _check_member(member, data, meta, position=position, sha256=sha256)
                 pieces = _sample_pieces(member, data, meta)
-                hashed = (hasher.submit(_update, digest, pieces)
-                          if len(data) >= HASH_ASIDE_BYTES else None)
+                if hashing is not None:
+                    hashing.result()  # the digest takes the samples in order
+                    hashing = None
+                if len(data) >= HASH_ASIDE_BYTES:  # its buffer is not reused before the
+                    hashing = hasher.submit(_update, digest, pieces)  # next read returns
+                else:
+                    _update(digest, pieces)
                 position += _write_all(fd, pieces)
                 if position - flushed >= WRITEBACK_BYTES:
                     start_writeback(fd, flushed, position - flushed)
                     flushed = position
-                if hashed is None:
-                    _update(digest, pieces)
-                else:
-                    hashed.result()  # the pieces stay unchanged until hashed
+            if hashing is not None:
+                hashing.result()
         end = bytes(archive_size(position) - position)
         _update(digest, (end,))
         position += _write_all(fd, (end,))

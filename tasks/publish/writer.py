@@ -191,8 +191,6 @@ class ImageJob:
     orientation: list[int]  # EXIF orientation recorded at ingest
     root_uri: str
     endpoint_url: str | None = None
-    # per image, the seal a previous publish recorded (``checked_objects``), or None
-    seals: list[Seal | None] | None = None
 
 
 MadeImage = tuple[int, str, str, int, Seal | None]  # size, sha256, file, offset, seal
@@ -206,24 +204,16 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
     before the shard's own. An image whose published bytes are its stored bytes (upright,
     no metadata to strip) stays where it is: its file is the stored object (local roots),
     and its seal is the ``fstat`` taken before the bytes were read (None while the file's
-    last change is too recent to seal, ``checked_objects.settled``). Such an image whose
-    recorded seal (``job.seals``) still matches its ``stat`` is not read at all: a previous
-    publish checked these very bytes. Any other image is appended to the job's spool file,
-    created on the first one.
+    last change is too recent to seal, ``checked_objects.settled``). Any other image is
+    appended to the job's spool file, created on the first one.
     """
     check_visible(job.spool.parent)
     read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
-    seals = job.seals or [None] * len(job.object_keys)
     made: list[MadeImage] = []
     with ExitStack() as stack:
         spool: BinaryIO | None = None
-        for key, sha, orientation, recorded in zip(job.object_keys, job.sha256,
-                                                   job.orientation, seals, strict=True):
-            if recorded is not None and object_file is not None:
-                path = object_file(key)
-                if _stat_seal(path) == recorded:
-                    made.append((recorded.size, sha, path, 0, recorded))
-                    continue
+        for key, sha, orientation in zip(job.object_keys, job.sha256, job.orientation,
+                                         strict=True):
             data, seal = read(key)
             if hashlib.sha256(data).hexdigest() != sha:
                 raise ShardError(f"{key}: stored bytes do not match their sha256")
@@ -240,14 +230,6 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
             made.append((len(published), digest, str(job.spool), spool.tell(), None))
             spool.write(published)
     return made
-
-
-def _stat_seal(path: str) -> Seal | None:
-    """The file's seal now, None when it is gone."""
-    try:
-        return seal_of(os.stat(path))
-    except FileNotFoundError:
-        return None
 
 
 def _object_reader(root_uri: str, endpoint_url: str | None, keys: Sequence[str]
@@ -288,7 +270,7 @@ def run_shard_job(job: ShardJob) -> tuple[str, str]:
     """Write one shard from its members' sources; return (path, sha256).
 
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
-    spool files. Each is read into one reused buffer; ``write_shard`` checks its size, and
+    spool files. Each is read into one of two reused buffers; ``write_shard`` checks its size, and
     a stored object with a seal must still have it (``ShardError`` otherwise: it changed
     after it was checked).
     """
@@ -303,7 +285,7 @@ def run_shard_job(job: ShardJob) -> tuple[str, str]:
 
 
 class _SourceReader:
-    """Reads the members' bytes from their (file, offset) into one reused buffer: a file
+    """Reads the members' bytes from their (file, offset) into two buffers in turn: a file
     named more than once (a spool file) stays open, any other (an object) is opened for
     its one read, and ``fstat``ed against its seal when it has one."""
 
@@ -311,13 +293,16 @@ class _SourceReader:
                  seals: Sequence[Seal | None] | None = None) -> None:
         self.sources, self.sizes = sources, sizes
         self.seals = seals or [None] * len(sources)
-        self.buffer = memoryview(bytearray(max(sizes, default=0)))
+        # two buffers in turn: ``write_shard`` hashes one sample while the next is read
+        self.buffers = [memoryview(bytearray(max(sizes, default=0))) for _ in range(2)]
+        self.reads = 0
         counts = Counter(path for path, _ in sources)
         self.shared = {path for path, n in counts.items() if n > 1}
         self.open: dict[str, int] = {}
 
     def read(self, index: int) -> memoryview:
-        """The bytes of member ``index`` (valid until the next read); short at a file's end."""
+        """The bytes of member ``index`` (valid until the read after next); short at a
+        file's end."""
         path, offset = self.sources[index]
         fd = self.open.get(path)
         if fd is None:
@@ -328,11 +313,13 @@ class _SourceReader:
             seal = self.seals[index]
             if seal is not None and seal_of(os.fstat(fd)) != seal:
                 raise ShardError(f"{path} changed after it was checked against its sha256")
-            got = os.preadv(fd, [self.buffer[:self.sizes[index]]], offset)
+            buffer = self.buffers[self.reads % 2]
+            self.reads += 1
+            got = os.preadv(fd, [buffer[:self.sizes[index]]], offset)
         finally:
             if path not in self.shared:
                 os.close(fd)
-        return self.buffer[:got]
+        return buffer[:got]
 
     def __enter__(self) -> Self:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from tasks.catalog import object_key
 from tasks.publish import checked_objects
-from tasks.publish.assembly import SplitPlan, write_split_shards
+from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
 from tasks.publish.published_image import published_image
 from tasks.publish.shards import ShardError, ShardMember, plan_shards, read_members
 from tasks.publish.writer import (
@@ -115,43 +116,49 @@ def test_a_sealed_object_is_not_read_again_and_a_changed_one_is_read_or_refused(
     for key, data in zip(keys, stored, strict=True):
         store.write_bytes(key, data)
     staging = staging_dir(store, "v1")
-    (staging / ".published").mkdir()
     (staging / "shards").mkdir()
 
-    def job(sha256: list[str], seals: list | None) -> ImageJob:
-        return ImageJob(spool=staging / ".published" / "000000.bin", object_keys=keys,
-                        sha256=sha256, orientation=[1, 1], root_uri=store.uri, seals=seals)
+    def images(sha256: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"image_id": ["a", "b"], "object_key": keys, "sha256": sha256,
+                             "orientation": 1, "bytes": [len(d) for d in stored]})
 
-    made = run_image_job(job(shas, None))
-    seals = [m[4] for m in made]
+    def made(sha256: list[str]) -> pd.DataFrame:
+        return publish_images(store, staging / ".published", images(sha256), ["a", "b"],
+                              pool=None)
+
+    first = made(shas)  # read and checked: sealed, and recorded
+    seals = first["seal"].tolist()
     assert seals == [checked_objects.seal_of(os.stat(store.path / k)) for k in keys]
+    assert checked_objects.load_checked(store) == {(k, 1): s for k, s in zip(keys, seals,
+                                                                             strict=True)}
     wrong = ["0" * 64, shas[1]]
+    # with their seals recorded the objects are not read: a wrong sha256 goes unnoticed
+    assert made(wrong)["sha256"].tolist() == wrong
+    checked_objects.save_checked(store, {})
     with pytest.raises(ShardError, match="do not match their sha256"):
-        run_image_job(job(wrong, None))
-    # with their seals the objects are not read: the wrong sha256 goes unnoticed, by design
-    assert run_image_job(job(wrong, seals)) == [(len(stored[0]), "0" * 64,
-                                                str(store.path / keys[0]), 0, seals[0]),
-                                               made[1]]
-    # any write moves the ctime: the object is read and checked again
+        made(wrong)  # without them, they are read and checked
+    made(shas)
+    # any write moves the ctime: the object is read and checked again, and sealed anew
     time.sleep(0.01)
     (store.path / keys[0]).write_bytes(stored[0])
     with pytest.raises(ShardError, match="do not match their sha256"):
-        run_image_job(job(wrong, seals))
-    again = run_image_job(job(shas, seals))
-    assert again[0][4] != seals[0] and again[1] == made[1]
+        made(wrong)
+    again = made(shas)["seal"].tolist()
+    assert again[0] != seals[0] and again[1] == seals[1]
+    assert checked_objects.load_checked(store)[(keys[0], 1)] == again[0]
     # and the shard pass refuses an object whose seal changed after the image pass
     ids = ["a", "b"]
     plan = plan_shards(pd.DataFrame({"key": ids, "ext": "jpg", "size": [len(d) for d in stored],
                                      "json_size": 3}), split="train", max_bytes=1 << 20,
                        max_count=10)
     shard_job = ShardJob(path=staging / "shards" / "train-000000.tar", members=plan,
-                         sources=[m[2:4] for m in made], json_members=[b"{}\n"] * 2,
-                         seals=seals)
+                         sources=[(str(store.path / k), 0) for k in keys],
+                         json_members=[b"{}\n"] * 2, seals=seals)
     with pytest.raises(ShardError, match="changed after it was checked"):
         run_shard_job(shard_job)
     assert not shard_job.path.exists()
     run_shard_job(ShardJob(path=shard_job.path, members=plan, sources=shard_job.sources,
-                           json_members=shard_job.json_members, seals=[again[0][4], seals[1]]))
+                           json_members=shard_job.json_members, seals=again))
     assert shard_job.path.is_file()
 
 
@@ -246,3 +253,28 @@ def test_a_worker_that_cannot_see_the_staging_folder_says_so(tmp_path: Path) -> 
         run_shard_job(ShardJob(path=missing / "shards" / "train-000000.tar", members=[member],
                                sources=[(str(tmp_path / "x"), 0)], json_members=[b"{}"]))
     assert not missing.exists()  # nothing was made on the worker's side
+
+
+def test_large_members_read_into_reused_buffers_are_hashed_as_written(tmp_path: Path) -> None:
+    # consecutive members over HASH_ASIDE_BYTES: each is hashed aside while the next is read
+    # into the other buffer, so a buffer reused too early would show in the digest
+    rng = random.Random(5)
+    blobs = [rng.randbytes(size) for size in (300_000, 400_000, 10, 350_000, 280_000, 20)]
+    spool = tmp_path / "spool.bin"
+    spool.write_bytes(b"".join(blobs[:3]))
+    sources: list[tuple[str, int]] = [(str(spool), 0), (str(spool), len(blobs[0])),
+                                      (str(spool), len(blobs[0]) + len(blobs[1]))]
+    for n, blob in enumerate(blobs[3:]):
+        (tmp_path / f"object-{n}").write_bytes(blob)
+        sources.append((str(tmp_path / f"object-{n}"), 0))
+    ids = [f"k{n}" for n in range(len(blobs))]
+    plan = plan_shards(pd.DataFrame({"key": ids, "ext": "jpg", "size": [len(b) for b in blobs],
+                                     "json_size": 3}), split="train", max_bytes=1 << 24,
+                       max_count=10)
+    path = tmp_path / "shards" / "train-000000.tar"
+    path.parent.mkdir()
+    _, digest = run_shard_job(ShardJob(path=path, members=plan, sources=sources,
+                                       json_members=[b"{}\n"] * len(ids)))
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == digest
+    assert [data[m.offset:m.offset + m.size] for m in plan] == blobs
