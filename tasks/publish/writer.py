@@ -9,7 +9,8 @@ inside the staging folder are checked with ``safe_key``, so nothing lands outsid
 Images are written in two passes over a process pool: ``run_image_job`` reads each stored
 object, checks it and makes its published bytes (so every size is known before the shards
 are planned), spooling only those that differ from the stored bytes; then ``run_shard_job``
-writes each planned shard, copying every image from the stored object or the spool.
+writes each planned shard, copying every image from the stored object or the spool. An
+object a previous publish checked and sealed (``checked_objects``) skips the first pass.
 What a killed run leaves is removed by ``remove_dead_staging``.
 """
 
