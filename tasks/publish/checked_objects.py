@@ -107,13 +107,13 @@ def save_checked(root: Storage, seals: Mapping[CheckedKey, Seal]) -> None:
     Call it under the root's writer lock; nothing for an S3 root."""
     if not isinstance(root, LocalStorage):
         return
-    items = sorted(seals.items())
-    table = pa.table({"object_key": [k for (k, _), _ in items],
-                      "orientation": [o for (_, o), _ in items],
-                      "rules": [RULES] * len(items),
-                      "ino": [s.ino for _, s in items], "size": [s.size for _, s in items],
-                      "mtime_ns": [s.mtime_ns for _, s in items],
-                      "ctime_ns": [s.ctime_ns for _, s in items]}, schema=RECORD)
+    keys, values = list(seals.keys()), list(seals.values())
+    columns = [list(c) for c in zip(*keys, strict=True)] if keys else [[], []]
+    fields = [list(c) for c in zip(*values, strict=True)] if values else [[], [], [], []]
+    table = pa.table({"object_key": columns[0], "orientation": columns[1],
+                      "rules": [RULES] * len(keys), "ino": fields[0], "size": fields[1],
+                      "mtime_ns": fields[2], "ctime_ns": fields[3]}, schema=RECORD)
+    table = table.sort_by([("object_key", "ascending"), ("orientation", "ascending")])
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     root.write_bytes(CHECKED_OBJECTS, buf.getvalue())
