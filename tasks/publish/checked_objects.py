@@ -15,7 +15,8 @@ object changed between the two passes is refused either way. Any write to a file
 ctime, which no program can set back, so a changed seal means "read and check again".
 
 What a seal cannot see is a change that bypasses the file system (a failing disk
-flipping bits under an unchanged inode); ``hagrid check`` reads every object for that. A
+flipping bits under an unchanged inode); ``hagrid check --content`` reads every object for
+that, and drops a damaged one from the record (``tasks.integrity.changed_objects``). A
 seal is taken only when the file's ctime is at least ``RACY_NS`` old, so a write in the same
 clock tick as the one the seal saw cannot go unnoticed (git's "racily clean" rule).
 
