@@ -182,3 +182,13 @@ LABEL_ISSUES = pa.schema(
 )
 
 CATALOG_TABLES.update({"label_issues": LABEL_ISSUES})
+
+
+# ROOT/cache/checked-objects.parquet: the seal of every stored object a publish read, matched
+# to its sha256 and published unchanged (tasks/publish/checked_objects.py). A cache: one row
+# per (object_key, orientation); ``rules`` names the publishing rules it was made under.
+CHECKED_OBJECT_SEALS = pa.schema([
+    ("object_key", pa.string()), ("orientation", pa.int16()), ("rules", pa.int16()),
+    ("ino", pa.uint64()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+    ("ctime_ns", pa.int64()),
+])

@@ -147,10 +147,10 @@ def changed_objects(root: Storage, keys: Sequence[str]) -> list[tuple[str, str]]
         actual = hashlib.sha256(root.read_bytes(expected)).hexdigest()
         if actual != key:
             changed.append((expected, actual))
+    damaged = {key for key, _ in changed}
     recorded = load_checked(root)
-    gone = {k for k in recorded if k[0] in {key for key, _ in changed}}
-    if gone:
-        save_checked(root, {k: v for k, v in recorded.items() if k not in gone})
+    if any(key in damaged for key, _ in recorded):
+        save_checked(root, {k: v for k, v in recorded.items() if k[0] not in damaged})
     return changed
 
 

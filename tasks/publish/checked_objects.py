@@ -37,6 +37,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.tables import CHECKED_OBJECT_SEALS
 from tasks.storage import LocalStorage, Storage
 
 CHECKED_OBJECTS = "cache/checked-objects.parquet"
@@ -44,11 +45,6 @@ RULES = 1  # bump when published_image gives other bytes for the same stored byt
 RACY_NS = 2_000_000_000  # a seal is taken only this long after the file's last change
 
 log = logging.getLogger(__name__)
-
-RECORD = pa.schema([("object_key", pa.string()), ("orientation", pa.int16()),
-                    ("rules", pa.int16()), ("ino", pa.uint64()), ("size", pa.int64()),
-                    ("mtime_ns", pa.int64()), ("ctime_ns", pa.int64())])
-
 
 class Seal(NamedTuple):
     """What ``stat`` says about a file that would change if its bytes did."""
@@ -88,8 +84,8 @@ def load_checked(root: Storage) -> dict[CheckedKey, Seal]:
         return {}
     try:
         table = pq.read_table(io.BytesIO(root.read_bytes(CHECKED_OBJECTS)))
-        if not table.schema.equals(RECORD):
-            raise ValueError(f"schema {table.schema} is not {RECORD}")
+        if not table.schema.equals(CHECKED_OBJECT_SEALS):
+            raise ValueError(f"schema {table.schema} is not {CHECKED_OBJECT_SEALS}")
     except (OSError, ValueError, pa.ArrowException) as exc:
         log.warning("%s/%s is unusable, every object is read again: %s", root.uri,
                     CHECKED_OBJECTS, exc)
@@ -113,7 +109,7 @@ def save_checked(root: Storage, seals: Mapping[CheckedKey, Seal]) -> None:
     fields = [list(c) for c in zip(*values, strict=True)] if values else [[], [], [], []]
     table = pa.table({"object_key": columns[0], "orientation": columns[1],
                       "rules": [RULES] * len(keys), "ino": fields[0], "size": fields[1],
-                      "mtime_ns": fields[2], "ctime_ns": fields[3]}, schema=RECORD)
+                      "mtime_ns": fields[2], "ctime_ns": fields[3]}, schema=CHECKED_OBJECT_SEALS)
     table = table.sort_by([("object_key", "ascending"), ("orientation", "ascending")])
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from tasks.catalog import object_key
 from tasks.publish import checked_objects
@@ -57,10 +58,12 @@ def test_dead_staging_folders_are_removed_and_releases_kept(tmp_path: Path) -> N
     assert remove_dead_staging(LocalStorage(tmp_path / "empty")) == []
 
 
-def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: Path) -> None:
-    store = LocalStorage(tmp_path / "root")
+def _stored_photos(store: LocalStorage, exifs: list[Image.Exif | None]
+                   ) -> tuple[list[bytes], list[str], list[str]]:
+    """Small JPEGs (one per entry, with that EXIF block) stored as objects of ``store``;
+    their bytes, sha256s and object keys."""
     stored = []
-    for n, exif in enumerate((None, personal_exif(1), None)):  # clean, stripped, clean
+    for n, exif in enumerate(exifs):
         buf = io.BytesIO()
         photo(n, (64, 48)).save(buf, "JPEG", quality=90, **({"exif": exif} if exif else {}))
         stored.append(buf.getvalue())
@@ -68,6 +71,13 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
     keys = [object_key(sha, "JPEG") for sha in shas]
     for key, data in zip(keys, stored, strict=True):
         store.write_bytes(key, data)
+    return stored, shas, keys
+
+
+def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    # clean, stripped, clean
+    stored, shas, keys = _stored_photos(store, [None, personal_exif(1), None])
     staging = staging_dir(store, "v1")
     spool = staging / ".published" / "000000.bin"
     spool.parent.mkdir()
@@ -106,15 +116,7 @@ def test_a_sealed_object_is_not_read_again_and_a_changed_one_is_read_or_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checked_objects, "RACY_NS", 0)  # objects written just now may be sealed
     store = LocalStorage(tmp_path / "root")
-    stored = []
-    for n in range(2):
-        buf = io.BytesIO()
-        photo(n, (64, 48)).save(buf, "JPEG", quality=90)
-        stored.append(buf.getvalue())
-    shas = [hashlib.sha256(d).hexdigest() for d in stored]
-    keys = [object_key(sha, "JPEG") for sha in shas]
-    for key, data in zip(keys, stored, strict=True):
-        store.write_bytes(key, data)
+    stored, shas, keys = _stored_photos(store, [None, None])
     staging = staging_dir(store, "v1")
     (staging / "shards").mkdir()
 
