@@ -53,9 +53,12 @@ from tasks.publish.assembly import (
     plan_split,
     publish_images,
     release_info,
+    remember_checked,
+    shard_cut_sizes,
     shard_order,
     write_split_shards,
 )
+from tasks.publish.checked_objects import load_checked
 from tasks.publish.crops import write_crops
 from tasks.publish.data_card import data_card, release_figures
 from tasks.publish.exports import json_bytes
@@ -126,21 +129,49 @@ def write_shards_and_manifests(
     included) and timings."""
     logger = get_run_logger()
     t0 = time.perf_counter()
-    published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
-                               pool=pool, endpoint_url=endpoint_url)
+    order, recorded = shard_order(assignment), load_checked(root)
+    published = publish_images(root, staging / SPOOL, images, order, pool=pool,
+                               endpoint_url=endpoint_url, recorded=recorded, defer=True)
     t1 = time.perf_counter()
-    logger.info("images: %d made in %.1f s", len(published), t1 - t0)
-    samples = sample_table(images, boxes, assignment, published)
-    plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
-                              for s in SPLITS if s in set(assignment)]
-    for p in plans:
-        write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
+    deferred = int(published["check"].sum())
+    logger.info("images: %d (%d made in %.1f s, %d planned as stored: checked as the "
+                "shards copy them)", len(published), len(published) - deferred, t1 - t0,
+                deferred)
+    cuts = shard_cut_sizes(images, published)
+
+    def plan() -> list[SplitPlan]:
+        samples = sample_table(images, boxes, assignment, published)
+        return [plan_split(samples, published, split=s, settings=settings, cut_sizes=cuts)
+                for s in SPLITS if s in set(assignment)]
+
+    plans = plan()
     t2 = time.perf_counter()
-    digests = write_split_shards(staging, plans, pool=pool)
+    written = write_split_shards(staging, plans, pool=pool)
+    if written.refused:  # images planned as stored carry metadata: make them, write again
+        redo = [m.key for p in plans for m in p.plan
+                if m.shard in written.refused and m.key in p.checks]
+        logger.info("%d shards written again: %d of their images are not published as "
+                    "stored (%s)", len(written.refused), len(redo),
+                    next(iter(written.refused.values())))
+        made = publish_images(root, staging / SPOOL, images, redo, pool=pool,
+                              endpoint_url=endpoint_url, recorded=recorded)
+        published = pd.concat([published.drop(index=redo), made]).loc[published.index]
+        plans = plan()
+        again = write_split_shards(staging, plans, pool=pool, only=set(written.refused))
+        if again.refused:
+            raise RuntimeError(f"shards refused twice: {sorted(again.refused)}")
+        written.digests.update(again.digests)
+        written.seals.update(again.seals)
     t3 = time.perf_counter()
     _log_shards(staging, plans, seconds=t3 - t2)
+    digests = written.digests
+    remember_checked(root, recorded, images, published, written.seals)
+    for p in plans:
+        write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
+    recorded_s = time.perf_counter() - t3
     manifests = {p.split: p.manifest for p in plans}
     crops: dict[str, pa.Table] = {}
+    cropping = time.perf_counter()
     if settings.crops:  # cut from the staged shards, in the same pool
         crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
                                           settings=settings, pool=pool)
@@ -149,11 +180,14 @@ def write_shards_and_manifests(
         digests.update(crop_digests)
         logger.info("crops: %d in %d shards (%s) in %.1f s",
                     sum(t.num_rows for t in crops.values()), len(crop_digests),
-                    _megabytes(staging, crop_digests), time.perf_counter() - t3)
+                    _megabytes(staging, crop_digests), time.perf_counter() - cropping)
     discard(staging / SPOOL)
     t4 = time.perf_counter()
-    return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
-                                       "shards_s": t3 - t2, "crops_s": t4 - t3}
+    return manifests, crops, digests, {"images_s": t1 - t0,
+                                       "manifests_s": t2 - t1 + recorded_s,
+                                       "shards_s": t3 - t2, "crops_s": t4 - cropping,
+                                       "checked_in_shards": deferred,
+                                       "shards_written_again": len(written.refused)}
 
 
 def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> None:
