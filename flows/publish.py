@@ -48,6 +48,7 @@ from tasks.catalog import Catalog
 from tasks.publish.assembly import (
     SPOOL,
     SplitPlan,
+    checks_spread,
     contract_frames,
     export_files,
     plan_split,
@@ -120,23 +121,22 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
         assignment: pd.Series, settings: PublishSettings, pool: JobPool | None,
-        endpoint_url: str | None
+        endpoint_url: str | None, width: int = 1
 ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
     manifests; with ``settings.crops`` also the crops view, cut from the written shards.
-    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process).
-    Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
-    included) and timings."""
+    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process) of
+    ``width`` processes. Upright images are planned as stored and checked by the shard pass
+    (one read each) when the shards spread that work (``checks_spread``). Returns the
+    manifests and crops manifests per split, shard name -> sha256 (crop shards included)
+    and timings."""
     logger = get_run_logger()
     t0 = time.perf_counter()
     order, recorded = shard_order(assignment), load_checked(root)
     published = publish_images(root, staging / SPOOL, images, order, pool=pool,
                                endpoint_url=endpoint_url, recorded=recorded, defer=True)
-    t1 = time.perf_counter()
+    made_s = time.perf_counter() - t0
     deferred = int(published["check"].sum())
-    logger.info("images: %d (%d made in %.1f s, %d planned as stored: checked as the "
-                "shards copy them)", len(published), len(published) - deferred, t1 - t0,
-                deferred)
     cuts = shard_cut_sizes(images, published)
 
     def plan() -> list[SplitPlan]:
@@ -144,7 +144,22 @@ def write_shards_and_manifests(
         return [plan_split(samples, published, split=s, settings=settings, cut_sizes=cuts)
                 for s in SPLITS if s in set(assignment)]
 
+    def make(ids: list[str]) -> pd.DataFrame:  # the image pass for images planned as stored
+        nonlocal made_s
+        started = time.perf_counter()
+        made = publish_images(root, staging / SPOOL, images, ids, pool=pool,
+                              endpoint_url=endpoint_url, recorded=recorded)
+        made_s += time.perf_counter() - started
+        return pd.concat([published.drop(index=ids), made]).loc[published.index]
+
     plans = plan()
+    if deferred and not checks_spread(plans, cuts, width=width):
+        published = make(published.index[published["check"]].tolist())
+        deferred = 0  # most bytes sit in one shard: the image pass spreads them better
+        plans = plan()
+    logger.info("images: %d (%d made in %.1f s, %d planned as stored: checked as the "
+                "shards copy them)", len(published), len(published) - deferred, made_s,
+                deferred)
     t2 = time.perf_counter()
     written = write_split_shards(staging, plans, pool=pool)
     if written.refused:  # images planned as stored carry metadata: make them, write again
@@ -153,9 +168,7 @@ def write_shards_and_manifests(
         logger.info("%d shards written again: %d of their images are not published as "
                     "stored (%s)", len(written.refused), len(redo),
                     next(iter(written.refused.values())))
-        made = publish_images(root, staging / SPOOL, images, redo, pool=pool,
-                              endpoint_url=endpoint_url, recorded=recorded)
-        published = pd.concat([published.drop(index=redo), made]).loc[published.index]
+        published = make(redo)
         plans = plan()
         again = write_split_shards(staging, plans, pool=pool, only=set(written.refused))
         if again.refused:
@@ -183,8 +196,8 @@ def write_shards_and_manifests(
                     _megabytes(staging, crop_digests), time.perf_counter() - cropping)
     discard(staging / SPOOL)
     t4 = time.perf_counter()
-    return manifests, crops, digests, {"images_s": t1 - t0,
-                                       "manifests_s": t2 - t1 + recorded_s,
+    return manifests, crops, digests, {"images_s": made_s,
+                                       "manifests_s": t2 - t0 - made_s + recorded_s,
                                        "shards_s": t3 - t2, "crops_s": t4 - cropping,
                                        "checked_in_shards": deferred,
                                        "shards_written_again": len(written.refused)}
@@ -337,18 +350,20 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
         for warning in split.info["warnings"]:
             logger.warning(warning)
         summary = _stage_and_commit(storage, version, images, boxes, split,
-                                    settings=settings, pool=pool, endpoint_url=endpoint_url)
+                                    settings=settings, pool=pool, endpoint_url=endpoint_url,
+                                    width=workers if pool is not None else 1)
     return {**summary, "written_on": where}
 
 
 def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
                       boxes: pd.DataFrame, split: SplitResult, *, settings: PublishSettings,
-                      pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
+                      pool: JobPool | None, endpoint_url: str | None,
+                      width: int = 1) -> dict[str, Any]:
     """Build the release in a staging folder, then commit it (or keep the refused docs)."""
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, pool=pool, endpoint_url=endpoint_url)
+                         version=version, pool=pool, endpoint_url=endpoint_url, width=width)
         started = time.perf_counter()
         summary["uri"] = commit_release(storage, staging, version)
         get_run_logger().info("committed release %s in %.1f s: %s", version,
@@ -372,14 +387,14 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
+           pool: JobPool | None, endpoint_url: str | None, width: int = 1) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
     # On a cluster the jobs are task runs of their own, submitted from the flow's run:
     # prefect-dask cannot submit from inside a task run (its context does not pickle).
     step = write_shards_and_manifests.fn if isinstance(pool, ClusterJobs) \
         else write_shards_and_manifests
     manifests, crops, digests, timings = step(
-        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url)
+        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url, width)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:

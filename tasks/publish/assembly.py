@@ -204,6 +204,22 @@ def shard_cut_sizes(images: pd.DataFrame, published: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(upright, np.maximum(stored, made), made), index=published.index)
 
 
+def checks_spread(plans: Sequence[SplitPlan], cut_sizes: pd.Series, *, width: int) -> bool:
+    """Whether the shard pass can check the objects planned as stored (``SplitPlan.checks``)
+    on ``width`` processes about as evenly as the image pass would: no shard holds more than
+    ``1.25 / width`` of the bytes. A shard is one job, so a release whose bytes sit mostly in
+    one shard would check them on one core while the others wait; its images are better
+    read by the image pass first (two reads, but spread)."""
+    if width <= 1:
+        return True
+    totals: dict[str, int] = {}
+    for p in plans:
+        for m in p.plan:
+            totals[m.shard] = totals.get(m.shard, 0) + int(cut_sizes.loc[m.key])
+    everything = sum(totals.values())
+    return not totals or max(totals.values()) <= 1.25 * everything / width
+
+
 @dataclass(frozen=True)
 class ShardsWritten:
     """What ``write_split_shards`` did: shard name -> sha256 of every shard written, the
