@@ -23,6 +23,7 @@ from tasks.catalog import object_key
 from tasks.publish import checked_objects
 from tasks.publish.assembly import (
     SplitPlan,
+    checks_spread,
     publish_images,
     remember_checked,
     write_split_shards,
@@ -351,3 +352,19 @@ def test_large_members_read_into_reused_buffers_are_hashed_as_written(tmp_path: 
     data = path.read_bytes()
     assert hashlib.sha256(data).hexdigest() == digest
     assert [data[m.offset:m.offset + m.size] for m in plan] == blobs
+
+
+def test_the_shard_pass_checks_objects_only_when_the_shards_spread_the_work() -> None:
+    def plans(shard_of: dict[str, int]) -> list[SplitPlan]:
+        plan = [ShardMember(key=k, ext="jpg", shard=f"shards/train-{n:06d}.tar", offset=512,
+                            size=10, json_offset=1536, json_size=3) for k, n in shard_of.items()]
+        return [SplitPlan(split="train", manifest=pa.table({}), plan=plan, json_members={},
+                          sources={})]
+
+    sizes = pd.Series({"a": 900, "b": 50, "c": 50, "d": 500, "e": 500})
+    one_big = plans({"a": 0, "b": 1, "c": 1})  # 90% of the bytes in one shard
+    even = plans({"d": 0, "e": 1})
+    assert not checks_spread(one_big, sizes, width=2)
+    assert checks_spread(one_big, sizes, width=1)  # one process: nothing to spread
+    assert checks_spread(even, sizes, width=2)
+    assert not checks_spread(even, sizes, width=4)  # half the bytes each: two cores of four
