@@ -24,7 +24,8 @@ unmeasured when there is no record, so every measured run finds the objects seal
 publish of the same images).
 The objects are read from the page cache (the catalog was just built or read), as they are
 after ingest on a machine with enough memory; a cold read is a property of the disk, not of
-the shard writer.
+the shard writer; ``--cold`` drops the objects from the page cache before every run, as for
+a root larger than memory.
 """
 
 from __future__ import annotations
@@ -130,7 +131,20 @@ def sequential_write(folder: Path, nbytes: int) -> float:
     return elapsed
 
 
-def one_run(root: Path, *, run: int, workers: int, checked: str) -> dict[str, float]:
+def evict_objects(root: Path) -> None:
+    """Drop the stored objects from the page cache (``POSIX_FADV_DONTNEED`` on each file: no
+    privileges needed, unlike ``/proc/sys/vm/drop_caches``), so the publish reads them from
+    the disk."""
+    for path in (root / "objects").glob("*/*/*"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def one_run(root: Path, *, run: int, workers: int, checked: str,
+            cold: bool = False) -> dict[str, float]:
     """Publish once, measure, delete the release, then time the disk."""
     from flows.publish import publish
     from tasks.publish.checked_objects import CHECKED_OBJECTS
@@ -142,6 +156,8 @@ def one_run(root: Path, *, run: int, workers: int, checked: str) -> dict[str, fl
         publish(root=str(root), version="bench-prime", workers=workers)
         shutil.rmtree(root / "releases" / "bench-prime")
     version = f"bench-{run}"
+    if cold:
+        evict_objects(root)
     start = time.perf_counter()
     summary = publish(root=str(root), version=version, workers=workers)
     total = time.perf_counter() - start
@@ -169,6 +185,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=BENCH / "_work",
                         help="where the catalog is built (e.g. /dev/shm: no disk bound)")
     parser.add_argument("--checked", choices=("keep", "drop"), default="keep")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the objects from the page cache before every run")
     parser.add_argument("--out", type=Path, default=BENCH / "results_publish.md")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -182,12 +200,13 @@ def main() -> None:
     for run in range(args.runs):
         runs.append({"image_kb": float(stored.mean()) / 1e3,
                      **one_run(root, run=run, workers=args.workers,
-                                 checked=args.checked)})
+                                 checked=args.checked, cold=args.cold)})
         runs[-1]["ratio"] = runs[-1]["shard_mb_s"] / runs[-1]["disk_mb_s"]
         print(json.dumps(runs[-1]), flush=True)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     lines = [(f"# Publish benchmark: {args.n} images of {args.size}, {args.runs} runs, "
-             f"workers {args.workers}, EXIF {args.exif}, checked objects {args.checked}"),
+             f"workers {args.workers}, EXIF {args.exif}, checked objects {args.checked}"
+             f"{', objects cold' if args.cold else ''}"),
              "", "| figure | median | runs |", "|---|---|---|"]
     for key in ("images", "image_kb", "shards", "shard_mb", "images_s", "manifests_s", "shards_s", "flow_s",
                 "shard_mb_s", "disk_mb_s", "ratio"):

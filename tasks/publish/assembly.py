@@ -6,6 +6,7 @@ Plain functions over tables; the publish flow decides the order and where files 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +83,11 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
     (``recorded``, else read from the root) shows a previous publish checked it and its
     seal is unchanged.
 
-    With ``defer``, an upright image (orientation 1) of a local root is not read here: it
-    is planned as published unchanged (its stored size and sha256; ``check`` True), and
-    the shard pass checks it as it copies it (``ShardJob.check``).
+    With ``defer``, an upright image (orientation 1) of a local root whose file has the
+    catalog's size is not read here: it is planned as published unchanged (its stored size
+    and sha256; ``check`` True), and the shard pass checks it as it copies it
+    (``ShardJob.check``). A missing file or another size goes through the image pass, which
+    says what is wrong.
     """
     meta = images.set_index("image_id").loc[list(order)]
     keys, shas = meta["object_key"].tolist(), meta["sha256"].tolist()
@@ -102,7 +105,7 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
         seal = recorded.get(checked)  # one stat, no read, per sealed object
         if seal is not None and stat_seal(base + checked[0]) == seal:
             rows[i] = (seal.size, shas[i], base + checked[0], 0, seal)
-        elif defer and checked[1] == 1:
+        elif defer and checked[1] == 1 and _file_size(base + checked[0]) == sizes[i]:
             rows[i], check[i] = (int(sizes[i]), shas[i], base + checked[0], 0, None), True
     pending = [i for i, row in enumerate(rows) if row is None]
     spool.mkdir(parents=True, exist_ok=True)
@@ -126,6 +129,14 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
                          index=pd.Index(list(order), name="image_id"))
     frame["check"] = check
     return frame[["sha256", "size", "source", "source_offset", "seal", "check"]]
+
+
+def _file_size(path: str) -> int | None:
+    """A file's size, None when it cannot be stat'ed (the image pass then says why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 def remember_checked(root: Storage, recorded: Mapping[tuple[str, int], Seal],

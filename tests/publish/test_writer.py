@@ -192,6 +192,12 @@ def test_the_shard_pass_checks_objects_planned_as_stored(tmp_path: Path,
     assert published["seal"].tolist() == [None, None, None]
     assert not list((staging / ".published").iterdir())  # no image job ran
     (staging / "shards").mkdir()
+    # a file whose size is not the catalog's is read by the image pass, which finds it
+    odd = images.assign(bytes=[len(stored[0]) + 1, len(stored[1]), len(stored[2])])
+    made = publish_images(store, staging / ".published", odd, ["a", "b", "c"], pool=None,
+                          defer=True)
+    assert made["check"].tolist() == [False, True, True]
+    assert made["size"].tolist()[0] == len(stored[0])  # the image pass measured the file
 
     def job(n: int, check: Sequence[str | None]) -> ShardJob:
         plan = plan_shards(pd.DataFrame({"key": ["a", "b", "c"][:n], "ext": "jpg",
