@@ -48,18 +48,14 @@ from tasks.catalog import Catalog
 from tasks.publish.assembly import (
     SPOOL,
     SplitPlan,
-    checks_spread,
     contract_frames,
     export_files,
     plan_split,
     publish_images,
     release_info,
-    remember_checked,
-    shard_cut_sizes,
     shard_order,
     write_split_shards,
 )
-from tasks.publish.checked_objects import load_checked
 from tasks.publish.crops import write_crops
 from tasks.publish.data_card import data_card, release_figures
 from tasks.publish.exports import json_bytes
@@ -121,70 +117,30 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
         assignment: pd.Series, settings: PublishSettings, pool: JobPool | None,
-        endpoint_url: str | None, width: int = 1
+        endpoint_url: str | None
 ) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
     manifests; with ``settings.crops`` also the crops view, cut from the written shards.
-    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process) of
-    ``width`` processes. Upright images are planned as stored and checked by the shard pass
-    (one read each) when the shards spread that work (``checks_spread``). Returns the
-    manifests and crops manifests per split, shard name -> sha256 (crop shards included)
-    and timings."""
+    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process).
+    Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
+    included) and timings."""
     logger = get_run_logger()
     t0 = time.perf_counter()
-    order, recorded = shard_order(assignment), load_checked(root)
-    published = publish_images(root, staging / SPOOL, images, order, pool=pool,
-                               endpoint_url=endpoint_url, recorded=recorded, defer=True)
-    made_s = time.perf_counter() - t0
-    deferred = int(published["check"].sum())
-    cuts = shard_cut_sizes(images, published)
-
-    def plan() -> list[SplitPlan]:
-        samples = sample_table(images, boxes, assignment, published)
-        return [plan_split(samples, published, split=s, settings=settings, cut_sizes=cuts)
-                for s in SPLITS if s in set(assignment)]
-
-    def make(ids: list[str]) -> pd.DataFrame:  # the image pass for images planned as stored
-        nonlocal made_s
-        started = time.perf_counter()
-        made = publish_images(root, staging / SPOOL, images, ids, pool=pool,
-                              endpoint_url=endpoint_url, recorded=recorded)
-        made_s += time.perf_counter() - started
-        return pd.concat([published.drop(index=ids), made]).loc[published.index]
-
-    plans = plan()
-    if deferred and not checks_spread(plans, cuts, width=width):
-        published = make(published.index[published["check"]].tolist())
-        deferred = 0  # most bytes sit in one shard: the image pass spreads them better
-        plans = plan()
-    logger.info("images: %d (%d made in %.1f s, %d planned as stored: checked as the "
-                "shards copy them)", len(published), len(published) - deferred, made_s,
-                deferred)
-    t2 = time.perf_counter()
-    written = write_split_shards(staging, plans, pool=pool)
-    if written.refused:  # images planned as stored carry metadata: make them, write again
-        redo = [m.key for p in plans for m in p.plan
-                if m.shard in written.refused and m.key in p.checks]
-        logger.info("%d shards written again: %d of their images are not published as "
-                    "stored (%s)", len(written.refused), len(redo),
-                    next(iter(written.refused.values())))
-        published = make(redo)
-        plans = plan()
-        again = write_split_shards(staging, plans, pool=pool, only=set(written.refused))
-        if again.refused:
-            raise RuntimeError(f"shards refused twice: {sorted(again.refused)}")
-        written.digests.update(again.digests)
-        written.seals.update(again.seals)
-    t3 = time.perf_counter()
-    _log_shards(staging, plans, seconds=t3 - t2)
-    digests = written.digests
-    remember_checked(root, recorded, images, published, written.seals)
+    published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
+                               pool=pool, endpoint_url=endpoint_url)
+    t1 = time.perf_counter()
+    logger.info("images: %d made in %.1f s", len(published), t1 - t0)
+    samples = sample_table(images, boxes, assignment, published)
+    plans: list[SplitPlan] = [plan_split(samples, published, split=s, settings=settings)
+                              for s in SPLITS if s in set(assignment)]
     for p in plans:
         write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
-    recorded_s = time.perf_counter() - t3
+    t2 = time.perf_counter()
+    digests = write_split_shards(staging, plans, pool=pool)
+    t3 = time.perf_counter()
+    _log_shards(staging, plans, seconds=t3 - t2)
     manifests = {p.split: p.manifest for p in plans}
     crops: dict[str, pa.Table] = {}
-    cropping = time.perf_counter()
     if settings.crops:  # cut from the staged shards, in the same pool
         crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
                                           settings=settings, pool=pool)
@@ -193,14 +149,11 @@ def write_shards_and_manifests(
         digests.update(crop_digests)
         logger.info("crops: %d in %d shards (%s) in %.1f s",
                     sum(t.num_rows for t in crops.values()), len(crop_digests),
-                    _megabytes(staging, crop_digests), time.perf_counter() - cropping)
+                    _megabytes(staging, crop_digests), time.perf_counter() - t3)
     discard(staging / SPOOL)
     t4 = time.perf_counter()
-    return manifests, crops, digests, {"images_s": made_s,
-                                       "manifests_s": t2 - t0 - made_s + recorded_s,
-                                       "shards_s": t3 - t2, "crops_s": t4 - cropping,
-                                       "checked_in_shards": deferred,
-                                       "shards_written_again": len(written.refused)}
+    return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
+                                       "shards_s": t3 - t2, "crops_s": t4 - t3}
 
 
 def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> None:
@@ -350,20 +303,18 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
         for warning in split.info["warnings"]:
             logger.warning(warning)
         summary = _stage_and_commit(storage, version, images, boxes, split,
-                                    settings=settings, pool=pool, endpoint_url=endpoint_url,
-                                    width=workers if pool is not None else 1)
+                                    settings=settings, pool=pool, endpoint_url=endpoint_url)
     return {**summary, "written_on": where}
 
 
 def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
                       boxes: pd.DataFrame, split: SplitResult, *, settings: PublishSettings,
-                      pool: JobPool | None, endpoint_url: str | None,
-                      width: int = 1) -> dict[str, Any]:
+                      pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
     """Build the release in a staging folder, then commit it (or keep the refused docs)."""
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, pool=pool, endpoint_url=endpoint_url, width=width)
+                         version=version, pool=pool, endpoint_url=endpoint_url)
         started = time.perf_counter()
         summary["uri"] = commit_release(storage, staging, version)
         get_run_logger().info("committed release %s in %.1f s: %s", version,
@@ -387,14 +338,14 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           pool: JobPool | None, endpoint_url: str | None, width: int = 1) -> dict[str, Any]:
+           pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
     # On a cluster the jobs are task runs of their own, submitted from the flow's run:
     # prefect-dask cannot submit from inside a task run (its context does not pickle).
     step = write_shards_and_manifests.fn if isinstance(pool, ClusterJobs) \
         else write_shards_and_manifests
     manifests, crops, digests, timings = step(
-        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url, width)
+        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url)
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
     if not contracts.success:

@@ -6,13 +6,11 @@ Plain functions over tables; the publish flow decides the order and where files 
 from __future__ import annotations
 
 import importlib.metadata
-import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import PIL
 import pyarrow as pa
@@ -67,95 +65,53 @@ def spool_chunks(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> lis
 
 
 def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequence[str], *,
-                   pool: JobPool | None, endpoint_url: str | None = None,
-                   recorded: Mapping[tuple[str, int], Seal] | None = None,
-                   defer: bool = False) -> pd.DataFrame:
+                   pool: JobPool | None, endpoint_url: str | None = None) -> pd.DataFrame:
     """Make every image's published bytes once (``published_image``: upright, no metadata),
     in ``order``; memory holds one image per process.
 
     Returns one row per image_id (index, in ``order``): ``sha256`` and ``size`` of the
     published bytes, and where they are: ``source`` (a file) and ``source_offset``. That
     file is the stored object when the published bytes are the stored bytes (a local root),
-    else a spool file under ``spool``; ``seal`` is the stored object's seal when it was
-    checked here or by an earlier publish (else None); ``check`` is True where the shard
-    pass is to check the object (see below). Each stored image is checked against the
-    catalog's sha256 on the way, unless the root's record of checked objects
-    (``recorded``, else read from the root) shows a previous publish checked it and its
-    seal is unchanged.
-
-    With ``defer``, an upright image (orientation 1) of a local root whose file has the
-    catalog's size is not read here: it is planned as published unchanged (its stored size
-    and sha256; ``check`` True), and the shard pass checks it as it copies it
-    (``ShardJob.check``). A missing file or another size goes through the image pass, which
-    says what is wrong.
+    else a spool file under ``spool``; ``seal`` is the stored object's seal (else None).
+    Each stored image is checked against the catalog's sha256 on the way, unless the
+    root's record (``checked_objects``) shows a previous publish checked it and its seal is
+    unchanged; the seals of the objects checked here are added to that record.
     """
     meta = images.set_index("image_id").loc[list(order)]
     keys, shas = meta["object_key"].tolist(), meta["sha256"].tolist()
     orientations, sizes = meta["orientation"].astype(int).tolist(), meta["bytes"].tolist()
     checked_keys = list(zip(keys, orientations, strict=True))
-    if recorded is None:
-        recorded = load_checked(root)
+    recorded = load_checked(root)
     rows: list[MadeImage | None] = [None] * len(keys)
-    check = [False] * len(keys)
-    local = isinstance(root, LocalStorage)
-    base = f"{root.path}/" if isinstance(root, LocalStorage) else ""
-    for i, checked in enumerate(checked_keys):
-        if not local or not OBJECT_KEY.fullmatch(checked[0]):
-            continue
-        seal = recorded.get(checked)  # one stat, no read, per sealed object
-        if seal is not None and stat_seal(base + checked[0]) == seal:
-            rows[i] = (seal.size, shas[i], base + checked[0], 0, seal)
-        elif defer and checked[1] == 1 and _file_size(base + checked[0]) == sizes[i]:
-            rows[i], check[i] = (int(sizes[i]), shas[i], base + checked[0], 0, None), True
+    if recorded and isinstance(root, LocalStorage):  # one stat, no read, per sealed object
+        base = f"{root.path}/"
+        for i, checked in enumerate(checked_keys):
+            seal = recorded.get(checked)
+            if (seal is not None and OBJECT_KEY.fullmatch(checked[0])
+                    and stat_seal(base + checked[0]) == seal):
+                rows[i] = (seal.size, shas[i], base + checked[0], 0, seal)
     pending = [i for i, row in enumerate(rows) if row is None]
     spool.mkdir(parents=True, exist_ok=True)
     runs = spool_chunks([sizes[i] for i in pending], max_bytes=SPOOL_FILE_BYTES,
                         max_count=SPOOL_FILE_COUNT)
-    taken = {int(p.stem) for p in spool.glob("*.bin") if p.stem.isdigit()}
-    numbers = (n for n in range(len(taken) + len(runs)) if n not in taken)
     jobs = [ImageJob(spool=spool / f"{number:06d}.bin",
                      object_keys=[keys[i] for i in pending[run.start:run.stop]],
                      sha256=[shas[i] for i in pending[run.start:run.stop]],
                      orientation=[orientations[i] for i in pending[run.start:run.stop]],
                      root_uri=root.uri, endpoint_url=endpoint_url)
-            for number, run in zip(numbers, runs)]
+            for number, run in enumerate(runs)]
     for run, made in zip(runs, run_jobs(pool, run_image_job, jobs), strict=True):
         for i, row in zip(pending[run.start:run.stop], made, strict=True):
             rows[i] = row
     made = [row for row in rows if row is not None]
     if len(made) != len(rows):
         raise RuntimeError("an image job returned fewer images than it was given")
-    frame = pd.DataFrame(made, columns=["size", "sha256", "source", "source_offset", "seal"],
-                         index=pd.Index(list(order), name="image_id"))
-    frame["check"] = check
-    return frame[["sha256", "size", "source", "source_offset", "seal", "check"]]
-
-
-def _file_size(path: str) -> int | None:
-    """A file's size, None when it cannot be stat'ed (the image pass then says why)."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
-
-
-def remember_checked(root: Storage, recorded: Mapping[tuple[str, int], Seal],
-                     images: pd.DataFrame, published: pd.DataFrame,
-                     checked_by_shards: Mapping[str, Seal]) -> int:
-    """Add to the root's record the seals of the objects this publish checked: by the
-    image pass (``published``'s seals not in ``recorded``) or by the shard pass
-    (``checked_by_shards``: image_id -> seal). Returns how many were new."""
-    seals = published["seal"].copy()
-    for image_id, seal in checked_by_shards.items():
-        seals.loc[image_id] = seal
-    meta = images.set_index("image_id").loc[seals.index]
-    keys = zip(meta["object_key"].tolist(), meta["orientation"].astype(int).tolist(),
-               strict=True)
-    new = {key: seal for key, seal in zip(keys, seals.tolist(), strict=True)
-           if seal is not None and recorded.get(key) != seal}
+    new = {checked_keys[i]: seal for i in pending if (seal := made[i][4]) is not None}
     if new:
-        save_checked(root, {**recorded, **new})
-    return len(new)
+        save_checked(root, recorded | new)
+    return pd.DataFrame(made, columns=["size", "sha256", "source", "source_offset", "seal"],
+                        index=pd.Index(list(order), name="image_id")
+                        )[["sha256", "size", "source", "source_offset", "seal"]]
 
 
 @dataclass(frozen=True)
@@ -169,18 +125,11 @@ class SplitPlan:
     sources: dict[str, tuple[str, int]]  # image_id -> (file, offset) of its bytes
     # image_id -> its stored object's seal (absent or None: no seal, e.g. a spool file)
     seals: dict[str, Seal | None] = field(default_factory=dict)
-    # image_id -> the catalog's sha256 of a stored object the shard pass checks itself
-    checks: dict[str, str] = field(default_factory=dict)
 
 
 def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
-               settings: PublishSettings, cut_sizes: pd.Series | None = None) -> SplitPlan:
-    """Plan one split's shards from the samples (all splits) and the published images.
-
-    ``cut_sizes`` (image_id -> bytes, at least the published size): what the shards are
-    cut by (``plan_shards``); the stored size of upright images keeps the cuts where they
-    are when an image planned as stored turns out to need stripping.
-    """
+               settings: PublishSettings) -> SplitPlan:
+    """Plan one split's shards from the samples (all splits) and the published images."""
     rows = samples.filter(pc.equal(samples.column("split"), split))
     ids = rows.column("image_id").to_pylist()
     made = published.loc[ids]
@@ -189,101 +138,44 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
                           "ext": [image_extension(f) for f in rows.column("format").to_pylist()],
                           "size": made["size"].to_numpy(),
                           "json_size": [len(m) for m in members]})
-    if cut_sizes is not None:
-        table["cut_size"] = cut_sizes.loc[ids].to_numpy()
     plan = plan_shards(table, split=split, max_bytes=settings.shard_max_bytes,
                        max_count=settings.shard_max_count)
-    checks = made["check"] if "check" in made else pd.Series(False, index=made.index)
     return SplitPlan(split=split, manifest=manifest_table(rows, plan), plan=plan,
                      json_members=dict(zip(ids, members, strict=True)),
                      sources=dict(zip(ids, zip(made["source"],
                                                made["source_offset"].tolist(), strict=True),
                                       strict=True)),
-                     seals=dict(zip(ids, made["seal"], strict=True)),
-                     checks={i: sha for i, sha, c in zip(ids, made["sha256"], checks,
-                                                         strict=True) if c})
-
-
-def shard_cut_sizes(images: pd.DataFrame, published: pd.DataFrame) -> pd.Series:
-    """What each image's shard cut is planned by (``plan_split``): its stored size when it is
-    upright (its published bytes are the stored ones, or fewer: metadata stripped), else
-    its published size (turned and encoded again)."""
-    meta = images.set_index("image_id").loc[published.index]
-    upright = meta["orientation"].astype(int).to_numpy() == 1
-    stored = meta["bytes"].astype("int64").to_numpy()
-    made = published["size"].astype("int64").to_numpy()
-    return pd.Series(np.where(upright, np.maximum(stored, made), made), index=published.index)
-
-
-def checks_spread(plans: Sequence[SplitPlan], cut_sizes: pd.Series, *, width: int) -> bool:
-    """Whether the shard pass can check the objects planned as stored (``SplitPlan.checks``)
-    on ``width`` processes about as evenly as the image pass would: no shard holds more than
-    ``1.25 / width`` of the bytes. A shard is one job, so a release whose bytes sit mostly in
-    one shard would check them on one core while the others wait; its images are better
-    read by the image pass first (two reads, but spread)."""
-    if width <= 1:
-        return True
-    totals: dict[str, int] = {}
-    for p in plans:
-        for m in p.plan:
-            totals[m.shard] = totals.get(m.shard, 0) + int(cut_sizes.loc[m.key])
-    everything = sum(totals.values())
-    return not totals or max(totals.values()) <= 1.25 * everything / width
-
-
-@dataclass(frozen=True)
-class ShardsWritten:
-    """What ``write_split_shards`` did: shard name -> sha256 of every shard written, the
-    seals of the objects the shard pass checked (image_id -> seal), and the shards refused
-    because an image planned as stored was not (shard name -> why)."""
-
-    digests: dict[str, str]
-    seals: dict[str, Seal]
-    refused: dict[str, str]
+                     seals=dict(zip(ids, made["seal"], strict=True)))
 
 
 def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
-                       pool: JobPool | None, only: Collection[str] | None = None
-                       ) -> ShardsWritten:
-    """Write every split's shards into ``staging`` (only those named in ``only``, when
-    given).
+                       pool: JobPool | None) -> dict[str, str]:
+    """Write every split's shards into ``staging``; return shard name -> sha256.
 
-    Each member's bytes come from its source, checked when it was made or checked as it is
-    copied (``SplitPlan.checks``). A source inside ``staging`` is a spool file: it is
-    removed as soon as every shard that reads it is written. Sources outside it (the
-    stored objects) are only read. Every job runs to its end, refused or not, before this
-    returns.
+    Each member's bytes come from its source, checked when it was made. A source inside
+    ``staging`` is a spool file: it is removed as soon as every shard that reads it is
+    written. Sources outside it (the stored objects) are only read.
     """
     jobs = []
     for p in plans:
         for name, members in group_by_shard(p.plan).items():
-            if only is not None and name not in only:
-                continue
             keys = [m.key for m in members]
             jobs.append(ShardJob(path=staged_path(staging, name), members=members,
                                  sources=[p.sources[k] for k in keys],
                                  json_members=[p.json_members[k] for k in keys],
-                                 seals=[p.seals.get(k) for k in keys],
-                                 check=[p.checks.get(k) for k in keys] if p.checks else None))
+                                 seals=[p.seals.get(k) for k in keys]))
     last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources
                    if Path(path).is_relative_to(staging)}
     read_last_by: dict[int, list[str]] = {}
     for path, i in last_reader.items():
         read_last_by.setdefault(i, []).append(path)
-    written, kept = ShardsWritten({}, {}, {}), set[str]()  # kept: spool files refused shards read
-    for i, (job, done) in enumerate(zip(jobs, run_jobs(pool, run_shard_job, jobs),
-                                        strict=True)):
-        name = job.path.relative_to(staging).as_posix()
-        if done.refused is not None:
-            written.refused[name] = done.refused
-            kept.update(path for path, _ in job.sources)
-        else:
-            written.digests[name] = done.sha256
-            written.seals.update(done.seals)
+    digests = {}
+    for i, (job, (_, digest)) in enumerate(zip(jobs, run_jobs(pool, run_shard_job, jobs),
+                                               strict=True)):
+        digests[job.path.relative_to(staging).as_posix()] = digest
         for path in read_last_by.get(i, []):  # results come in job order: all before are done
-            if path not in kept:
-                Path(path).unlink(missing_ok=True)
-    return written
+            Path(path).unlink(missing_ok=True)
+    return digests
 
 
 def release_classes(settings: PublishSettings) -> list[str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple, overload
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -49,9 +49,6 @@ PERSONAL_TAGS = {0x013B: "artist", 0x8298: "copyright", 0x9C9D: "xp_author",
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 
 
-Buffer = bytes | memoryview  # what the walkers read: bytes, or a view of a reused buffer
-
-
 class ContainerError(ValueError):
     """Bytes that are not a well-formed JPEG, PNG or WebP container."""
 
@@ -72,7 +69,7 @@ class MemberInfo(NamedTuple):
     metadata: tuple[str, ...]  # e.g. ("exif", "gps", "artist", "xmp", "comment"); () when clean
 
 
-def container_format(data: Buffer) -> str:
+def container_format(data: bytes) -> str:
     """``JPEG``, ``PNG`` or ``WEBP`` from the signature; ``ContainerError`` otherwise."""
     if data[:2] == JPEG_SIGNATURE:
         return "JPEG"
@@ -85,7 +82,7 @@ def container_format(data: Buffer) -> str:
 
 # ---- walkers -----------------------------------------------------------------------------
 
-def jpeg_spans(data: Buffer) -> Iterator[Span]:
+def jpeg_spans(data: bytes) -> Iterator[Span]:
     """Every marker segment, entropy-coded span and the trailer of a JPEG, in order.
 
     Spans start at a marker's ``0xFF`` (fill bytes before it belong to no span). A stream
@@ -121,7 +118,7 @@ def jpeg_spans(data: Buffer) -> Iterator[Span]:
             pos = stop
 
 
-def png_spans(data: Buffer) -> Iterator[Span]:
+def png_spans(data: bytes) -> Iterator[Span]:
     """Every chunk of a PNG after the signature, then the trailer after IEND, if any."""
     pos, size = len(PNG_SIGNATURE), len(data)
     while pos < size:
@@ -137,7 +134,7 @@ def png_spans(data: Buffer) -> Iterator[Span]:
         yield Span(TRAILER, pos, size)
 
 
-def webp_spans(data: Buffer) -> Iterator[Span]:
+def webp_spans(data: bytes) -> Iterator[Span]:
     """Every chunk of a WebP's RIFF body (padding included), then any trailer."""
     riff_end, size = 8 + int.from_bytes(data[4:8], "little"), len(data)
     pos, stop = 12, min(riff_end, size)
@@ -156,7 +153,7 @@ def webp_spans(data: Buffer) -> Iterator[Span]:
 
 # ---- stripping ---------------------------------------------------------------------------
 
-def _keep_jpeg(data: Buffer, span: Span) -> bool:
+def _keep_jpeg(data: bytes, span: Span) -> bool:
     if span.kind == TRAILER or span.kind == COM:
         return False
     if isinstance(span.kind, int) and APP0 <= span.kind <= 0xEF:
@@ -165,13 +162,9 @@ def _keep_jpeg(data: Buffer, span: Span) -> bool:
     return True
 
 
-@overload
-def strip_metadata(data: bytes) -> bytes: ...
-@overload
-def strip_metadata(data: memoryview) -> Buffer: ...
-def strip_metadata(data: Buffer) -> Buffer:
+def strip_metadata(data: bytes) -> bytes:
     """The same image without metadata, its coded pixels untouched (``data`` itself when
-    there is nothing to drop; else new bytes). ``data`` may be a memoryview."""
+    there is nothing to drop)."""
     fmt = container_format(data)
     if fmt == "JPEG":
         spans = list(jpeg_spans(data))
@@ -202,14 +195,14 @@ def _keep_png(span: Span) -> bool:
     return isinstance(kind, bytes) and (kind[:1].isupper() or kind in PNG_KEEP)
 
 
-def _strip_webp(data: Buffer) -> Buffer:
+def _strip_webp(data: bytes) -> bytes:
     spans = list(webp_spans(data))
     kept = [s for s in spans if s.kind in WEBP_KEEP]
     if len(kept) == len(spans):
         return data
     chunks = []
     for span in kept:
-        chunk = bytes(data[span.start:span.end])
+        chunk = data[span.start:span.end]
         if span.kind == b"VP8X":
             chunk = chunk[:8] + bytes([chunk[8] & ~_VP8X_EXIF_XMP & 0xFF]) + chunk[9:]
         chunks.append(chunk)

@@ -228,5 +228,5 @@ def write_crops(staging: Path, manifests: Mapping[str, pa.Table], *, spool: Path
     rows[["spool", "spool_offset", "size", "sha256"]] = pd.DataFrame(spooled, index=rows.index)
     plans = [plan_crops(rows[rows["split"] == split].reset_index(drop=True), split=split,
                         settings=settings) for split in manifests]
-    digests = write_split_shards(staging, plans, pool=pool).digests
+    digests = write_split_shards(staging, plans, pool=pool)
     return {p.split: p.manifest for p in plans}, digests

@@ -98,32 +98,24 @@ def plan_shards(samples: pd.DataFrame, *, split: str, max_bytes: int,
 
     A shard closes before it would pass ``max_bytes`` (its whole length, end blocks and
     record padding included) or hold more than ``max_count`` samples. A single sample larger
-    than ``max_bytes`` gets a shard of its own. With a column ``cut_size`` (at least
-    ``size``) the cuts follow it instead of ``size``: images whose published size is not
-    known yet are cut by an upper bound, so learning it later changes the offsets inside
-    their shard only, never which shard holds what.
+    than ``max_bytes`` gets a shard of its own.
     """
     sizes = samples["size"].to_numpy(dtype=np.int64)
     json_sizes = samples["json_size"].to_numpy(dtype=np.int64)
-    cut_sizes = samples["cut_size"].to_numpy(dtype=np.int64) if "cut_size" in samples \
-        else sizes
-    if np.any(cut_sizes < sizes):
-        raise ValueError("a cut size is below its image's size")
-    footprint = 2 * BLOCK + (-(-cut_sizes // BLOCK) * BLOCK) + (-(-json_sizes // BLOCK) * BLOCK)
+    footprint = 2 * BLOCK + (-(-sizes // BLOCK) * BLOCK) + (-(-json_sizes // BLOCK) * BLOCK)
     plan: list[ShardMember] = []
-    shard_no, cut_used, used, count = 0, 0, 0, 0
+    shard_no, used, count = 0, 0, 0
     for key, ext, size, json_size, step in zip(samples["key"], samples["ext"], sizes,
                                                 json_sizes, footprint, strict=True):
-        if count and (count >= max_count or archive_size(cut_used + int(step)) > max_bytes):
-            shard_no, cut_used, used, count = shard_no + 1, 0, 0, 0
+        if count and (count >= max_count or archive_size(used + int(step)) > max_bytes):
+            shard_no, used, count = shard_no + 1, 0, 0
         offset = used + BLOCK
         json_offset = offset + padded(int(size)) + BLOCK
         plan.append(ShardMember(key=str(key), ext=str(ext),
                                 shard=shard_name(split, shard_no, folder=folder),
                                 offset=offset, size=int(size), json_offset=json_offset,
                                 json_size=int(json_size)))
-        cut_used += int(step)
-        used = json_offset + padded(int(json_size))
+        used += int(step)
         count += 1
     return plan
 

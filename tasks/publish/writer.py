@@ -6,17 +6,12 @@ S3 root, uploaded with ``SHA256SUMS`` last). A release folder that exists is nev
 ``check_new_release`` refuses it up front and ``commit_release`` again at the end. Names
 inside the staging folder are checked with ``safe_key``, so nothing lands outside it.
 
-Images are written in at most two passes over a process pool: ``run_image_job`` reads each
-stored object, checks it and makes its published bytes, spooling only those that differ from
-the stored bytes; then ``run_shard_job`` writes each planned shard, copying every image from
-the stored object or the spool. Two kinds of object skip the first pass: one a previous
-publish checked and sealed (``checked_objects``), and, on a local root, one stored upright
-(orientation 1), whose published bytes are planned as its stored bytes and checked by the
-shard pass itself as it copies them (``ShardJob.check``): read once, hashed against the
-catalog and found free of metadata. A shard that finds such an image not as stored (it
-carries metadata to strip) is refused (``ShardWritten.refused``) and written again after
-its images went through the first pass. What a killed run leaves is removed by
-``remove_dead_staging``.
+Images are written in two passes over a process pool: ``run_image_job`` reads each stored
+object, checks it and makes its published bytes (so every size is known before the shards
+are planned), spooling only those that differ from the stored bytes; then ``run_shard_job``
+writes each planned shard, copying every image from the stored object or the spool. An
+object a previous publish checked and sealed (``checked_objects``) skips the first pass.
+What a killed run leaves is removed by ``remove_dead_staging``.
 """
 
 from __future__ import annotations
@@ -37,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Protocol, Self, TypeVar
+from typing import Any, BinaryIO, Protocol, Self, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -54,7 +49,7 @@ from schemas.release import (
 )
 from tasks.processes import end_with_process
 from tasks.publish.checked_objects import Seal, seal_of, settled
-from tasks.publish.containers import inspect_member, strip_metadata
+from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
 from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
 from tasks.storage import LocalStorage, Storage, open_storage, safe_key
@@ -270,82 +265,35 @@ class ShardJob:
     # per member, the seal its stored object had when the image pass checked it (None: a
     # spool file, or a file the image pass could not seal)
     seals: list[Seal | None] | None = None
-    # per member, the catalog's sha256 of a stored object the image pass did not read: its
-    # published bytes are planned as its stored bytes, which this job checks (None: checked)
-    check: list[str | None] | None = None
 
 
-class ShardWritten(NamedTuple):
-    """What a shard job did: the shard's path and sha256, and the seals of the objects it
-    checked itself (member key -> seal; settled files only). ``refused`` says why the shard
-    was not written (its partial file removed; ``sha256`` is then empty): an object it was
-    to check is not published as stored, so the shard's plan does not hold."""
-
-    path: str
-    sha256: str
-    seals: dict[str, Seal]
-    refused: str | None = None
-
-
-class NotAsStored(ShardError):
-    """An image planned to be published as stored needs other bytes (metadata to strip)."""
-
-
-def run_shard_job(job: ShardJob) -> ShardWritten:
-    """Write one shard from its members' sources (see ``ShardWritten``).
+def run_shard_job(job: ShardJob) -> tuple[str, str]:
+    """Write one shard from its members' sources; return (path, sha256).
 
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
-    spool files; or stored objects this job checks (``ShardJob.check``): each is hashed
-    against the catalog's sha256 (``ShardError`` when it differs) and must be its own
-    published image (``strip_metadata`` finds nothing to drop; else the shard is refused).
-    Each is read into one of two reused buffers; ``write_shard`` checks its size, and a
-    stored object with a seal must still have it (``ShardError`` otherwise: it changed
+    spool files. Each is read into one of two reused buffers; ``write_shard`` checks its size, and
+    a stored object with a seal must still have it (``ShardError`` otherwise: it changed
     after it was checked).
     """
     check_visible(job.path.parent)
     position = {m.key: i for i, m in enumerate(job.members)}
-    checks = job.check or [None] * len(job.members)
-
-    def image_bytes(member: ShardMember) -> memoryview:
-        index = position[member.key]
-        data = sources.read(index)
-        expected = checks[index]
-        if expected is not None:
-            if hashlib.sha256(data).hexdigest() != expected:
-                raise ShardError(f"{job.sources[index][0]}: stored bytes do not match their "
-                                 f"sha256")
-            try:
-                unchanged = strip_metadata(data) is data
-            except (ValueError, OSError) as exc:  # the image pass says what is wrong
-                raise NotAsStored(f"{member.key}: {exc}") from exc
-            if not unchanged:
-                raise NotAsStored(f"{member.key}: carries metadata to strip")
-        return data
-
     with _SourceReader(job.sources, sizes=[m.size for m in job.members],
-                       seals=job.seals, take_seals=[c is not None for c in checks]) as sources:
-        try:
-            _, digest = write_shard(job.path, job.members, image_bytes=image_bytes,
-                                    json_bytes=lambda m: job.json_members[position[m.key]])
-        except NotAsStored as exc:
-            return ShardWritten(str(job.path), "", {}, refused=str(exc))
-        taken = {job.members[i].key: seal for i, seal in sources.taken.items()}
-    return ShardWritten(str(job.path), digest, taken)
+                       seals=job.seals) as sources:
+        _, digest = write_shard(job.path, job.members,
+                                image_bytes=lambda m: sources.read(position[m.key]),
+                                json_bytes=lambda m: job.json_members[position[m.key]])
+    return str(job.path), digest
 
 
 class _SourceReader:
     """Reads the members' bytes from their (file, offset) into two buffers in turn: a file
     named more than once (a spool file) stays open, any other (an object) is opened for
-    its one read, and ``fstat``ed against its seal when it has one. Where ``take_seals``
-    says so, the ``fstat`` taken before the read is kept in ``taken`` (settled files only)."""
+    its one read, and ``fstat``ed against its seal when it has one."""
 
     def __init__(self, sources: Sequence[tuple[str, int]], *, sizes: Sequence[int],
-                 seals: Sequence[Seal | None] | None = None,
-                 take_seals: Sequence[bool] | None = None) -> None:
+                 seals: Sequence[Seal | None] | None = None) -> None:
         self.sources, self.sizes = sources, sizes
         self.seals = seals or [None] * len(sources)
-        self.take_seals = take_seals or [False] * len(sources)
-        self.taken: dict[int, Seal] = {}
         # two buffers in turn: ``write_shard`` hashes one sample while the next is read
         self.buffers = [memoryview(bytearray(max(sizes, default=0))) for _ in range(2)]
         self.reads = 0
@@ -366,10 +314,6 @@ class _SourceReader:
             seal = self.seals[index]
             if seal is not None and seal_of(os.fstat(fd)) != seal:
                 raise ShardError(f"{path} changed after it was checked against its sha256")
-            if self.take_seals[index]:
-                found, now = seal_of(os.fstat(fd)), time.time_ns()
-                if settled(found, now_ns=now):
-                    self.taken[index] = found
             buffer = self.buffers[self.reads % 2]
             self.reads += 1
             got = os.preadv(fd, [buffer[:self.sizes[index]]], offset)

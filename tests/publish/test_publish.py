@@ -293,7 +293,7 @@ def test_the_run_log_gives_each_step_its_numbers_in_order(released):
     passed = sum(t["passed"] for t in tally)
     exports = [p for folder in ("hagrid", "coco", "yolo") for p in (release / folder).rglob("*")
                if p.is_file()]
-    expected = [f"images: {summary['images']} (",
+    expected = [f"images: {summary['images']} made in ",
                 "shards written in ",
                 f"contracts: {passed} passed, 0 failed on {len(tally)} tables in ",
                 f"documents: {len(exports)} export files, the report, the data card, ",
@@ -303,10 +303,6 @@ def test_the_run_log_gives_each_step_its_numbers_in_order(released):
     shards = sorted((release / "shards").glob("*.tar"))
     assert lines[found[1]].endswith(f": {summary['shards']} ({_megabytes(shards)})")
     assert lines[found[-1]].endswith(f": {summary['uri']}")
-    made, planned = map(int, re.search(r"\((\d+) made in .*, (\d+) planned as stored",
-                                       lines[found[0]]).groups())
-    assert made + planned == summary["images"] and planned == summary["timings"][
-        "checked_in_shards"]
     assert not any(ln.startswith("crops:") for ln in lines)  # no crops view asked for
 
 

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-import flows.publish as publish_flow
 from flows.cli import app
 from flows.publish import publish
 from schemas.annotation import BOXES
@@ -175,33 +174,3 @@ def test_publishing_again_gives_the_same_shards_and_manifests(phones):
     assert not list((root / "releases").glob(".staging-*"))
     info = json.loads((first / "release.json").read_text())
     assert info["software"]["pillow"]
-
-
-def test_upright_photos_with_metadata_are_found_by_the_shard_pass_and_written_again(
-        phones, monkeypatch):
-    """An upright image is planned as published unchanged and checked as the shards copy it;
-    these upright photos carry metadata, so their shards are refused, their images made
-    (stripped) and those shards written again: the release is byte for byte the one made
-    with every image read before planning."""
-    root, _ = phones
-    images = Catalog(LocalStorage(root)).read_table("images").to_pandas()
-    upright = int((images["orientation"] == 1).sum())
-    checked = publish(root=str(root), version="v-checked", fractions="50/50", shard_max_count=4)
-    assert checked["timings"]["checked_in_shards"] == upright == 4  # 3 JPEGs and the MPO
-    assert 1 <= checked["timings"]["shards_written_again"] <= upright
-
-    made_first = publish_flow.publish_images
-    monkeypatch.setattr(publish_flow, "publish_images",
-                        lambda *a, **k: made_first(*a, **{**k, "defer": False}))
-    direct = publish(root=str(root), version="v-direct", fractions="50/50", shard_max_count=4)
-    assert direct["timings"]["checked_in_shards"] == direct["timings"]["shards_written_again"] == 0
-
-    def shards(version: str) -> dict[str, bytes]:
-        folder = root / "releases" / version
-        return {p.relative_to(folder).as_posix(): p.read_bytes()
-                for p in sorted(folder.glob("shards/*.tar"))}
-
-    assert shards("v-checked") == shards("v-direct")
-    assert manifest_of(root / "releases" / "v-checked").equals(
-        manifest_of(root / "releases" / "v-direct"))
-    assert not list((root / "releases").glob(".staging*"))

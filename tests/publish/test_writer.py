@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,13 +20,7 @@ from PIL import Image
 
 from tasks.catalog import object_key
 from tasks.publish import checked_objects
-from tasks.publish.assembly import (
-    SplitPlan,
-    checks_spread,
-    publish_images,
-    remember_checked,
-    write_split_shards,
-)
+from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
 from tasks.publish.published_image import published_image
 from tasks.publish.shards import ShardError, ShardMember, plan_shards, read_members
 from tasks.publish.writer import (
@@ -106,7 +99,7 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
                       json_members=dict.fromkeys(ids, b"{}\n"),
                       sources={i: m[2:4] for i, m in zip(ids, made, strict=True)},
                       seals={i: m[4] for i, m in zip(ids, made, strict=True)})
-    digests = write_split_shards(staging, [split], pool=None).digests
+    digests = write_split_shards(staging, [split], pool=None)
     shard = staging / "shards" / "train-000000.tar"
     assert digests == {"shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
     with shard.open("rb") as fh:
@@ -132,11 +125,8 @@ def test_a_sealed_object_is_not_read_again_and_a_changed_one_is_read_or_refused(
                              "orientation": 1, "bytes": [len(d) for d in stored]})
 
     def made(sha256: list[str]) -> pd.DataFrame:
-        recorded = checked_objects.load_checked(store)
-        published = publish_images(store, staging / ".published", images(sha256), ["a", "b"],
-                                   pool=None, recorded=recorded)
-        remember_checked(store, recorded, images(sha256), published, {})
-        return published
+        return publish_images(store, staging / ".published", images(sha256), ["a", "b"],
+                              pool=None)
 
     first = made(shas)  # read and checked: sealed, and recorded
     seals = first["seal"].tolist()
@@ -172,74 +162,6 @@ def test_a_sealed_object_is_not_read_again_and_a_changed_one_is_read_or_refused(
     run_shard_job(ShardJob(path=shard_job.path, members=plan, sources=shard_job.sources,
                            json_members=shard_job.json_members, seals=again))
     assert shard_job.path.is_file()
-
-
-
-def test_the_shard_pass_checks_objects_planned_as_stored(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ShardJob.check``: an object the image pass did not read is hashed and inspected as it
-    is copied; a clean one is written and sealed, a wrong sha256 fails the shard, and one
-    that carries metadata refuses the shard (no file left) so it can be planned again."""
-    monkeypatch.setattr(checked_objects, "RACY_NS", 0)  # objects written just now may be sealed
-    store = LocalStorage(tmp_path / "root")
-    stored, shas, keys = _stored_photos(store, [None, None, personal_exif(1)])
-    images = pd.DataFrame({"image_id": ["a", "b", "c"], "object_key": keys, "sha256": shas,
-                           "orientation": 1, "bytes": [len(d) for d in stored]})
-    staging = staging_dir(store, "v1")
-    published = publish_images(store, staging / ".published", images, ["a", "b", "c"],
-                               pool=None, defer=True)
-    assert published["check"].tolist() == [True, True, True]  # none read yet
-    assert published["seal"].tolist() == [None, None, None]
-    assert not list((staging / ".published").iterdir())  # no image job ran
-    (staging / "shards").mkdir()
-    # a file whose size is not the catalog's is read by the image pass, which finds it
-    odd = images.assign(bytes=[len(stored[0]) + 1, len(stored[1]), len(stored[2])])
-    made = publish_images(store, staging / ".published", odd, ["a", "b", "c"], pool=None,
-                          defer=True)
-    assert made["check"].tolist() == [False, True, True]
-    assert made["size"].tolist()[0] == len(stored[0])  # the image pass measured the file
-
-    def job(n: int, check: Sequence[str | None]) -> ShardJob:
-        plan = plan_shards(pd.DataFrame({"key": ["a", "b", "c"][:n], "ext": "jpg",
-                                         "size": [len(d) for d in stored[:n]],
-                                         "json_size": 3}),
-                           split="train", max_bytes=1 << 20, max_count=10)
-        return ShardJob(path=staging / "shards" / "train-000000.tar", members=plan,
-                        sources=[(str(store.path / k), 0) for k in keys[:n]],
-                        json_members=[b"{}\n"] * n, check=list(check))
-
-    done = run_shard_job(job(2, shas[:2]))
-    assert done.refused is None
-    shard = Path(done.path).read_bytes()
-    assert hashlib.sha256(shard).hexdigest() == done.sha256
-    assert stored[0] in shard and stored[1] in shard
-    assert done.seals == {"a": checked_objects.seal_of(os.stat(store.path / keys[0])),
-                          "b": checked_objects.seal_of(os.stat(store.path / keys[1]))}
-    # only the objects it checked itself are sealed by the shard pass
-    assert run_shard_job(job(2, [shas[0], None])).seals.keys() == {"a"}
-
-    with pytest.raises(ShardError, match="do not match their sha256"):
-        run_shard_job(job(2, [shas[0], "0" * 64]))
-    assert not (staging / "shards" / "train-000000.tar").exists()
-
-    refused = run_shard_job(job(3, shas))
-    assert refused.refused == "c: carries metadata to strip" and refused.sha256 == ""
-    assert refused.seals == {} and not Path(refused.path).exists()
-
-    # through write_split_shards: the refusal is reported, not raised, and every job ran
-    plan = plan_shards(pd.DataFrame({"key": ["a", "b", "c"], "ext": "jpg",
-                                     "size": [len(d) for d in stored], "json_size": 3}),
-                       split="train", max_bytes=1 << 20, max_count=2)
-    split = SplitPlan(split="train", manifest=pa.table({}), plan=plan,
-                      json_members=dict.fromkeys("abc", b"{}\n"),
-                      sources={i: (str(store.path / k), 0) for i, k in zip("abc", keys,
-                                                                            strict=True)},
-                      checks=dict(zip("abc", shas, strict=True)))
-    written = write_split_shards(staging, [split], pool=None)
-    assert list(written.digests) == ["shards/train-000000.tar"]
-    assert written.refused == {"shards/train-000001.tar": "c: carries metadata to strip"}
-    assert written.seals.keys() == {"a", "b"}
-    assert not (staging / "shards" / "train-000001.tar").exists()
 
 
 def test_the_checked_objects_record_round_trips_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
@@ -353,24 +275,8 @@ def test_large_members_read_into_reused_buffers_are_hashed_as_written(tmp_path: 
                        max_count=10)
     path = tmp_path / "shards" / "train-000000.tar"
     path.parent.mkdir()
-    digest = run_shard_job(ShardJob(path=path, members=plan, sources=sources,
-                                    json_members=[b"{}\n"] * len(ids))).sha256
+    _, digest = run_shard_job(ShardJob(path=path, members=plan, sources=sources,
+                                       json_members=[b"{}\n"] * len(ids)))
     data = path.read_bytes()
     assert hashlib.sha256(data).hexdigest() == digest
     assert [data[m.offset:m.offset + m.size] for m in plan] == blobs
-
-
-def test_the_shard_pass_checks_objects_only_when_the_shards_spread_the_work() -> None:
-    def plans(shard_of: dict[str, int]) -> list[SplitPlan]:
-        plan = [ShardMember(key=k, ext="jpg", shard=f"shards/train-{n:06d}.tar", offset=512,
-                            size=10, json_offset=1536, json_size=3) for k, n in shard_of.items()]
-        return [SplitPlan(split="train", manifest=pa.table({}), plan=plan, json_members={},
-                          sources={})]
-
-    sizes = pd.Series({"a": 900, "b": 50, "c": 50, "d": 500, "e": 500})
-    one_big = plans({"a": 0, "b": 1, "c": 1})  # 90% of the bytes in one shard
-    even = plans({"d": 0, "e": 1})
-    assert not checks_spread(one_big, sizes, width=2)
-    assert checks_spread(one_big, sizes, width=1)  # one process: nothing to spread
-    assert checks_spread(even, sizes, width=2)
-    assert not checks_spread(even, sizes, width=4)  # half the bytes each: two cores of four
