@@ -1063,7 +1063,8 @@ def check(root: RootOpt = "./hagrid-root",
             fixed = ", ".join(f"{k} {v}" for k, v in report.fixed.items() if v)
             console.print(f"repair {report.repair_id}: fixed {fixed or 'nothing'}")
         table = Table(Column("problem", no_wrap=True, min_width=max(map(len, PROBLEM_KINDS))),
-                      "count", "fixable", "what it means", "first keys",
+                      "count", "fixable", "what it means",
+                      Column("first keys", overflow="fold", min_width=20),
                       title=f"check {store.uri} (--json lists every key)")
         for kind in sorted({p.kind for p in problems}):
             of_kind = [p for p in problems if p.kind == kind]
