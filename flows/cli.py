@@ -64,7 +64,7 @@ class _Command(_PlainHelp, TyperCommand):
 
 
 class _Group(_PlainHelp, TyperGroup):
-    pass
+    """The ``hagrid`` command group, with ``_PlainHelp``'s help."""
 
 
 class _App(typer.Typer):

@@ -71,7 +71,7 @@ from tasks.publish.selection import (
     split_release,
 )
 from tasks.publish.shards import group_by_shard
-from tasks.publish.summary import refused_markdown, release_markdown
+from tasks.publish.summary import refused_markdown, release_markdown, split_shares
 from tasks.publish.writer import (
     JobPool,
     check_new_release,
@@ -154,13 +154,6 @@ def write_shards_and_manifests(
     t4 = time.perf_counter()
     return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
                                        "shards_s": t3 - t2, "crops_s": t4 - t3}
-
-
-def split_shares(shares: dict[str, float], targets: dict[str, float]) -> str:
-    """Each split's share of the images against its target, in ``SPLITS`` order, for the
-    run log: ``train 76.2% (target 76%), val 9.0% (target 9%), test 14.8% (target 15%)``."""
-    return ", ".join(f"{name} {shares.get(name, 0.0):.1%} (target {100 * targets[name]:.4g}%)"
-                     for name in SPLITS if name in targets)
 
 
 def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> None:

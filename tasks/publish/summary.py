@@ -106,3 +106,10 @@ def refused_markdown(version: str, report: ContractReport, *, kept: str) -> str:
         "## Data contracts", "", *contracts_lines(report.tally()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def split_shares(shares: dict[str, float], targets: dict[str, float]) -> str:
+    """Each split's share of the images against its target, in ``SPLITS`` order, for the
+    run log: ``train 76.2% (target 76%), val 9.0% (target 9%), test 14.8% (target 15%)``."""
+    return ", ".join(f"{name} {shares.get(name, 0.0):.1%} (target {100 * targets[name]:.4g}%)"
+                     for name in SPLITS if name in targets)

@@ -293,9 +293,9 @@ def test_the_run_log_gives_each_step_its_numbers_in_order(released):
     passed = sum(t["passed"] for t in tally)
     exports = [p for folder in ("hagrid", "coco", "yolo") for p in (release / folder).rglob("*")
                if p.is_file()]
-    shares = ", ".join(f"{name} {100 * n / summary['images']:.1f}% (target {target}%)"
-                       for name, target in (("train", 76), ("val", 9), ("test", 15))
-                       for n in [summary["split_images"][name]])
+    counts = summary["split_images"]
+    shares = ", ".join(f"{name} {100 * counts[name] / summary['images']:.1f}% (target {target}%)"
+                       for name, target in (("train", 76), ("val", 9), ("test", 15)))
     assert f"{summary['images']} images; split shares {shares}" in lines
     expected = [f"images: {summary['images']} made in ",
                 "shards written in ",
