@@ -13,7 +13,7 @@ not linked: a ``file://`` or ``s3://`` link does nothing from the Prefect UI's h
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,9 @@ from tasks.publish.crops import write_crops
 from tasks.publish.data_card import data_card, release_figures
 from tasks.publish.exports import json_bytes
 from tasks.publish.provenance import provenance_notes, simulation_provenance
+from tasks.publish.remote import RemoteStaging, remote_staging
 from tasks.publish.report import write_report
-from tasks.publish.samples import shard_reader
+from tasks.publish.samples import remote_shard_reader, shard_reader
 from tasks.publish.selection import (
     SplitResult,
     rejection_summary,
@@ -74,6 +75,7 @@ from tasks.publish.shards import group_by_shard
 from tasks.publish.summary import refused_markdown, release_markdown, split_shares
 from tasks.publish.writer import (
     JobPool,
+    WrittenShard,
     check_new_release,
     checksums,
     commit_release,
@@ -117,17 +119,20 @@ def assign(root: Storage, images: pd.DataFrame, settings: PublishSettings) -> Sp
 def write_shards_and_manifests(
         root: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
         assignment: pd.Series, settings: PublishSettings, pool: JobPool | None,
-        endpoint_url: str | None
-) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, str], dict[str, float]]:
+        endpoint_url: str | None, remote: RemoteStaging | None = None
+) -> tuple[dict[str, pa.Table], dict[str, pa.Table], dict[str, WrittenShard],
+           dict[str, float]]:
     """Make every published image, plan, write and check every split's shards; write the
     manifests; with ``settings.crops`` also the crops view, cut from the written shards.
-    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process).
-    Returns the manifests and crops manifests per split, shard name -> sha256 (crop shards
-    included) and timings."""
+    The image and shard jobs run in ``pool`` (``worker_pool``; None: in this process), and
+    with ``remote`` stage their files under the root (``tasks.publish.remote``).
+    Returns the manifests and crops manifests per split, shard name -> what was written
+    (crop shards included) and timings."""
     logger = get_run_logger()
     t0 = time.perf_counter()
-    published = publish_images(root, staging / SPOOL, images, shard_order(assignment),
-                               pool=pool, endpoint_url=endpoint_url)
+    spool = Path(SPOOL) if remote is not None else staging / SPOOL
+    published = publish_images(root, spool, images, shard_order(assignment),
+                               pool=pool, endpoint_url=endpoint_url, remote=remote)
     t1 = time.perf_counter()
     logger.info("images: %d made in %.1f s", len(published), t1 - t0)
     samples = sample_table(images, boxes, assignment, published)
@@ -136,27 +141,30 @@ def write_shards_and_manifests(
     for p in plans:
         write_file(staging, f"manifests/{p.split}.parquet", parquet_bytes(p.manifest))
     t2 = time.perf_counter()
-    digests = write_split_shards(staging, plans, pool=pool)
+    written = write_split_shards(staging, plans, pool=pool, remote=remote)
     t3 = time.perf_counter()
-    _log_shards(staging, plans, seconds=t3 - t2)
+    _log_shards(written, plans, seconds=t3 - t2)
     manifests = {p.split: p.manifest for p in plans}
     crops: dict[str, pa.Table] = {}
     if settings.crops:  # cut from the staged shards, in the same pool
-        crops, crop_digests = write_crops(staging, manifests, spool=staging / SPOOL,
-                                          settings=settings, pool=pool)
+        crops, crop_shards = write_crops(staging, manifests, spool=spool, settings=settings,
+                                         pool=pool, remote=remote)
         for split, table in crops.items():
             write_file(staging, f"{CROPS}/manifests/{split}.parquet", parquet_bytes(table))
-        digests.update(crop_digests)
+        written.update(crop_shards)
         logger.info("crops: %d in %d shards (%s) in %.1f s",
-                    sum(t.num_rows for t in crops.values()), len(crop_digests),
-                    _megabytes(staging, crop_digests), time.perf_counter() - t3)
+                    sum(t.num_rows for t in crops.values()), len(crop_shards),
+                    _megabytes(crop_shards, crop_shards), time.perf_counter() - t3)
     discard(staging / SPOOL)
+    if remote is not None:
+        remote.remove(SPOOL)
     t4 = time.perf_counter()
-    return manifests, crops, digests, {"images_s": t1 - t0, "manifests_s": t2 - t1,
+    return manifests, crops, written, {"images_s": t1 - t0, "manifests_s": t2 - t1,
                                        "shards_s": t3 - t2, "crops_s": t4 - t3}
 
 
-def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> None:
+def _log_shards(written: Mapping[str, WrittenShard], plans: list[SplitPlan], *,
+                seconds: float) -> None:
     """A run-log line per split (its shards, their size, its images), then the total."""
     logger = get_run_logger()
     names: list[str] = []
@@ -164,24 +172,25 @@ def _log_shards(staging: Path, plans: list[SplitPlan], *, seconds: float) -> Non
         shards = list(group_by_shard(p.plan))
         names += shards
         logger.info("shards %s: %d (%s, %d images)", p.split, len(shards),
-                    _megabytes(staging, shards), p.manifest.num_rows)
+                    _megabytes(written, shards), p.manifest.num_rows)
     logger.info("shards written in %.1f s: %d (%s)", seconds, len(names),
-                _megabytes(staging, names))
+                _megabytes(written, names))
 
 
-def _megabytes(staging: Path, keys: Iterable[str]) -> str:
-    """The size of the staged files ``keys`` in MB (10^6 bytes), for a run-log line."""
-    return f"{sum((staging / key).stat().st_size for key in keys) / 1e6:,.1f} MB"
+def _megabytes(written: Mapping[str, WrittenShard], names: Iterable[str]) -> str:
+    """The size of the written shards ``names`` in MB (10^6 bytes), for a run-log line."""
+    return f"{sum(written[name].size for name in names) / 1e6:,.1f} MB"
 
 
 @task(cache_policy=NO_CACHE)
 def check_contracts(root: Storage, staging: Path, manifest: pd.DataFrame,
                     links: list[tuple[str, str]], settings: PublishSettings,
-                    version: str) -> ContractReport:
-    """Run the data contracts over the catalog and the staged release; keep the Data Docs,
-    the contracts page and its results (``report/contracts.html``, ``contracts.json``)."""
+                    version: str, members: pd.DataFrame) -> ContractReport:
+    """Run the data contracts over the catalog and the staged release (``members``: what
+    its shards hold, ``writer.shard_members``); keep the Data Docs, the contracts page and
+    its results (``report/contracts.html``, ``contracts.json``)."""
     started = time.perf_counter()
-    frames = contract_frames(Catalog(root), manifest, shard_members(staging), links)
+    frames = contract_frames(Catalog(root), manifest, members, links)
     report = run_contracts(frames, taxonomy=load_taxonomy(settings.taxonomy),
                            docs_dir=staging / DATA_DOCS, run_name=version)
     tally = report.tally().values()
@@ -209,10 +218,12 @@ def _contracts_links(*, success: bool) -> list[tuple[str, str]]:
 def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, version: str,
                     settings: PublishSettings, split: SplitResult,
                     contracts: ContractReport, endpoint_url: str | None = None,
-                    crops: dict[str, int] | None = None) -> dict[str, Any]:
+                    crops: dict[str, int] | None = None,
+                    remote: RemoteStaging | None = None) -> dict[str, Any]:
     """Report, release.json and the data card; returns release.json's content.
 
-    ``crops``: crops per split of the crops view, when one was written."""
+    ``crops``: crops per split of the crops view, when one was written; ``remote``: where
+    the shards are staged, when not in ``staging``."""
     taxonomy = load_taxonomy(settings.taxonomy)
     catalog = Catalog(root)
     rejections = rejection_summary(catalog)
@@ -222,7 +233,9 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
                                                            UNKNOWN_HAND)  # plotted by name
     write_report(manifest.assign(leading_hand=hands), rejections=rejections,
                  out_dir=staging / REPORT, title=f"{settings.title}: release {version}",
-                 gestures=taxonomy.gestures, notes=notes, read_image=shard_reader(staging),
+                 gestures=taxonomy.gestures, notes=notes,
+                 read_image=shard_reader(staging) if remote is None
+                 else remote_shard_reader(remote),
                  contracts=contracts.tally())
     counts = split_counts(manifest, taxonomy.gestures,
                           [s for s in SPLITS if s in set(manifest["split"])])
@@ -302,26 +315,33 @@ def _publish_locked(storage: Storage, version: str, *, settings: PublishSettings
                     split_shares(split.info["fractions"], split.info["target_fractions"]))
         for warning in split.info["warnings"]:
             logger.warning(warning)
+        # an S3 root on a cluster: the workers stage their files under the root, since
+        # they share no folder with this process (``tasks.publish.remote``)
+        remote = remote_staging(storage, version, endpoint_url=endpoint_url) \
+            if cluster and not isinstance(storage, LocalStorage) else None
         summary = _stage_and_commit(storage, version, images, boxes, split,
-                                    settings=settings, pool=pool, endpoint_url=endpoint_url)
+                                    settings=settings, pool=pool, endpoint_url=endpoint_url,
+                                    remote=remote)
     return {**summary, "written_on": where}
 
 
 def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
                       boxes: pd.DataFrame, split: SplitResult, *, settings: PublishSettings,
-                      pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
-    """Build the release in a staging folder, then commit it (or keep the refused docs)."""
+                      pool: JobPool | None, endpoint_url: str | None,
+                      remote: RemoteStaging | None = None) -> dict[str, Any]:
+    """Build the release in a staging folder (and with ``remote`` under the root's staging
+    prefix), then commit it (or keep the refused docs)."""
     staging = staging_dir(storage, version)
     try:
         summary = _build(storage, staging, images, boxes, split, settings=settings,
-                         version=version, pool=pool, endpoint_url=endpoint_url)
+                         version=version, pool=pool, endpoint_url=endpoint_url, remote=remote)
         started = time.perf_counter()
-        summary["uri"] = commit_release(storage, staging, version)
+        summary["uri"] = commit_release(storage, staging, version, remote)
         get_run_logger().info("committed release %s in %.1f s: %s", version,
                               time.perf_counter() - started, summary["uri"])
     except ContractsFailed as failed:
         kept = keep_refused_docs(storage, staging, version)
-        discard(staging)
+        discard(staging, remote)
         failed.add_note(f"contracts page: {kept}/{REPORT}/{CONTRACTS_PAGE}")
         if failed.report is not None:
             create_markdown_artifact(
@@ -330,7 +350,7 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
                 description=f"Release {version} refused: failed contracts")
         raise
     except BaseException:
-        discard(staging)
+        discard(staging, remote)
         raise
     _artifacts(summary)
     return summary
@@ -338,16 +358,21 @@ def _stage_and_commit(storage: Storage, version: str, images: pd.DataFrame,
 
 def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.DataFrame,
            split: SplitResult, *, settings: PublishSettings, version: str,
-           pool: JobPool | None, endpoint_url: str | None) -> dict[str, Any]:
+           pool: JobPool | None, endpoint_url: str | None,
+           remote: RemoteStaging | None) -> dict[str, Any]:
     """Everything between the split assignment and the commit (inside the staging folder)."""
     # On a cluster the jobs are task runs of their own, submitted from the flow's run:
     # prefect-dask cannot submit from inside a task run (its context does not pickle).
     step = write_shards_and_manifests.fn if isinstance(pool, ClusterJobs) \
         else write_shards_and_manifests
-    manifests, crops, digests, timings = step(
-        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url)
+    manifests, crops, written, timings = step(
+        storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url, remote)
+    digests = {name: shard.sha256 for name, shard in written.items()}
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
-    contracts = check_contracts(storage, staging, manifest, split.links, settings, version)
+    members = shard_members({name: shard for name, shard in written.items()
+                             if not name.startswith(f"{CROPS}/")})
+    contracts = check_contracts(storage, staging, manifest, split.links, settings, version,
+                                members)
     if not contracts.success:
         raise ContractsFailed(f"release {version} refused:\n{contracts.summary()}", contracts)
     started = time.perf_counter()
@@ -357,8 +382,8 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
     crop_counts = {k: t.num_rows for k, t in crops.items()}
     info = write_documents(storage, staging, manifest, version=version, settings=settings,
                            split=split, contracts=contracts, endpoint_url=endpoint_url,
-                           crops=crop_counts)
-    write_file(staging, CHECKSUMS, checksums(staging, known=digests))
+                           crops=crop_counts, remote=remote)
+    write_file(staging, CHECKSUMS, checksums(staging, known=digests, remote=remote))
     get_run_logger().info("documents: %d export files, the report, the data card, %s and "
                           "%s in %.1f s", len(exports), RELEASE_INFO, CHECKSUMS,
                           time.perf_counter() - started)

@@ -345,6 +345,12 @@ class S3Storage:
         self.client.upload_file(str(path), self.bucket, self._k(key))
         Path(path).unlink()
 
+    def copy(self, key: str, to: str) -> None:
+        """Copy the object ``key`` to ``to`` inside the bucket, server-side (no bytes pass
+        through this process; boto3 switches to a multipart copy for large objects)."""
+        self.client.copy({"Bucket": self.bucket, "Key": self._k(key)}, self.bucket,
+                         self._k(to))
+
     def exists(self, key: str) -> bool:
         """HEAD the object."""
         from botocore.exceptions import ClientError

@@ -21,6 +21,7 @@ from schemas.taxonomy import load_taxonomy
 from tasks.catalog import Catalog
 from tasks.publish.checked_objects import Seal, load_checked, save_checked, stat_seal
 from tasks.publish.exports import coco_instances, hagrid_annotations, json_bytes, yolo_labels
+from tasks.publish.remote import RemoteStaging
 from tasks.publish.selection import image_extension, manifest_table, sample_json
 from tasks.publish.shards import ShardMember, group_by_shard, plan_shards
 from tasks.publish.writer import (
@@ -29,6 +30,7 @@ from tasks.publish.writer import (
     JobPool,
     MadeImage,
     ShardJob,
+    WrittenShard,
     run_image_job,
     run_jobs,
     run_shard_job,
@@ -65,7 +67,8 @@ def spool_chunks(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> lis
 
 
 def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequence[str], *,
-                   pool: JobPool | None, endpoint_url: str | None = None) -> pd.DataFrame:
+                   pool: JobPool | None, endpoint_url: str | None = None,
+                   remote: RemoteStaging | None = None) -> pd.DataFrame:
     """Make every image's published bytes once (``published_image``: upright, no metadata),
     in ``order``; memory holds one image per process.
 
@@ -76,6 +79,11 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
     Each stored image is checked against the catalog's sha256 on the way, unless the
     root's record (``checked_objects``) shows a previous publish checked it and its seal is
     unchanged; the seals of the objects checked here are added to that record.
+
+    With ``remote`` (an S3 root on a cluster) the spool files are staged under the root
+    (``spool`` is then the folder's name in the release, e.g. ``.published``), and a
+    ``source`` is a key under the root: a spool file's, or the stored object's when its
+    published bytes are its stored bytes.
     """
     meta = images.set_index("image_id").loc[list(order)]
     keys, shas = meta["object_key"].tolist(), meta["sha256"].tolist()
@@ -91,14 +99,17 @@ def publish_images(root: Storage, spool: Path, images: pd.DataFrame, order: Sequ
                     and stat_seal(base + checked[0]) == seal):
                 rows[i] = (seal.size, shas[i], base + checked[0], 0, seal)
     pending = [i for i, row in enumerate(rows) if row is None]
-    spool.mkdir(parents=True, exist_ok=True)
+    if remote is not None:
+        spool = Path(remote.key(spool.as_posix()))
+    else:
+        spool.mkdir(parents=True, exist_ok=True)
     runs = spool_chunks([sizes[i] for i in pending], max_bytes=SPOOL_FILE_BYTES,
                         max_count=SPOOL_FILE_COUNT)
     jobs = [ImageJob(spool=spool / f"{number:06d}.bin",
                      object_keys=[keys[i] for i in pending[run.start:run.stop]],
                      sha256=[shas[i] for i in pending[run.start:run.stop]],
                      orientation=[orientations[i] for i in pending[run.start:run.stop]],
-                     root_uri=root.uri, endpoint_url=endpoint_url)
+                     root_uri=root.uri, endpoint_url=endpoint_url, remote=remote)
             for number, run in enumerate(runs)]
     for run, made in zip(runs, run_jobs(pool, run_image_job, jobs), strict=True):
         for i, row in zip(pending[run.start:run.stop], made, strict=True):
@@ -149,33 +160,41 @@ def plan_split(samples: pa.Table, published: pd.DataFrame, *, split: str,
 
 
 def write_split_shards(staging: Path, plans: Sequence[SplitPlan], *,
-                       pool: JobPool | None) -> dict[str, str]:
-    """Write every split's shards into ``staging``; return shard name -> sha256.
+                       pool: JobPool | None, remote: RemoteStaging | None = None
+                       ) -> dict[str, WrittenShard]:
+    """Write every split's shards into ``staging`` (with ``remote``: under the root's
+    staging prefix); return shard name -> what was written (``WrittenShard``).
 
     Each member's bytes come from its source, checked when it was made. A source inside
-    ``staging`` is a spool file: it is removed as soon as every shard that reads it is
+    the staging area is a spool file: it is removed as soon as every shard that reads it is
     written. Sources outside it (the stored objects) are only read.
     """
+    area = Path(remote.prefix) if remote is not None else staging
     jobs = []
     for p in plans:
         for name, members in group_by_shard(p.plan).items():
             keys = [m.key for m in members]
-            jobs.append(ShardJob(path=staged_path(staging, name), members=members,
+            path = Path(remote.key(name)) if remote is not None else staged_path(staging, name)
+            jobs.append(ShardJob(path=path, members=members,
                                  sources=[p.sources[k] for k in keys],
                                  json_members=[p.json_members[k] for k in keys],
-                                 seals=[p.seals.get(k) for k in keys]))
-    last_reader = {path: i for i, job in enumerate(jobs) for path, _ in job.sources
-                   if Path(path).is_relative_to(staging)}
+                                 seals=[p.seals.get(k) for k in keys], remote=remote))
+    last_reader = {source: i for i, job in enumerate(jobs) for source, _ in job.sources
+                   if Path(source).is_relative_to(area)}
     read_last_by: dict[int, list[str]] = {}
-    for path, i in last_reader.items():
-        read_last_by.setdefault(i, []).append(path)
-    digests = {}
-    for i, (job, (_, digest)) in enumerate(zip(jobs, run_jobs(pool, run_shard_job, jobs),
-                                               strict=True)):
-        digests[job.path.relative_to(staging).as_posix()] = digest
-        for path in read_last_by.get(i, []):  # results come in job order: all before are done
-            Path(path).unlink(missing_ok=True)
-    return digests
+    for source, i in last_reader.items():
+        read_last_by.setdefault(i, []).append(source)
+    store = remote.storage() if remote is not None else None
+    written = {}
+    for i, (job, shard) in enumerate(zip(jobs, run_jobs(pool, run_shard_job, jobs),
+                                         strict=True)):
+        written[job.path.relative_to(area).as_posix()] = shard
+        for source in read_last_by.get(i, []):  # results come in job order: all before are done
+            if store is not None:
+                store.delete(source)
+            else:
+                Path(source).unlink(missing_ok=True)
+    return written
 
 
 def release_classes(settings: PublishSettings) -> list[str]:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import pairwise
@@ -39,8 +40,9 @@ from PIL import Image
 
 from schemas.release import CROPS, CROPS_MANIFEST, SHARDS, PublishSettings
 from tasks.publish.assembly import SplitPlan, write_split_shards
+from tasks.publish.remote import RemoteSources, RemoteStaging
 from tasks.publish.shards import ShardError, plan_shards
-from tasks.publish.writer import JobPool, check_visible, run_jobs
+from tasks.publish.writer import JobPool, WrittenShard, check_visible, run_jobs
 
 CROP_QUALITY = 95
 CROP_SUBSAMPLING = 2  # Pillow's code for 4:2:0
@@ -122,20 +124,46 @@ class CropJob:
     images: list[tuple[str, int, int, int, int]]  # shard file, offset, size, width, height
     windows: list[list[tuple[int, int, int]]]  # each image's windows, in box order
     size: int
+    # staged under the root (a cluster, an S3 root): the shards and ``spool`` are keys there
+    remote: RemoteStaging | None = None
 
 
 def run_crop_job(job: CropJob) -> list[tuple[int, str]]:
-    """Spool every crop of the job's images; return (size, sha256) of each, in order."""
-    check_visible(job.spool.parent)
+    """Spool every crop of the job's images; return (size, sha256) of each, in order.
+
+    With ``job.remote`` the images come by ranged GETs of the staged shards, and the spool
+    file is written in this machine's temporary folder, then uploaded to ``job.spool``."""
+    if job.remote is None:
+        check_visible(job.spool.parent)
+        with ExitStack() as stack:
+            files: dict[str, BinaryIO] = {}
+
+            def read(index: int) -> bytes | memoryview:
+                path, offset, size = job.images[index][:3]
+                if path not in files:
+                    files[path] = stack.enter_context(open(path, "rb"))
+                files[path].seek(offset)
+                return files[path].read(size)
+
+            return _cut_crops(job, job.spool, read)
+    store = job.remote.storage()
+    with (tempfile.TemporaryDirectory(prefix="hagrid-crops-") as tmp,
+          RemoteSources(store, [(path, offset) for path, offset, *_ in job.images],
+                        sizes=[size for _, _, size, _, _ in job.images]) as sources):
+        local = Path(tmp) / job.spool.name
+        made = _cut_crops(job, local, sources.read)
+        store.put_file(job.spool.as_posix(), local)
+    return made
+
+
+def _cut_crops(job: CropJob, spool: Path, read: Callable[[int], bytes | memoryview]
+               ) -> list[tuple[int, str]]:
+    """``run_crop_job``'s loop: the crops of ``job``'s images, spooled into ``spool``."""
     made = []
-    with ExitStack() as stack, job.spool.open("wb") as out:
-        files: dict[str, BinaryIO] = {}
-        for (path, offset, size, width, height), windows in zip(job.images, job.windows,
-                                                                strict=True):
-            if path not in files:
-                files[path] = stack.enter_context(open(path, "rb"))
-            files[path].seek(offset)
-            with Image.open(io.BytesIO(files[path].read(size))) as opened:
+    with spool.open("wb") as out:
+        for index, ((path, offset, _, width, height), windows) in enumerate(
+                zip(job.images, job.windows, strict=True)):
+            with Image.open(io.BytesIO(read(index))) as opened:
                 image = opened.convert("RGB")
             if image.size != (width, height):
                 raise ShardError(f"{path}@{offset}: decoded {image.size}, manifest says "
@@ -147,10 +175,15 @@ def run_crop_job(job: CropJob) -> list[tuple[int, str]]:
     return made
 
 
-def crop_jobs(rows: pd.DataFrame, staging: Path, spool: Path, *, size: int) -> list[CropJob]:
+def crop_jobs(rows: pd.DataFrame, staging: Path, spool: Path, *, size: int,
+              remote: RemoteStaging | None = None) -> list[CropJob]:
     """Jobs of up to ``IMAGES_PER_JOB`` consecutive images (``rows`` holds each image's
-    crops together), their crops in ``rows`` order."""
-    spool.mkdir(parents=True, exist_ok=True)
+    crops together), their crops in ``rows`` order. With ``remote`` the shards and the
+    spool files are keys under the root's staging prefix (``spool``: the folder's name)."""
+    if remote is not None:
+        staging, spool = Path(remote.prefix), Path(remote.key(spool.as_posix()))
+    else:
+        spool.mkdir(parents=True, exist_ok=True)
     ids = rows["image_id"].to_numpy()
     first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
     bounds = np.r_[first, len(ids)].tolist()
@@ -162,7 +195,7 @@ def crop_jobs(rows: pd.DataFrame, staging: Path, spool: Path, *, size: int) -> l
                    heads["image_shard"], heads["image_offset"], heads["image_size"],
                    heads["image_width"], heads["image_height"], strict=True)]
     return [CropJob(spool=spool / f"crops-{n:06d}.bin", images=sources[i:i + IMAGES_PER_JOB],
-                    windows=per_image[i:i + IMAGES_PER_JOB], size=size)
+                    windows=per_image[i:i + IMAGES_PER_JOB], size=size, remote=remote)
             for n, i in enumerate(range(0, len(sources), IMAGES_PER_JOB))]
 
 
@@ -211,14 +244,16 @@ def crops_table(rows: pd.DataFrame) -> pa.Table:
 
 
 def write_crops(staging: Path, manifests: Mapping[str, pa.Table], *, spool: Path,
-                settings: PublishSettings, pool: JobPool | None
-                ) -> tuple[dict[str, pa.Table], dict[str, str]]:
+                settings: PublishSettings, pool: JobPool | None,
+                remote: RemoteStaging | None = None
+                ) -> tuple[dict[str, pa.Table], dict[str, WrittenShard]]:
     """Cut every box of the staged release's images (``manifests``: split -> ``MANIFEST``,
-    the shards already written under ``staging``) and write the crop shards; return the
-    crops manifest of each split and crop shard name -> sha256."""
+    the shards already written under ``staging``, or with ``remote`` under the root's
+    staging prefix, ``spool`` then the spool folder's name) and write the crop shards;
+    return the crops manifest of each split and crop shard name -> what was written."""
     rows = pd.concat([crop_rows(m, scale=settings.crop_scale, size=settings.crop_size)
                       for m in manifests.values()], ignore_index=True)
-    jobs = crop_jobs(rows, staging, spool, size=settings.crop_size)
+    jobs = crop_jobs(rows, staging, spool, size=settings.crop_size, remote=remote)
     spooled = []
     for job, made in zip(jobs, run_jobs(pool, run_crop_job, jobs), strict=True):
         offset = 0
@@ -228,5 +263,5 @@ def write_crops(staging: Path, manifests: Mapping[str, pa.Table], *, spool: Path
     rows[["spool", "spool_offset", "size", "sha256"]] = pd.DataFrame(spooled, index=rows.index)
     plans = [plan_crops(rows[rows["split"] == split].reset_index(drop=True), split=split,
                         settings=settings) for split in manifests]
-    digests = write_split_shards(staging, plans, pool=pool)
-    return {p.split: p.manifest for p in plans}, digests
+    written = write_split_shards(staging, plans, pool=pool, remote=remote)
+    return {p.split: p.manifest for p in plans}, written

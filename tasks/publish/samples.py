@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from schemas.annotation import FREE_HAND_LABEL
+from tasks.publish.remote import RemoteStaging
 
 TILE = 320  # px: the long side of one sample
 GESTURE_COLOUR = (230, 30, 30)  # HaGRID's annotators drew the gesture hand red
@@ -100,6 +101,17 @@ def shard_reader(release_dir: Path) -> ReadImage:
         with (release_dir / str(row["shard"])).open("rb") as f:
             f.seek(int(str(row["offset"])))
             return f.read(int(str(row["size"])))
+    return read
+
+
+def remote_shard_reader(remote: RemoteStaging) -> ReadImage:
+    """Read a manifest row's image bytes from the shards staged under the root's prefix
+    (one ranged GET)."""
+    store = remote.storage()
+
+    def read(row: Mapping[str, object]) -> bytes:
+        return store.read_range(remote.key(str(row["shard"])), int(str(row["offset"])),
+                                int(str(row["size"])))
     return read
 
 

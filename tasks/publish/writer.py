@@ -2,7 +2,9 @@
 
 Every file of a release is first written into a local staging folder (under
 ``ROOT/releases/`` for a local root, so the commit is one rename; a temporary folder for an
-S3 root, uploaded with ``SHA256SUMS`` last). A release folder that exists is never touched:
+S3 root, uploaded with ``SHA256SUMS`` last). With an S3 root on a cluster the jobs' files
+(spool files, shards) are staged under the root instead (``remote``), and copied into the
+release server-side at the commit. A release folder that exists is never touched:
 ``check_new_release`` refuses it up front and ``commit_release`` again at the end. Names
 inside the staging folder are checked with ``safe_key``, so nothing lands outside it.
 
@@ -51,11 +53,16 @@ from tasks.processes import end_with_process
 from tasks.publish.checked_objects import Seal, seal_of, settled
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
+from tasks.publish.remote import (
+    STAGING_PREFIX,
+    RemoteSources,
+    RemoteStaging,
+    dead_staging_keys,
+)
 from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
-from tasks.storage import LocalStorage, Storage, open_storage, safe_key
+from tasks.storage import LocalStorage, S3Storage, Storage, open_storage, safe_key
 
 OBJECT_KEY = re.compile(r"objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{2,4}")  # fullmatch
-STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release being built
 
 _Job = TypeVar("_Job")
 _Result = TypeVar("_Result")
@@ -124,8 +131,10 @@ def remove_dead_staging(root: Storage) -> list[str]:
     Call it only under the dataset root's writer lock: then no publish of this root is
     running and every staging folder belongs to a dead run. Removed: the staging folders
     (``releases/.staging-*`` of a local root; this S3 root's temporary staging folders on
-    this machine) and, for an S3 root, every ``releases/<version>/`` without ``SHA256SUMS``
-    (an upload cut short: the checksums go up last). Complete releases and the kept Data
+    this machine) and, for an S3 root, the keys under its staging prefixes
+    (``releases/.staging-*/``, written by a cluster's workers) and every
+    ``releases/<version>/`` without ``SHA256SUMS`` (an upload cut short: the checksums go
+    up last). Complete releases and the kept Data
     Docs of refused ones (``releases/.refused-*``) stay. Unfinished multipart uploads are
     the storage's to abort (``remove_partial_writes``).
     """
@@ -136,6 +145,11 @@ def remove_dead_staging(root: Storage) -> list[str]:
     else:
         found = sorted(Path(tempfile.gettempdir()).glob(f"{_temp_staging_prefix(root)}*"))
         removed = _remove_unfinished_uploads(root)
+        prefixes = set()
+        for key in dead_staging_keys(root):
+            root.delete(key)
+            prefixes.add("/".join(key.split("/")[:2]))
+        removed += [f"{root.uri}/{prefix}" for prefix in sorted(prefixes)]
     for path in found:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -192,6 +206,9 @@ class ImageJob:
     orientation: list[int]  # EXIF orientation recorded at ingest
     root_uri: str
     endpoint_url: str | None = None
+    # staged under the root (a cluster, an S3 root): ``spool`` is the spool file's key there,
+    # and an image published as stored is read from its object's key by the shard job
+    remote: RemoteStaging | None = None
 
 
 MadeImage = tuple[int, str, str, int, Seal | None]  # size, sha256, file, offset, seal
@@ -207,9 +224,31 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
     and its seal is the ``fstat`` taken before the bytes were read (None while the file's
     last change is too recent to seal, ``checked_objects.settled``). Any other image is
     appended to the job's spool file, created on the first one.
+
+    With ``job.remote`` (an S3 root on a cluster) an image published as stored stays at its
+    object's key, and the spool file is written in this machine's temporary folder, then
+    uploaded to the key ``job.spool``.
     """
-    check_visible(job.spool.parent)
-    read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
+    if job.remote is None:
+        check_visible(job.spool.parent)
+        read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
+        return _make_images(job, job.spool, read, object_file)
+    store = job.remote.storage()
+    with tempfile.TemporaryDirectory(prefix="hagrid-spool-") as tmp:
+        local = Path(tmp) / job.spool.name
+        made = _make_images(job, local, lambda key: (store.read_bytes(key), None),
+                            lambda key: key)
+        if local.exists():
+            store.put_file(job.spool.as_posix(), local)
+    key = job.spool.as_posix()
+    return [(size, sha, key if file == str(local) else file, offset, seal)
+            for size, sha, file, offset, seal in made]
+
+
+def _make_images(job: ImageJob, spool_path: Path,
+                 read: Callable[[str], tuple[bytes, Seal | None]],
+                 object_file: Callable[[str], str] | None) -> list[MadeImage]:
+    """``run_image_job``'s loop: the images of ``job``, spooled into ``spool_path``."""
     made: list[MadeImage] = []
     with ExitStack() as stack:
         spool: BinaryIO | None = None
@@ -226,9 +265,9 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
                 made.append((len(data), sha, object_file(key), 0, seal))
                 continue
             if spool is None:
-                spool = stack.enter_context(job.spool.open("wb"))
+                spool = stack.enter_context(spool_path.open("wb"))
             digest = sha if published is data else hashlib.sha256(published).hexdigest()
-            made.append((len(published), digest, str(job.spool), spool.tell(), None))
+            made.append((len(published), digest, str(spool_path), spool.tell(), None))
             spool.write(published)
     return made
 
@@ -265,24 +304,60 @@ class ShardJob:
     # per member, the seal its stored object had when the image pass checked it (None: a
     # spool file, or a file the image pass could not seal)
     seals: list[Seal | None] | None = None
+    # staged under the root (a cluster, an S3 root): ``path`` is the shard's key there and
+    # the sources are (key, offset) under the root
+    remote: RemoteStaging | None = None
 
 
-def run_shard_job(job: ShardJob) -> tuple[str, str]:
-    """Write one shard from its members' sources; return (path, sha256).
+# What a shard holds, read back from the written file: name stem, extension, data offset,
+# size, and for an image member its width, height and metadata (``shard_members``)
+MemberRow = tuple[str, str, int, int, int | None, int | None, str | None]
+MEMBER_COLUMNS = ["key", "ext", "offset", "size", "width", "height", "metadata"]
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard ``run_shard_job`` wrote: its file (a key under the root when staged
+    remotely), sha256, length, and its members as read back from the written file."""
+
+    path: str
+    sha256: str
+    size: int
+    members: list[MemberRow]
+
+
+def run_shard_job(job: ShardJob) -> WrittenShard:
+    """Write one shard from its members' sources, read its members back; return them.
 
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
     spool files. Each is read into one of two reused buffers; ``write_shard`` checks its size, and
     a stored object with a seal must still have it (``ShardError`` otherwise: it changed
-    after it was checked).
+    after it was checked). Reading the members back here (``read_back``), on the job's own
+    machine, spares the flow's process a read of every shard for the contracts.
+
+    With ``job.remote`` the members come by ranged GETs (``RemoteSources``), and the shard is
+    written in this machine's temporary folder, read back, then uploaded to ``job.path``.
     """
-    check_visible(job.path.parent)
     position = {m.key: i for i, m in enumerate(job.members)}
-    with _SourceReader(job.sources, sizes=[m.size for m in job.members],
-                       seals=job.seals) as sources:
-        _, digest = write_shard(job.path, job.members,
-                                image_bytes=lambda m: sources.read(position[m.key]),
-                                json_bytes=lambda m: job.json_members[position[m.key]])
-    return str(job.path), digest
+    sizes = [m.size for m in job.members]
+
+    def write(path: Path, read: Callable[[int], memoryview]) -> tuple[int, str]:
+        return write_shard(path, job.members, image_bytes=lambda m: read(position[m.key]),
+                           json_bytes=lambda m: job.json_members[position[m.key]])
+
+    if job.remote is None:
+        check_visible(job.path.parent)
+        with _SourceReader(job.sources, sizes=sizes, seals=job.seals) as sources:
+            size, digest = write(job.path, sources.read)
+        return WrittenShard(str(job.path), digest, size, read_back(job.path))
+    store = job.remote.storage()
+    with tempfile.TemporaryDirectory(prefix="hagrid-shard-") as tmp:
+        local = Path(tmp) / job.path.name
+        with RemoteSources(store, job.sources, sizes=sizes) as remote:
+            size, digest = write(local, remote.read)
+        members = read_back(local)
+        store.put_file(job.path.as_posix(), local)
+    return WrittenShard(job.path.as_posix(), digest, size, members)
 
 
 class _SourceReader:
@@ -364,24 +439,29 @@ def run_jobs(pool: JobPool | None, function: Callable[[_Job], _Result],
     return pool.map(function, jobs)
 
 
-def shard_members(staging: Path) -> pd.DataFrame:
-    """Every member actually found in the written shards (read back with tarfile).
-
-    Columns: shard, key, ext, offset, size; for image members also width and height (as a
+def read_back(path: Path) -> list[MemberRow]:
+    """Every member actually found in a written shard (read back with tarfile): its name
+    stem, extension, offset and size; for an image member also width and height (as a
     decoder sees the bytes, no orientation applied) and metadata (the metadata blocks the
-    bytes still carry, comma-separated; null when none), null for json members. What the
-    contracts compare the manifests with.
+    bytes still carry, comma-separated; None when none), None for json members."""
+    rows: list[MemberRow] = []
+    with path.open("rb") as fh:
+        for name, offset, size in read_members(path):
+            key, _, ext = name.partition(".")
+            image = (None, None, None) if ext == "json" else _image_member(fh, offset, size)
+            rows.append((key, ext, offset, size, *image))
+    return rows
+
+
+def shard_members(written: Mapping[str, WrittenShard]) -> pd.DataFrame:
+    """The members the shards were found to hold (``WrittenShard.members``), one row each,
+    sorted by shard: what the contracts compare the manifests with.
+
+    Columns: shard (its name in the release), then ``MEMBER_COLUMNS``; width, height and
+    metadata null for json members.
     """
-    rows = []
-    for path in sorted((staging / "shards").glob("*.tar")):
-        shard = path.relative_to(staging).as_posix()
-        with path.open("rb") as fh:
-            for name, offset, size in read_members(path):
-                key, _, ext = name.partition(".")
-                image = (None, None, None) if ext == "json" else _image_member(fh, offset, size)
-                rows.append((shard, key, ext, offset, size, *image))
-    frame = pd.DataFrame(rows, columns=["shard", "key", "ext", "offset", "size", "width",
-                                        "height", "metadata"])
+    rows = [(name, *row) for name in sorted(written) for row in written[name].members]
+    frame = pd.DataFrame(rows, columns=["shard", *MEMBER_COLUMNS])
     return frame.astype({"width": "Int64", "height": "Int64", "metadata": object})
 
 
@@ -395,19 +475,28 @@ def _image_member(fh: BinaryIO, offset: int, size: int) -> tuple[int | None, int
     return info.width, info.height, ",".join(info.metadata) or None
 
 
-def checksums(staging: Path, *, known: Mapping[str, str] | None = None) -> bytes:
+def checksums(staging: Path, *, known: Mapping[str, str] | None = None,
+              remote: RemoteStaging | None = None) -> bytes:
     """``SHA256SUMS`` of every staged file (``sha256sum -c`` format, sorted by path).
 
     ``known`` gives digests already computed while writing (the shards), so they are not
-    read again.
+    read again. With ``remote``, the files staged under the root count too; each must be in
+    ``known`` (``KeyError`` otherwise: nothing is downloaded to hash it).
     """
     known = known or {}
+    files: dict[str, Path | None] = {path.relative_to(staging).as_posix(): path
+                                     for path in staging.rglob("*") if path.is_file()}
+    for name in remote.files() if remote is not None else []:
+        if name in files:
+            raise ValueError(f"{name} is staged both in {staging} and under the root")
+        files[name] = None
     lines = []
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        key = path.relative_to(staging).as_posix()
+    for key in sorted(files):
         if key == CHECKSUMS:
             continue
-        lines.append(f"{known.get(key) or file_sha256(path)}  {key}\n")
+        path = files[key]
+        lines.append(f"{known[key] if path is None else known.get(key) or file_sha256(path)}"
+                     f"  {key}\n")
     return "".join(lines).encode()
 
 
@@ -420,23 +509,35 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def commit_release(root: Storage, staging: Path, version: str) -> str:
+def commit_release(root: Storage, staging: Path, version: str,
+                   remote: RemoteStaging | None = None) -> str:
     """Move the staged release into ``releases/<version>``; return its URI.
 
     Local: one rename (refused when the target exists). S3: upload every file, the
-    checksums last, since a release without ``SHA256SUMS`` is not a release.
+    checksums last, since a release without ``SHA256SUMS`` is not a release; with
+    ``remote``, first copy the files the workers staged under the root (server-side), and
+    delete them once the release is whole.
     """
     check_new_release(root, version)
     prefix = release_prefix(version)
     if isinstance(root, LocalStorage):
+        if remote is not None:
+            raise ValueError("a local root stages every file in its staging folder")
         staging.rename(root.path / prefix)
         _fsync_dir(root.path / RELEASES)
         return str(root.path / prefix)
+    if remote is not None:
+        if not isinstance(root, S3Storage):
+            raise TypeError(f"{root.uri}: files staged under the root need an S3 root")
+        for name in remote.files():
+            root.copy(remote.key(name), f"{prefix}/{name}")
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.name == CHECKSUMS)
     for path in files:
         root.put_file(f"{prefix}/{path.relative_to(staging).as_posix()}", path)
     shutil.rmtree(staging, ignore_errors=True)
+    if remote is not None:
+        remote.remove()
     return f"{root.uri}/{prefix}"
 
 
@@ -456,9 +557,12 @@ def keep_refused_docs(root: Storage, staging: Path, version: str) -> str:
     return f"{root.uri}/{prefix}"
 
 
-def discard(staging: Path) -> None:
-    """Remove a staging folder (a release that was refused)."""
+def discard(staging: Path, remote: RemoteStaging | None = None) -> None:
+    """Remove a staging folder (a release that was refused), and with ``remote`` what the
+    workers staged under the root."""
     shutil.rmtree(staging, ignore_errors=True)
+    if remote is not None:
+        remote.remove()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -30,6 +30,7 @@ from tasks.publish.writer import (
     remove_dead_staging,
     run_image_job,
     run_shard_job,
+    shard_members,
     staging_dir,
     write_file,
 )
@@ -99,9 +100,17 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
                       json_members=dict.fromkeys(ids, b"{}\n"),
                       sources={i: m[2:4] for i, m in zip(ids, made, strict=True)},
                       seals={i: m[4] for i, m in zip(ids, made, strict=True)})
-    digests = write_split_shards(staging, [split], pool=None)
+    written = write_split_shards(staging, [split], pool=None)
     shard = staging / "shards" / "train-000000.tar"
-    assert digests == {"shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
+    assert {k: w.sha256 for k, w in written.items()} == {
+        "shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
+    assert written["shards/train-000000.tar"].size == shard.stat().st_size
+    # the members as the shard job read them back: each image's size, a json beside it
+    members = shard_members(written)
+    assert members["shard"].unique().tolist() == ["shards/train-000000.tar"]
+    assert members[members["ext"] == "jpg"]["size"].tolist() == [len(p) for p in published]
+    assert members[members["ext"] == "jpg"]["width"].tolist() == [64, 64, 64]
+    assert members[members["ext"] == "json"]["key"].tolist() == ids
     with shard.open("rb") as fh:
         found = {}
         for name, offset, size in read_members(shard):
@@ -275,8 +284,8 @@ def test_large_members_read_into_reused_buffers_are_hashed_as_written(tmp_path: 
                        max_count=10)
     path = tmp_path / "shards" / "train-000000.tar"
     path.parent.mkdir()
-    _, digest = run_shard_job(ShardJob(path=path, members=plan, sources=sources,
-                                       json_members=[b"{}\n"] * len(ids)))
+    digest = run_shard_job(ShardJob(path=path, members=plan, sources=sources,
+                                    json_members=[b"{}\n"] * len(ids))).sha256
     data = path.read_bytes()
     assert hashlib.sha256(data).hexdigest() == digest
     assert [data[m.offset:m.offset + m.size] for m in plan] == blobs
