@@ -298,8 +298,9 @@ ClusterOpt = Annotated[str | None, typer.Option(
          "workers need PREFECT_API_URL of a Prefect server) or 'local' (a LocalCluster)")]
 PublishClusterOpt = Annotated[str | None, typer.Option(
     "--cluster", help="write images, shards and crops on a Dask cluster: a scheduler address "
-    "(tcp://host:8786; its workers need PREFECT_API_URL of a Prefect server and must mount "
-    "the staging folder: the root, or TMPDIR for an S3 root) or 'local' (a LocalCluster)")]
+    "(tcp://host:8786; its workers need PREFECT_API_URL of a Prefect server, and must mount "
+    "a local root at the same path; with an S3 root they stage under the root) or 'local' "
+    "(a LocalCluster)")]
 
 
 @app.command("ingest")

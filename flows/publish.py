@@ -246,7 +246,9 @@ def write_documents(root: Storage, staging: Path, manifest: pd.DataFrame, *, ver
     if crops:
         info["crops"] = dict(crops)
     write_file(staging, RELEASE_INFO, json_bytes(info))
-    files = sorted(p.relative_to(staging).as_posix() for p in staging.iterdir())
+    # the top-level entries of the release, wherever they are staged
+    files = sorted({p.relative_to(staging).as_posix() for p in staging.iterdir()}
+                   | {name.split("/")[0] for name in (remote.files() if remote else [])})
     card = data_card(version=version, title=settings.title, licence=settings.licence,
                      manifest=manifest, counts=counts, rejections=rejections, info=info,
                      taxonomy=settings.taxonomy, files=[*files, DATA_CARD, CHECKSUMS],
@@ -275,10 +277,12 @@ def publish(root: str = DEFAULT_ROOT, version: str = "v1", fractions: str | None
 
     The image, shard and crop jobs run on ``workers`` local processes (a local root; an S3
     root's objects are read in this process), or with ``cluster`` on a Dask cluster
-    (``tcp://host:8786`` or ``local``; ``flows.cluster.job_pool``). The cluster's workers
-    write into this run's staging folder, so they must mount it at the same path: the root
-    for a local root, ``TMPDIR`` for an S3 root (``StagingNotVisible`` otherwise). The
-    summary's ``written_on`` says where the jobs ran.
+    (``tcp://host:8786`` or ``local``; ``flows.cluster.job_pool``). With a local root the
+    cluster's workers write into this run's staging folder under the root, so they must
+    mount the root at the same path (``StagingNotVisible`` otherwise); with an S3 root they
+    share no folder with this process: they stage their files under the root's
+    ``releases/.staging-<version>-<hex>/``, copied into the release server-side at the
+    commit (``tasks.publish.remote``). The summary's ``written_on`` says where the jobs ran.
 
     Refuses a version that exists. A failing data contract stops the release: nothing is
     written under ``releases/<version>``, the Data Docs of the failed run are kept in

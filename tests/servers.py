@@ -359,10 +359,30 @@ def dask_cli() -> str:
     return str(Path(sys.executable).with_name("dask"))
 
 
+def can_hide_folders() -> bool:
+    """Whether this machine lets a process hide a folder from itself: a private mount
+    namespace (``unshare -m``, root or user namespaces) with an empty tmpfs over it."""
+    try:
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                               capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def hiding(folder: Path, command: list[str]) -> list[str]:
+    """``command`` run where ``folder`` shows empty (an empty tmpfs mounted over it in a
+    mount namespace of its own), as on a machine that does not share it."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs -o size=1m hidden "$0" && exec "$@"', str(folder), *command]
+
+
 @contextmanager
-def dask_cluster(home: Path, *, env: Mapping[str, str], n_workers: int = 2) -> Iterator[DaskCluster]:
+def dask_cluster(home: Path, *, env: Mapping[str, str], n_workers: int = 2,
+                 hidden: Path | None = None) -> Iterator[DaskCluster]:
     """Start a scheduler and ``n_workers`` single-threaded workers (no nanny: a killed worker
-    stays dead) with ``env``; wait until every worker has joined; stop them all on exit."""
+    stays dead) with ``env``; wait until every worker has joined; stop them all on exit.
+    ``hidden``: a folder the workers see empty (``hiding``), as machines that share
+    nothing with the test's."""
     from contextlib import ExitStack
 
     from distributed import Client
@@ -375,11 +395,12 @@ def dask_cluster(home: Path, *, env: Mapping[str, str], n_workers: int = 2) -> I
         stack.enter_context(_process_group(
             [dask_cli(), "scheduler", "--host", LOOPBACK, "--port", str(port), "--no-dashboard"],
             env=env, log=logs[0], cwd=home))
+        commands = [[dask_cli(), "worker", address, "--nthreads", "1", "--no-nanny",
+                     "--no-dashboard", "--host", LOOPBACK, "--name", f"worker-{i}",
+                     "--local-directory", str(home / f"worker-{i}")] for i in range(n_workers)]
         workers = [stack.enter_context(_process_group(
-            [dask_cli(), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-             "--host", LOOPBACK, "--name", f"worker-{i}", "--local-directory",
-             str(home / f"worker-{i}")], env=env, log=logs[1 + i], cwd=home))
-            for i in range(n_workers)]
+            command if hidden is None else hiding(hidden, command), env=env,
+            log=logs[1 + i], cwd=home)) for i, command in enumerate(commands)]
         deadline = time.monotonic() + PREFECT_STARTUP_TIMEOUT_S
         while True:
             try:

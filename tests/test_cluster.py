@@ -4,13 +4,19 @@ cluster's catalog must equal a single-process run's, row for row (run columns as
 release the single-process release byte for byte, and a worker killed mid-run must cost
 nothing: its chunk or shard runs again elsewhere and nothing is doubled. (Each kill test
 takes one worker away for good.)
+
+The workers share no folder with the flows, as machines of a real cluster: each has a
+temporary folder of its own, and where the machine allows it (``can_hide_folders``) the
+flows' temporary folder, where publish stages its small files, is hidden from them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from tests.catalogs import make_release_catalog
 from tests.servers import (
     DaskCluster,
     S3Endpoint,
+    can_hide_folders,
     dask_cluster,
     isolated_prefect_env,
     log_tail,
@@ -55,6 +62,8 @@ class Setup:
     dask: DaskCluster
     s3: S3Endpoint
     home: Path
+    flow_tmp: Path  # the flows' TMPDIR
+    hidden: bool  # whether the workers see it empty
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +78,35 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Endpoint,
         if path.is_file():
             client.put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(crowd_batch)}",
                               Body=path.read_bytes())
+    flow_tmp, worker_tmp = home / "flow-tmp", home / "worker-tmp"
+    flow_tmp.mkdir()
+    worker_tmp.mkdir()
+    (flow_tmp / FLOW_MARK).write_text("the flows' temporary folder")
+    hidden = can_hide_folders()
     with prefect_server(home / "prefect") as api_url:
         env = {**isolated_prefect_env(home / "prefect", api_url=api_url), **s3_server.env()}
-        with dask_cluster(home / "dask", env=env, n_workers=WORKERS) as dask:
-            yield Setup(api_url, env, dask, s3_server, home)
+        with dask_cluster(home / "dask", env={**env, "TMPDIR": str(worker_tmp)},
+                          n_workers=WORKERS, hidden=flow_tmp if hidden else None) as dask:
+            yield Setup(api_url, {**env, "TMPDIR": str(flow_tmp)}, dask, s3_server, home,
+                        flow_tmp, hidden)
+
+
+FLOW_MARK = "flow-only.txt"
+
+
+def test_the_workers_share_no_folder_with_the_flows(cluster):
+    from distributed import Client
+
+    if not cluster.hidden:
+        pytest.skip("this machine cannot hide a folder from a process (no unshare -m): the "
+                    "workers see the flows' temporary folder")
+    flow_tmp = str(cluster.flow_tmp)
+    with Client(cluster.dask.address, timeout=10) as client:
+        seen = client.run(lambda: (os.listdir(flow_tmp), tempfile.gettempdir()))
+    assert len(seen) == WORKERS
+    for listing, temp in seen.values():
+        assert listing == [] and temp == str(cluster.home / "worker-tmp")
+    assert (cluster.flow_tmp / FLOW_MARK).is_file()  # still there for the flows
 
 
 def _command(setup: Setup, root: str, **options: object) -> list[str]:
@@ -221,6 +255,14 @@ def _release_files(setup: Setup, root: str) -> dict[str, str]:
     return {name: digest for digest, name in (line.split("  ") for line in text.splitlines())}
 
 
+def _keys(setup: Setup, root: str) -> list[str]:
+    """Every key under ``root``."""
+    prefix = root.removeprefix(f"s3://{BUCKET}/") + "/"
+    pages = setup.s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
+                                                                         Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
 def _cluster_job_runs(api_url: str) -> list[dict]:
     """Every ``cluster-job`` task run (publish's jobs on the cluster, named after the job's
     function) the server knows of."""
@@ -243,6 +285,10 @@ def test_publish_on_a_dask_cluster_writes_the_same_release(cluster, release_root
     assert sum(name.startswith("shards/") for name in one) == single["shards"] >= 5
     assert any(name.startswith("crops/shards/") for name in one)
     assert other == one  # every file, shards and documents, byte for byte
+    # the workers staged under the root (they cannot see the flow's folder), and the
+    # commit left nothing there or in the flows' temporary folder
+    assert not [k for k in _keys(cluster, dask_root) if "/releases/.staging-" in k]
+    assert sorted(p.name for p in cluster.flow_tmp.iterdir()) == [FLOW_MARK]
     # the shard jobs ran as Prefect task runs on the workers (the one crop job and the one
     # image job of so small a release run in the flow's process)
     done = [r for r in _cluster_job_runs(cluster.api_url) if r["state_type"] == "COMPLETED"]

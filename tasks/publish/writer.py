@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,7 @@ from tasks.publish.remote import (
 from tasks.publish.shards import ShardError, ShardMember, read_members, write_shard
 from tasks.storage import LocalStorage, S3Storage, Storage, open_storage, safe_key
 
+COPY_THREADS = 8  # server-side copies in flight at a commit of worker-staged files
 OBJECT_KEY = re.compile(r"objects/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{2,4}")  # fullmatch
 
 _Job = TypeVar("_Job")
@@ -83,13 +84,14 @@ class StagingNotVisible(RuntimeError):
 
 def check_visible(folder: Path) -> None:
     """Raise ``StagingNotVisible`` when ``folder`` (made by the flow's process) is missing
-    here: a Dask worker writes the release's files into the flow's staging folder, so it
-    must mount the same filesystem at the same path."""
+    here: with a local root a Dask worker writes the release's files into the flow's
+    staging folder under the root, so it must mount the root at the same path. (With an S3
+    root the jobs stage under the root instead: ``tasks.publish.remote``.)"""
     if not folder.is_dir():
         raise StagingNotVisible(
-            f"{folder} is not visible on this worker ({socket.gethostname()}): publishing on a "
-            "cluster writes into the staging folder, which every worker must mount at the same "
-            "path (for an S3 root set TMPDIR to such a folder; a local root must be shared)")
+            f"{folder} is not visible on this worker ({socket.gethostname()}): publishing a "
+            "local root on a cluster writes into its staging folder, so every worker must "
+            "mount the root at the same path (an S3 root needs no shared folder)")
 
 
 class ReleaseExists(RuntimeError):
@@ -529,8 +531,10 @@ def commit_release(root: Storage, staging: Path, version: str,
     if remote is not None:
         if not isinstance(root, S3Storage):
             raise TypeError(f"{root.uri}: files staged under the root need an S3 root")
-        for name in remote.files():
-            root.copy(remote.key(name), f"{prefix}/{name}")
+        with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="s3-copy") as copies:
+            for done in [copies.submit(root.copy, remote.key(name), f"{prefix}/{name}")
+                         for name in remote.files()]:
+                done.result()
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.name == CHECKSUMS)
     for path in files:
