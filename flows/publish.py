@@ -373,8 +373,8 @@ def _build(storage: Storage, staging: Path, images: pd.DataFrame, boxes: pd.Data
         storage, staging, images, boxes, split.assignment, settings, pool, endpoint_url, remote)
     digests = {name: shard.sha256 for name, shard in written.items()}
     manifest = pa.concat_tables(list(manifests.values())).to_pandas()
-    members = shard_members({name: shard for name, shard in written.items()
-                             if not name.startswith(f"{CROPS}/")})
+    members = shard_members(staging, {name: shard for name, shard in written.items()
+                                      if not name.startswith(f"{CROPS}/")})
     contracts = check_contracts(storage, staging, manifest, split.links, settings, version,
                                 members)
     if not contracts.success:

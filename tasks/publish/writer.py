@@ -320,12 +320,13 @@ MEMBER_COLUMNS = ["key", "ext", "offset", "size", "width", "height", "metadata"]
 @dataclass(frozen=True)
 class WrittenShard:
     """A shard ``run_shard_job`` wrote: its file (a key under the root when staged
-    remotely), sha256, length, and its members as read back from the written file."""
+    remotely), sha256, length, and, when staged remotely, its members as the job read
+    them back from the written file (None: the flow reads the staged file itself)."""
 
     path: str
     sha256: str
     size: int
-    members: list[MemberRow]
+    members: list[MemberRow] | None = None
 
 
 def run_shard_job(job: ShardJob) -> WrittenShard:
@@ -334,11 +335,11 @@ def run_shard_job(job: ShardJob) -> WrittenShard:
     The sources hold bytes the image pass checked (``run_image_job``): stored objects and
     spool files. Each is read into one of two reused buffers; ``write_shard`` checks its size, and
     a stored object with a seal must still have it (``ShardError`` otherwise: it changed
-    after it was checked). Reading the members back here (``read_back``), on the job's own
-    machine, spares the flow's process a read of every shard for the contracts.
+    after it was checked).
 
     With ``job.remote`` the members come by ranged GETs (``RemoteSources``), and the shard is
-    written in this machine's temporary folder, read back, then uploaded to ``job.path``.
+    written in this machine's temporary folder, read back for the contracts (``read_back``:
+    the flow's process cannot read it), then uploaded to ``job.path``.
     """
     position = {m.key: i for i, m in enumerate(job.members)}
     sizes = [m.size for m in job.members]
@@ -351,7 +352,7 @@ def run_shard_job(job: ShardJob) -> WrittenShard:
         check_visible(job.path.parent)
         with _SourceReader(job.sources, sizes=sizes, seals=job.seals) as sources:
             size, digest = write(job.path, sources.read)
-        return WrittenShard(str(job.path), digest, size, read_back(job.path))
+        return WrittenShard(str(job.path), digest, size)
     store = job.remote.storage()
     with tempfile.TemporaryDirectory(prefix="hagrid-shard-") as tmp:
         local = Path(tmp) / job.path.name
@@ -455,14 +456,19 @@ def read_back(path: Path) -> list[MemberRow]:
     return rows
 
 
-def shard_members(written: Mapping[str, WrittenShard]) -> pd.DataFrame:
-    """The members the shards were found to hold (``WrittenShard.members``), one row each,
-    sorted by shard: what the contracts compare the manifests with.
+def shard_members(staging: Path, written: Mapping[str, WrittenShard]) -> pd.DataFrame:
+    """The members the ``written`` shards were found to hold, one row each, sorted by shard:
+    what the contracts compare the manifests with. A shard staged in ``staging`` is read
+    back here (``read_back``); one staged under the root was read back by its job.
 
     Columns: shard (its name in the release), then ``MEMBER_COLUMNS``; width, height and
     metadata null for json members.
     """
-    rows = [(name, *row) for name in sorted(written) for row in written[name].members]
+    rows = []
+    for name in sorted(written):
+        members = written[name].members
+        rows += [(name, *row) for row in (read_back(staging / safe_key(name))
+                                          if members is None else members)]
     frame = pd.DataFrame(rows, columns=["shard", *MEMBER_COLUMNS])
     return frame.astype({"width": "Int64", "height": "Int64", "metadata": object})
 

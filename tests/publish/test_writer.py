@@ -105,8 +105,8 @@ def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: 
     assert {k: w.sha256 for k, w in written.items()} == {
         "shards/train-000000.tar": hashlib.sha256(shard.read_bytes()).hexdigest()}
     assert written["shards/train-000000.tar"].size == shard.stat().st_size
-    # the members as the shard job read them back: each image's size, a json beside it
-    members = shard_members(written)
+    # the members as read back from the shard: each image's size, a json beside it
+    members = shard_members(staging, written)
     assert members["shard"].unique().tolist() == ["shards/train-000000.tar"]
     assert members[members["ext"] == "jpg"]["size"].tolist() == [len(p) for p in published]
     assert members[members["ext"] == "jpg"]["width"].tolist() == [64, 64, 64]
