@@ -14,19 +14,50 @@ import pytest
 
 from tests.servers import S3Endpoint, moto_s3_server
 
+# The test files that start the Label Studio server: under xdist they share one worker, so
+# only one server starts (its first start migrates for ~35 s). A file that uses the fixture
+# and is missing here fails the collection (``pytest_collection_modifyitems``).
+LABEL_STUDIO_FILES = frozenset({
+    "tests/annotation_ui/test_labelstudio_client.py",
+    "tests/annotation_ui/test_labelstudio_stage.py",
+    "tests/annotation_ui/test_ls_pages.py",
+})
+LABEL_STUDIO_GROUP = "label-studio"
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its file, or ``LABEL_STUDIO_GROUP``."""
+    module = nodeid.split("::")[0]
+    return LABEL_STUDIO_GROUP if module in LABEL_STUDIO_FILES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) each test file runs whole on
+    one worker, in file order, so its module fixtures are built once and its tests may
+    build on each other; the Label Studio files share one worker.
+
+    A scheduler of our own: xdist 3.8's ``xdist_group`` marks do nothing under pytest 9.2
+    (xdist renames ``item._nodeid``, which pytest 9.2 no longer reads), so every test was
+    its own work unit and a file's tests were spread over both workers.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FileScheduling(config, log)  # type: ignore[arg-type]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` (scripts/test.sh) a test file runs whole on one
-    worker, so its module fixtures are built once; the files that use Label Studio share one
-    worker, so only one Label Studio server starts (its first start migrates for ~35 s)."""
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    for module, module_items in modules.items():
-        uses_ls = any("label_studio" in getattr(i, "fixturenames", ()) for i in module_items)
-        for item in module_items:
-            item.add_marker(pytest.mark.xdist_group("label-studio" if uses_ls else module))
+    """Refuse a test file that starts Label Studio but is not in ``LABEL_STUDIO_FILES``."""
+    missing = sorted({item.nodeid.split("::")[0] for item in items
+                      if "label_studio" in getattr(item, "fixturenames", ())}
+                     - LABEL_STUDIO_FILES)
+    if missing:
+        raise pytest.UsageError(f"add {missing} to LABEL_STUDIO_FILES in tests/conftest.py")
 
 
 @pytest.fixture(scope="session")
