@@ -37,8 +37,12 @@ class DedupSettings:
     ``crop_max_local_residual``. The wider search costs about three times the narrow one,
     so it runs only for candidates whose narrow search reached ``crop_gate_similarity``:
     every crop it confirmed on the planted sets had reached 0.90, while half the same-room
-    candidates stay under 0.85. Off: the decision as it was before
-    (bench/bench_dedup_crops.py).
+    candidates stay under 0.85. A wide match that correlates very closely
+    (``crop_close_similarity``) may disagree a little more locally
+    (``crop_close_max_local_residual``): the zoom of a crop blurs the 32x32 thumbnail
+    evenly, while another person in the same room changes one region (no same-room pair of
+    the planted sets reached r 0.96 under the wide search). Off: the decision as it was
+    before (bench/bench_dedup_crops.py).
     """
 
     radius: int = 12
@@ -48,6 +52,8 @@ class DedupSettings:
     crop_min_similarity: float = 0.96
     crop_max_local_residual: float = 0.60
     crop_gate_similarity: float = 0.85
+    crop_close_similarity: float = 0.97
+    crop_close_max_local_residual: float = 0.75
 
 
 @dataclass(frozen=True)

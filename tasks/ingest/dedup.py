@@ -237,7 +237,8 @@ def _confirmed(query: bytes, targets: np.ndarray, *, mirrored: bool,
 
     The crop search of up to ~5% per side first; with the crop path, the targets it did not
     confirm but found close enough (``crop_gate_similarity``) get the wide search (up to
-    ~7.5% per side, refined), held to stricter thresholds.
+    ~7.5% per side, refined), held to stricter thresholds (or, when it correlates very
+    closely, to a looser local residual: ``DedupSettings``).
     """
     match = thumb_similarities(query, targets, mirror_query=mirrored)
     passed = _passes(match, settings.min_similarity, settings.max_local_residual)
@@ -245,7 +246,9 @@ def _confirmed(query: bytes, targets: np.ndarray, *, mirrored: bool,
     if settings.crop_path:
         redo = np.flatnonzero(~passed & (match.similarity >= settings.crop_gate_similarity))
         wide = thumb_similarities(query, targets[redo], mirror_query=mirrored, wide_crops=True)
-        wide_ok = _passes(wide, settings.crop_min_similarity, settings.crop_max_local_residual)
+        wide_ok = _passes(wide, settings.crop_min_similarity, settings.crop_max_local_residual) \
+            | _passes(wide, settings.crop_close_similarity,
+                      settings.crop_close_max_local_residual)
         passed[redo] = wide_ok
         similarity[redo] = np.where(wide_ok, wide.similarity, similarity[redo])
     return passed, similarity

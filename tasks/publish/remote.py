@@ -30,7 +30,7 @@ from schemas.release import RELEASES, check_version
 from tasks.storage import S3Storage, Storage, safe_key
 
 STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release being built
-SPAN_BYTES = 64 << 20  # at most this much in one ranged GET ...
+SPAN_BYTES = 16 << 20  # at most this much in one ranged GET ...
 READ_AHEAD = 8  # ... and this many GETs in flight (threads), ahead of the writer
 
 

@@ -156,6 +156,32 @@ def test_the_crop_path_finds_the_original_after_its_cropped_copy_too():
     assert out[0] is None and out[1] is not None and out[1].duplicate_of == "C"
 
 
+def _cut(im: Image.Image, sides: tuple[float, float, float, float]) -> Image.Image:
+    """``sides`` (left, top, right, bottom fractions) cut off, zoomed back to full size."""
+    w, h = im.size
+    left, top, right, bottom = sides
+    box = (round(w * left), round(h * top), w - round(w * right), h - round(h * bottom))
+    return im.crop(box).resize((w, h), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize(("seed", "sides"), [(16, (0.049, 0.07, 0.066, 0.069)),
+                                             (23, (0.057, 0.06, 0.048, 0.071)),
+                                             (23, (0.069, 0.046, 0.051, 0.069))])
+def test_a_wide_match_that_correlates_closely_may_disagree_a_little_more_locally(seed, sides):
+    """Crops the wide search aligns at r >= 0.97 whose zoom blur leaves a local residual
+    over 0.60: caught by the close tier, missed without it."""
+    im = textured_photo(seed)
+    original, crop = _photo_item("o", im), _photo_item("c", _cut(im, sides))
+    without = replace(DedupSettings(), crop_close_similarity=1.01)  # the close tier off
+    catalog = KnownImages.from_catalog(ids=["K"], shas=["o"],
+                                       phash=np.array([original.phash], np.uint64),
+                                       thumbs=[original.thumb], settings=without)
+    assert decide_duplicates([crop], catalog, new_ids=["C"]) == [None]
+    [decision] = decide_duplicates([crop], _catalog_of(original), new_ids=["C"])
+    assert decision is not None and decision.duplicate_of == "K"
+    assert decision.similarity >= DedupSettings().crop_close_similarity
+
+
 @pytest.mark.parametrize("seed", [2, 3])
 def test_the_same_room_with_another_person_is_not_a_duplicate_on_the_crop_path(seed):
     room = textured_photo(seed)
