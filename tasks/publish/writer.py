@@ -357,10 +357,25 @@ def run_shard_job(job: ShardJob) -> WrittenShard:
     with tempfile.TemporaryDirectory(prefix="hagrid-shard-") as tmp:
         local = Path(tmp) / job.path.name
         with RemoteSources(store, job.sources, sizes=sizes) as remote:
-            size, digest = write(local, remote.read)
+            size, digest = write(local, _unchanged_objects(job.sources, remote.read))
         members = read_back(local)
         store.put_file(job.path.as_posix(), local)
     return WrittenShard(job.path.as_posix(), digest, size, members)
+
+
+def _unchanged_objects(sources: Sequence[tuple[str, int]],
+                       read: Callable[[int], memoryview]) -> Callable[[int], memoryview]:
+    """``read``, checking each stored object (``objects/ab/cd/<sha256>.<ext>``) against the
+    sha256 in its name: an S3 object has no seal, so one replaced after the image pass
+    checked it would otherwise go into the shard unchecked (``ShardError``)."""
+    def checked(index: int) -> memoryview:
+        data = read(index)
+        key = sources[index][0]
+        if OBJECT_KEY.fullmatch(key) and \
+                hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1].split(".")[0]:
+            raise ShardError(f"{key} changed after it was checked against its sha256")
+        return data
+    return checked
 
 
 class _SourceReader:

@@ -20,7 +20,7 @@ from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
 from tasks.publish.crops import crop_jobs
 from tasks.publish.published_image import published_image
 from tasks.publish.remote import RemoteSources, RemoteStaging, remote_staging
-from tasks.publish.shards import plan_shards
+from tasks.publish.shards import ShardError, plan_shards
 from tasks.publish.writer import (
     ImageJob,
     checksums,
@@ -161,6 +161,25 @@ def test_staged_under_the_root_the_release_is_the_locally_staged_one(
         assert hashlib.sha256(s3_root.read_bytes(f"releases/v1/{name}")).hexdigest() \
             == shard.sha256
     assert not staging.exists()
+
+
+@pytest.mark.slow
+def test_an_object_replaced_after_the_image_pass_is_refused_by_the_shard_job(
+        s3_root: S3Storage) -> None:
+    _, images = _photos([s3_root], [None, None])
+    ids = images["image_id"].tolist()
+    remote = remote_staging(s3_root, "v1", endpoint_url=s3_root.endpoint_url)
+    staging = staging_dir(s3_root, "v1")
+    made = publish_images(s3_root, Path(".published"), images, ids, pool=None, remote=remote)
+    assert made["source"].tolist() == images["object_key"].tolist()  # read in place
+    key = images["object_key"][1]
+    data = bytearray(s3_root.read_bytes(key))
+    data[-3] ^= 0xFF  # same size, other bytes: a size check alone would not see it
+    s3_root.write_bytes(key, bytes(data))
+    with pytest.raises(ShardError, match="changed after it was checked"):
+        write_split_shards(staging, [_plan(ids, made)], pool=None, remote=remote)
+    assert not [n for n in remote.files() if n.startswith("shards/")]
+    discard(staging, remote)
 
 
 @pytest.mark.slow
