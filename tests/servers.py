@@ -361,12 +361,18 @@ def dask_cli() -> str:
 
 def can_hide_folders() -> bool:
     """Whether this machine lets a process hide a folder from itself: a private mount
-    namespace (``unshare -m``, root or user namespaces) with an empty tmpfs over it."""
-    try:
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
-                               capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    namespace (``unshare -m``, as root) with an empty tmpfs over it. Tried on a folder
+    holding a file: hidden, the file must not show."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "mark").write_text("seen")
+        try:
+            done = subprocess.run(hiding(Path(tmp), ["ls", "-A", tmp]), capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and done.stdout.strip() == ""
 
 
 def hiding(folder: Path, command: list[str]) -> list[str]:
