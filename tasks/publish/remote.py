@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from schemas.release import RELEASES, check_version
 from tasks.storage import S3Storage, Storage, safe_key
 
+_Read = TypeVar("_Read")
+
 STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release being built
 SPAN_BYTES = 16 << 20  # at most this much in one ranged GET ...
 READ_AHEAD = 8  # ... and this many GETs in flight (threads), ahead of the writer
+# An image published as stored stays in its object when it is at least this large: the
+# shard job GETs it there. A smaller one goes into a spool file with its neighbours, so the
+# shard job reads many in one GET (requests, not bytes, bound small objects on S3).
+IN_PLACE_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,41 @@ def dead_staging_keys(root: Storage) -> list[str]:
     """Every key under a staging prefix of ``root`` (``releases/.staging-*/``)."""
     return [key for key in root.list(RELEASES)
             if key.split("/")[1].startswith(STAGING_PREFIX)]
+
+
+class ReadAhead(Generic[_Read]):
+    """``read`` called for ``keys`` in turn, with up to ``ahead`` calls running ahead in
+    threads (S3 GETs wait on the network, not the CPU). ``read_next(key)`` must be called
+    with ``keys`` in that order; leaving the ``with`` block cancels what is still queued."""
+
+    def __init__(self, read: Callable[[str], _Read], keys: Sequence[str], *,
+                 ahead: int = READ_AHEAD) -> None:
+        self.read, self.ahead = read, ahead
+        self.pool = ThreadPoolExecutor(ahead, thread_name_prefix="get-ahead")
+        self.pending: deque[tuple[str, Future[_Read]]] = deque()
+        self.upcoming = iter(keys)
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.ahead:
+            key = next(self.upcoming, None)
+            if key is None:
+                return
+            self.pending.append((key, self.pool.submit(self.read, key)))
+
+    def read_next(self, key: str) -> _Read:
+        """What ``read(key)`` returned; ``key`` must be the next of ``keys``."""
+        self._fill()
+        if not self.pending or self.pending[0][0] != key:
+            raise ValueError(f"{key} read out of order")
+        got = self.pending.popleft()[1].result()
+        self._fill()
+        return got
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RemoteSources:

@@ -54,7 +54,9 @@ from tasks.publish.checked_objects import Seal, seal_of, settled
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import published_image
 from tasks.publish.remote import (
+    IN_PLACE_BYTES,
     STAGING_PREFIX,
+    ReadAhead,
     RemoteSources,
     RemoteStaging,
     dead_staging_keys,
@@ -227,19 +229,21 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
     last change is too recent to seal, ``checked_objects.settled``). Any other image is
     appended to the job's spool file, created on the first one.
 
-    With ``job.remote`` (an S3 root on a cluster) an image published as stored stays at its
-    object's key, and the spool file is written in this machine's temporary folder, then
-    uploaded to the key ``job.spool``.
+    With ``job.remote`` (an S3 root on a cluster) the objects are read ahead in threads
+    (``remote.ReadAhead``); an image published as stored stays at its object's key when
+    it is at least ``remote.IN_PLACE_BYTES`` large, and the spool file is written in this
+    machine's temporary folder, then uploaded to the key ``job.spool``.
     """
     if job.remote is None:
         check_visible(job.spool.parent)
         read, object_file = _object_reader(job.root_uri, job.endpoint_url, job.object_keys)
         return _make_images(job, job.spool, read, object_file)
     store = job.remote.storage()
-    with tempfile.TemporaryDirectory(prefix="hagrid-spool-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="hagrid-spool-") as tmp,
+          ReadAhead(lambda key: (store.read_bytes(key), None), job.object_keys) as objects):
         local = Path(tmp) / job.spool.name
-        made = _make_images(job, local, lambda key: (store.read_bytes(key), None),
-                            lambda key: key)
+        made = _make_images(job, local, objects.read_next, lambda key: key,
+                            in_place_bytes=IN_PLACE_BYTES)
         if local.exists():
             store.put_file(job.spool.as_posix(), local)
     key = job.spool.as_posix()
@@ -249,8 +253,11 @@ def run_image_job(job: ImageJob) -> list[MadeImage]:
 
 def _make_images(job: ImageJob, spool_path: Path,
                  read: Callable[[str], tuple[bytes, Seal | None]],
-                 object_file: Callable[[str], str] | None) -> list[MadeImage]:
-    """``run_image_job``'s loop: the images of ``job``, spooled into ``spool_path``."""
+                 object_file: Callable[[str], str] | None, *,
+                 in_place_bytes: int = 0) -> list[MadeImage]:
+    """``run_image_job``'s loop: the images of ``job``, spooled into ``spool_path``, but
+    those published as stored that ``object_file`` names and that are at least
+    ``in_place_bytes`` large."""
     made: list[MadeImage] = []
     with ExitStack() as stack:
         spool: BinaryIO | None = None
@@ -263,7 +270,7 @@ def _make_images(job: ImageJob, spool_path: Path,
                 published = published_image(data, orientation=orientation)
             except (ValueError, OSError) as exc:  # a malformed container, a failed decode
                 raise ShardError(f"{key}: cannot make its published image: {exc}") from exc
-            if published is data and object_file is not None:
+            if published is data and object_file is not None and len(data) >= in_place_bytes:
                 made.append((len(data), sha, object_file(key), 0, seal))
                 continue
             if spool is None:

@@ -16,10 +16,11 @@ import pytest
 
 from tasks.catalog import object_key
 from tasks.publish import remote as remote_module
+from tasks.publish import writer
 from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
 from tasks.publish.crops import crop_jobs
 from tasks.publish.published_image import published_image
-from tasks.publish.remote import RemoteSources, RemoteStaging, remote_staging
+from tasks.publish.remote import ReadAhead, RemoteSources, RemoteStaging, remote_staging
 from tasks.publish.shards import ShardError, plan_shards
 from tasks.publish.writer import (
     ImageJob,
@@ -45,6 +46,14 @@ class _CountingStore:
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         self.gets.append((key, offset, size))
         return self.files[key][offset:offset + size]
+
+
+def test_reads_run_ahead_in_order_and_out_of_order_is_refused() -> None:
+    keys = [f"k{n}" for n in range(20)]
+    with ReadAhead(lambda key: key.upper(), keys, ahead=3) as objects:
+        assert [objects.read_next(k) for k in keys[:5]] == [k.upper() for k in keys[:5]]
+        with pytest.raises(ValueError, match="out of order"):
+            objects.read_next("k9")
 
 
 def test_back_to_back_members_come_in_one_ranged_get(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,8 +113,14 @@ def _plan(ids: list[str], published: pd.DataFrame) -> SplitPlan:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("in_place", [True, False])
 def test_staged_under_the_root_the_release_is_the_locally_staged_one(
-        s3_root: S3Storage, tmp_path: Path) -> None:
+        s3_root: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        in_place: bool) -> None:
+    """``in_place``: images published as stored stay in their objects (large ones), or go
+    into the spool file with the others (small ones, the default for these 64x48 photos)."""
+    if in_place:
+        monkeypatch.setattr(writer, "IN_PLACE_BYTES", 0)
     local_root = LocalStorage(tmp_path / "local")
     stored, images = _photos([s3_root, local_root],
                              [None, personal_exif(1), None, personal_exif(2), None])
@@ -121,14 +136,16 @@ def test_staged_under_the_root_the_release_is_the_locally_staged_one(
     staging = staging_dir(s3_root, "v1")  # the flow's own folder: the small files
     published = publish_images(s3_root, Path(".published"), images, ids, pool=None,
                                remote=remote)
-    # an image published as stored is read from its object; the others from a spool file
-    # staged under the prefix
+    # an image published as stored is read from its object when in place; the others from
+    # a spool file staged under the prefix
     expect = [published_image(d, orientation=1) for d in stored]
     assert published["size"].tolist() == [len(p) for p in expect]
-    assert published["source"].tolist()[0] == images["object_key"][0]
     spool_key = f"{remote.prefix}/.published/000000.bin"
-    assert published["source"].tolist()[1] == spool_key
-    assert s3_root.read_bytes(spool_key) == expect[1] + expect[3]
+    assert published["source"].tolist() == [
+        images["object_key"][i] if in_place and i in (0, 2, 4) else spool_key
+        for i in range(5)]
+    assert s3_root.read_bytes(spool_key) == (expect[1] + expect[3] if in_place
+                                             else b"".join(expect))
     assert not list(staging.iterdir())  # nothing landed in the flow's folder
 
     written = write_split_shards(staging, [_plan(ids, published)], pool=None, remote=remote)
@@ -165,7 +182,8 @@ def test_staged_under_the_root_the_release_is_the_locally_staged_one(
 
 @pytest.mark.slow
 def test_an_object_replaced_after_the_image_pass_is_refused_by_the_shard_job(
-        s3_root: S3Storage) -> None:
+        s3_root: S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "IN_PLACE_BYTES", 0)  # read in place, as large objects are
     _, images = _photos([s3_root], [None, None])
     ids = images["image_id"].tolist()
     remote = remote_staging(s3_root, "v1", endpoint_url=s3_root.endpoint_url)
