@@ -154,7 +154,7 @@ def write_shards_and_manifests(
         written.update(crop_shards)
         logger.info("crops: %d in %d shards (%s) in %.1f s",
                     sum(t.num_rows for t in crops.values()), len(crop_shards),
-                    _megabytes(crop_shards, crop_shards), time.perf_counter() - t3)
+                    _megabytes(crop_shards), time.perf_counter() - t3)
     discard(staging / SPOOL)
     if remote is not None:
         remote.remove(SPOOL)
@@ -177,9 +177,12 @@ def _log_shards(written: Mapping[str, WrittenShard], plans: list[SplitPlan], *,
                 _megabytes(written, names))
 
 
-def _megabytes(written: Mapping[str, WrittenShard], names: Iterable[str]) -> str:
-    """The size of the written shards ``names`` in MB (10^6 bytes), for a run-log line."""
-    return f"{sum(written[name].size for name in names) / 1e6:,.1f} MB"
+def _megabytes(written: Mapping[str, WrittenShard], names: Iterable[str] | None = None
+               ) -> str:
+    """The size of the written shards ``names`` (default all) in MB (10^6 bytes), for a
+    run-log line."""
+    total = sum(written[name].size for name in (written if names is None else names))
+    return f"{total / 1e6:,.1f} MB"
 
 
 @task(cache_policy=NO_CACHE)

@@ -31,6 +31,11 @@ def object_key(sha256: str, fmt: str) -> str:
     return f"objects/{sha256[:2]}/{sha256[2:4]}/{sha256}.{ext}"
 
 
+def object_sha256(key: str) -> str:
+    """The sha256 an object key names (``object_key``'s inverse, less the format)."""
+    return key.rsplit("/", 1)[1].split(".", 1)[0]
+
+
 def image_id_for(sha256: str) -> str:
     """The image id: the first 128 bits of the sha256, written as a UUID (HaGRID names)."""
     h = sha256[:32]

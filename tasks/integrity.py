@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from schemas.reasons import Outcome, Reason
 from schemas.settings import IngestSettings
 from schemas.tables import CATALOG_TABLES, IMAGES
-from tasks.catalog import Catalog
+from tasks.catalog import Catalog, object_sha256
 from tasks.ingest.inspection import ImageFeatures, inspect_image
 from tasks.lock import writer_lock
 from tasks.storage import Storage
@@ -294,7 +294,7 @@ def _archive(catalog: Catalog, repair_id: str, table: str, batch: str, rows: pd.
 
 def _objects_by_sha(keys: Iterable[str]) -> dict[str, str]:
     """sha256 -> object key (``objects/ab/cd/<sha256>.<ext>``, see ``catalog.object_key``)."""
-    return {k.rsplit("/", 1)[1].split(".", 1)[0]: k for k in keys}
+    return {object_sha256(k): k for k in keys}
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from typing import Generic, Self, TypeVar
 from schemas.release import RELEASES, check_version
 from tasks.storage import S3Storage, Storage, safe_key
 
+_Item = TypeVar("_Item")
 _Read = TypeVar("_Read")
 
 STAGING_PREFIX = ".staging-"  # releases/.staging-<version>-<hex>: a release being built
@@ -87,33 +88,41 @@ def dead_staging_keys(root: Storage) -> list[str]:
             if key.split("/")[1].startswith(STAGING_PREFIX)]
 
 
-class ReadAhead(Generic[_Read]):
-    """``read`` called for ``keys`` in turn, with up to ``ahead`` calls running ahead in
-    threads (S3 GETs wait on the network, not the CPU). ``read_next(key)`` must be called
-    with ``keys`` in that order; leaving the ``with`` block cancels what is still queued."""
+class ReadAhead(Generic[_Item, _Read]):
+    """``read`` called for ``items`` in turn, with up to ``ahead`` calls running ahead in
+    threads (S3 GETs wait on the network, not the CPU), so memory holds about ``ahead``
+    results. Leaving the ``with`` block cancels what is still queued."""
 
-    def __init__(self, read: Callable[[str], _Read], keys: Sequence[str], *,
+    def __init__(self, read: Callable[[_Item], _Read], items: Sequence[_Item], *,
                  ahead: int = READ_AHEAD) -> None:
         self.read, self.ahead = read, ahead
-        self.pool = ThreadPoolExecutor(ahead, thread_name_prefix="get-ahead")
-        self.pending: deque[tuple[str, Future[_Read]]] = deque()
-        self.upcoming = iter(keys)
+        self.pool = ThreadPoolExecutor(ahead, thread_name_prefix="read-ahead")
+        self.pending: deque[tuple[_Item, Future[_Read]]] = deque()
+        self.items, self.submitted = items, 0
 
     def _fill(self) -> None:
-        while len(self.pending) < self.ahead:
-            key = next(self.upcoming, None)
-            if key is None:
-                return
-            self.pending.append((key, self.pool.submit(self.read, key)))
+        while len(self.pending) < self.ahead and self.submitted < len(self.items):
+            item = self.items[self.submitted]
+            self.pending.append((item, self.pool.submit(self.read, item)))
+            self.submitted += 1
 
-    def read_next(self, key: str) -> _Read:
-        """What ``read(key)`` returned; ``key`` must be the next of ``keys``."""
+    def next(self) -> tuple[_Item, _Read]:
+        """The next item and what ``read`` returned for it (``StopIteration`` past the end)."""
         self._fill()
-        if not self.pending or self.pending[0][0] != key:
-            raise ValueError(f"{key} read out of order")
-        got = self.pending.popleft()[1].result()
+        if not self.pending:
+            raise StopIteration
+        item, future = self.pending.popleft()
+        got = future.result()
         self._fill()
-        return got
+        return item, got
+
+    def read_next(self, item: _Item) -> _Read:
+        """What ``read(item)`` returned; ``item`` must be the next of ``items``."""
+        if not self.pending or self.pending[0][0] != item:
+            self._fill()
+        if not self.pending or self.pending[0][0] != item:
+            raise ValueError(f"{item} read out of order")
+        return self.next()[1]
 
     def __enter__(self) -> Self:
         return self
@@ -127,45 +136,32 @@ class RemoteSources:
 
     Consecutive members that lie back to back in one object (a spool file, a shard) are
     fetched by one ranged GET of at most ``SPAN_BYTES`` (one alone may pass it); up to
-    ``READ_AHEAD`` GETs run ahead in threads, so memory holds about that many spans.
+    ``READ_AHEAD`` GETs run ahead (``ReadAhead``), so memory holds about that many spans.
     ``read(i)`` must be called for i = 0, 1, 2, ... in turn.
     """
 
     def __init__(self, storage: Storage, sources: Sequence[tuple[str, int]], *,
                  sizes: Sequence[int]) -> None:
-        self.storage = storage
-        self.spans = _spans(sources, sizes)  # (key, start, length, [(member, offset in span)])
+        spans = _spans(sources, sizes)  # (key, start, length, [(member, offset in span)])
         self.where: dict[int, tuple[int, int, int]] = {}  # member -> (span, start, size)
-        for n, (_, _, _, members) in enumerate(self.spans):
+        for n, (_, _, _, members) in enumerate(spans):
             for index, start in members:
                 self.where[index] = (n, start, sizes[index])
-        self.pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="ranged-get")
-        self.pending: deque[tuple[int, Future[bytes]]] = deque()
-        self.submitted = 0
+        self.gets = ReadAhead(lambda n: storage.read_range(*spans[n][:3]), range(len(spans)))
         self.current: tuple[int, bytes] | None = None
-
-    def _fill(self) -> None:
-        while len(self.pending) < READ_AHEAD and self.submitted < len(self.spans):
-            key, start, length, _ = self.spans[self.submitted]
-            self.pending.append((self.submitted, self.pool.submit(
-                self.storage.read_range, key, start, length)))
-            self.submitted += 1
 
     def read(self, index: int) -> memoryview:
         """The bytes of member ``index``."""
         span, start, size = self.where[index]
         while self.current is None or self.current[0] != span:
-            self._fill()
-            n, future = self.pending.popleft()
-            self.current = (n, future.result())
-            self._fill()
+            self.current = self.gets.next()
         return memoryview(self.current[1])[start:start + size]
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.gets.__exit__(*exc)
 
 
 def _spans(sources: Sequence[tuple[str, int]], sizes: Sequence[int]

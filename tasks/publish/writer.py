@@ -49,6 +49,7 @@ from schemas.release import (
     REPORT,
     check_version,
 )
+from tasks.catalog import object_sha256
 from tasks.processes import end_with_process
 from tasks.publish.checked_objects import Seal, seal_of, settled
 from tasks.publish.containers import inspect_member
@@ -378,8 +379,7 @@ def _unchanged_objects(sources: Sequence[tuple[str, int]],
     def checked(index: int) -> memoryview:
         data = read(index)
         key = sources[index][0]
-        if OBJECT_KEY.fullmatch(key) and \
-                hashlib.sha256(data).hexdigest() != key.rsplit("/", 1)[1].split(".")[0]:
+        if OBJECT_KEY.fullmatch(key) and hashlib.sha256(data).hexdigest() != object_sha256(key):
             raise ShardError(f"{key} changed after it was checked against its sha256")
         return data
     return checked

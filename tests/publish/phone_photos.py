@@ -3,13 +3,17 @@ holding a raw worker id, XMP, comments, an ICC profile; and the checks that none
 
 from __future__ import annotations
 
+import hashlib
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageCms
 
+from tasks.catalog import object_key
 from tasks.publish.containers import inspect_member
 from tasks.publish.published_image import TURNS
+from tasks.storage import Storage
 from tests.photos import textured_photo
 
 WORKER = "raw-worker-4711"  # what Artist held: a raw worker id
@@ -34,6 +38,23 @@ def personal_exif(orientation: int) -> Image.Exif:
     gps.update({1: "N", 2: (55.0, 45.0, 21.0), 3: "E", 4: (37.0, 37.0, 4.0)})
     exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00at home"
     return exif
+
+
+def stored_photos(stores: Sequence[Storage], exifs: Sequence[Image.Exif | None]
+                  ) -> tuple[list[bytes], list[str], list[str]]:
+    """Small 64x48 JPEGs (one per entry, with that EXIF block) stored as objects in every one
+    of ``stores``; their bytes, sha256s and object keys."""
+    stored = []
+    for n, exif in enumerate(exifs):
+        buf = io.BytesIO()
+        photo(n, (64, 48)).save(buf, "JPEG", quality=90, **({"exif": exif} if exif else {}))
+        stored.append(buf.getvalue())
+    shas = [hashlib.sha256(d).hexdigest() for d in stored]
+    keys = [object_key(sha, "JPEG") for sha in shas]
+    for store in stores:
+        for key, data in zip(keys, stored, strict=True):
+            store.write_bytes(key, data)
+    return stored, shas, keys
 
 
 def pixels(data: bytes) -> np.ndarray:

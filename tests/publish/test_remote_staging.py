@@ -5,7 +5,6 @@ release they make is the one local staging makes, byte for byte."""
 from __future__ import annotations
 
 import hashlib
-import io
 import pickle
 import tempfile
 from pathlib import Path
@@ -14,7 +13,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tasks.catalog import object_key
 from tasks.publish import remote as remote_module
 from tasks.publish import writer
 from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
@@ -33,7 +31,7 @@ from tasks.publish.writer import (
     write_file,
 )
 from tasks.storage import LocalStorage, S3Storage
-from tests.publish.phone_photos import personal_exif, photo
+from tests.publish.phone_photos import personal_exif, stored_photos
 
 
 class _CountingStore:
@@ -85,16 +83,7 @@ def s3_root(s3_server, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
 def _photos(stores: list, exifs: list) -> tuple[list[bytes], pd.DataFrame]:
     """Small JPEGs with those EXIF blocks, stored as objects in every store; their bytes
     and the catalog rows ``publish_images`` reads."""
-    stored = []
-    for n, exif in enumerate(exifs):
-        buf = io.BytesIO()
-        photo(n, (64, 48)).save(buf, "JPEG", quality=90, **({"exif": exif} if exif else {}))
-        stored.append(buf.getvalue())
-    shas = [hashlib.sha256(d).hexdigest() for d in stored]
-    keys = [object_key(sha, "JPEG") for sha in shas]
-    for store in stores:
-        for key, data in zip(keys, stored, strict=True):
-            store.write_bytes(key, data)
+    stored, shas, keys = stored_photos(stores, exifs)
     ids = [f"img{n}" for n in range(len(stored))]
     return stored, pd.DataFrame({"image_id": ids, "object_key": keys, "sha256": shas,
                                  "orientation": 1, "bytes": [len(d) for d in stored]})

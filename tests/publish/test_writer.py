@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import signal
@@ -18,7 +17,6 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from tasks.catalog import object_key
 from tasks.publish import checked_objects
 from tasks.publish.assembly import SplitPlan, publish_images, write_split_shards
 from tasks.publish.published_image import published_image
@@ -35,7 +33,7 @@ from tasks.publish.writer import (
     write_file,
 )
 from tasks.storage import LocalStorage
-from tests.publish.phone_photos import personal_exif, photo
+from tests.publish.phone_photos import personal_exif, stored_photos
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,18 +59,7 @@ def test_dead_staging_folders_are_removed_and_releases_kept(tmp_path: Path) -> N
 
 def _stored_photos(store: LocalStorage, exifs: list[Image.Exif | None]
                    ) -> tuple[list[bytes], list[str], list[str]]:
-    """Small JPEGs (one per entry, with that EXIF block) stored as objects of ``store``;
-    their bytes, sha256s and object keys."""
-    stored = []
-    for n, exif in enumerate(exifs):
-        buf = io.BytesIO()
-        photo(n, (64, 48)).save(buf, "JPEG", quality=90, **({"exif": exif} if exif else {}))
-        stored.append(buf.getvalue())
-    shas = [hashlib.sha256(d).hexdigest() for d in stored]
-    keys = [object_key(sha, "JPEG") for sha in shas]
-    for key, data in zip(keys, stored, strict=True):
-        store.write_bytes(key, data)
-    return stored, shas, keys
+    return stored_photos([store], exifs)
 
 
 def test_clean_images_are_read_in_place_and_only_changed_ones_spooled(tmp_path: Path) -> None:
